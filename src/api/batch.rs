@@ -1,0 +1,216 @@
+//! Atomic batches of operations.
+
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::problem::{
+    ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
+    UNSUPPORTED_MEDIA_TYPE,
+};
+use super::{ApiTags, Context};
+use crate::store::{Action, Condition, Op, Outcome, Value};
+
+/// What a batch operation does.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Put,
+    Delete,
+    /// Compare-and-swap: `value` replaces `expected`.
+    Cas,
+}
+
+/// One operation in a batch.
+#[derive(Object, Clone, Debug)]
+pub struct BatchOp {
+    pub method: Method,
+    pub key: String,
+    /// The value to write (PUT and CAS).
+    pub value: Option<String>,
+    /// Seconds until the key expires (PUT and CAS); without it the key keeps
+    /// no TTL.
+    #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
+    pub ttl: Option<u64>,
+    /// CAS: the value the key must hold; `null` or absent means the key must
+    /// not exist.
+    pub expected: Option<String>,
+}
+
+/// The result of one batch operation, with the status the single-key
+/// endpoint would have answered.
+#[derive(Object, Clone, Debug, PartialEq)]
+pub struct OpResult {
+    pub status: u16,
+    /// GET: the value.
+    #[oai(skip_serializing_if_is_none)]
+    pub value: Option<String>,
+    /// The key's revision after the operation (for a delete, the revision of
+    /// the delete).
+    #[oai(skip_serializing_if_is_none)]
+    pub revision: Option<u64>,
+}
+
+impl OpResult {
+    fn status(status: StatusCode) -> Self {
+        Self {
+            status: status.as_u16(),
+            value: None,
+            revision: None,
+        }
+    }
+
+    fn revision(status: StatusCode, revision: u64) -> Self {
+        Self {
+            revision: Some(revision),
+            ..Self::status(status)
+        }
+    }
+}
+
+pub const CONFLICT: (u16, &str) = (
+    409,
+    "A CAS operation failed, so no operation was applied; `results` holds the per-operation statuses.",
+);
+
+pub struct BatchErrors;
+impl ErrorStatuses for BatchErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        CONFLICT,
+        TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+#[derive(ApiResponse)]
+pub enum BatchResponse {
+    /// Every operation applied, in order, as one atomic commit.
+    #[oai(status = 200)]
+    Ok(Json<Vec<OpResult>>),
+}
+
+pub struct BatchApi(pub Context);
+
+impl BatchApi {
+    fn to_op(&self, index: usize, op: BatchOp) -> Result<Op, Problem> {
+        let at = |problem: Problem| Problem {
+            detail: format!("operation {index}: {}", problem.detail),
+            ..problem
+        };
+        let key = self.0.key(&op.key).map_err(at)?;
+        let (action, condition) = match op.method {
+            Method::Get => (Action::Get, Condition::Always),
+            Method::Delete => (Action::Delete, Condition::Always),
+            Method::Put | Method::Cas => {
+                let value = op.value.ok_or_else(|| {
+                    at(Problem::invalid_request(format!(
+                        "{:?} needs a value",
+                        op.method
+                    )))
+                })?;
+                self.0.check_value(&value).map_err(at)?;
+                let action = Action::Put {
+                    value: Value::from(value),
+                    ttl: op.ttl.map(Duration::from_secs),
+                };
+                let condition = match op.method {
+                    Method::Cas => Condition::Value(op.expected.map(Value::from)),
+                    _ => Condition::Always,
+                };
+                (action, condition)
+            }
+        };
+        Ok(Op {
+            key,
+            action,
+            condition,
+        })
+    }
+}
+
+fn result(method: Method, outcome: Outcome) -> OpResult {
+    match outcome {
+        Outcome::Found(current) => OpResult {
+            value: Some(current.value.as_str().to_owned()),
+            ..OpResult::revision(StatusCode::OK, current.revision)
+        },
+        Outcome::NotFound => OpResult::status(StatusCode::NOT_FOUND),
+        Outcome::Created { revision } if method == Method::Put => {
+            OpResult::revision(StatusCode::CREATED, revision)
+        }
+        Outcome::Created { revision }
+        | Outcome::Replaced { revision }
+        | Outcome::Deleted { revision } => OpResult::revision(StatusCode::NO_CONTENT, revision),
+        // CAS on an absent key that expected a value: 404, as on /store/cas.
+        Outcome::Rejected { current: None } if method == Method::Cas => {
+            OpResult::status(StatusCode::NOT_FOUND)
+        }
+        // The state the condition saw may include earlier ops of this batch,
+        // which were never applied: report the status alone.
+        Outcome::Rejected { .. } => OpResult::status(StatusCode::PRECONDITION_FAILED),
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Batch")]
+impl BatchApi {
+    /// Run a batch
+    ///
+    /// Applies the operations in order as one atomic, isolated commit: no
+    /// other request sees part of it, and its writes take consecutive
+    /// revisions. Answers one result per operation, with the status the
+    /// single-key endpoint would give. If any CAS fails, nothing is applied
+    /// and the answer is 409 with the per-operation results (412 or 404 for
+    /// the failed CAS, 424 for the others).
+    #[oai(path = "/batch", method = "post", operation_id = "batch")]
+    async fn batch(&self, ops: Json<Vec<BatchOp>>) -> Result<BatchResponse, ApiError<BatchErrors>> {
+        let max = self.0.limits.max_batch_ops;
+        if ops.len() > max {
+            return Err(Problem::too_large(format!(
+                "the batch has {} operations; the limit is {max}",
+                ops.len()
+            ))
+            .into());
+        }
+        let methods: Vec<Method> = ops.iter().map(|op| op.method).collect();
+        let ops = ops
+            .0
+            .into_iter()
+            .enumerate()
+            .map(|(index, op)| self.to_op(index, op))
+            .collect::<Result<Vec<Op>, Problem>>()?;
+        match self.0.store.batch(&ops) {
+            Ok(outcomes) => Ok(BatchResponse::Ok(Json(
+                methods
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(m, o)| result(m, o))
+                    .collect(),
+            ))),
+            Err(outcomes) => {
+                let results = methods
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(method, outcome)| match outcome {
+                        Outcome::Rejected { .. } => result(method, outcome),
+                        _ => OpResult::status(StatusCode::FAILED_DEPENDENCY),
+                    })
+                    .collect();
+                Err(Problem {
+                    results: Some(results),
+                    ..Problem::new(
+                        StatusCode::CONFLICT,
+                        "batch-failed",
+                        "Batch failed",
+                        "a CAS operation failed; no operation was applied",
+                    )
+                }
+                .into())
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Single-key operations: GET, PUT, DELETE and compare-and-swap.
+
+use std::time::Duration;
+
+use poem::error::ReadBodyError;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::body::{TextValue, ValueBody};
+use super::conditional::{etag, parse_etags, write_condition};
+use super::problem::{
+    ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
+    TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+};
+use super::{ApiTags, Context};
+use crate::store::{Action, Condition, Current, Op, Outcome, Value};
+
+/// The longest TTL accepted: 100 years, in seconds.
+pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
+pub struct GetErrors;
+impl ErrorStatuses for GetErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+pub struct PutErrors;
+impl ErrorStatuses for PutErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        PRECONDITION_FAILED,
+        TOO_LARGE,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+pub struct DeleteErrors;
+impl ErrorStatuses for DeleteErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+pub struct CasErrors;
+impl ErrorStatuses for CasErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
+        TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+#[derive(ApiResponse)]
+pub enum GetResponse {
+    /// The value, as text.
+    #[oai(status = 200)]
+    Ok(TextValue, #[oai(header = "ETag")] String),
+    /// The value has not changed since the ETag given in `If-None-Match`.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum PutResponse {
+    /// The key was created.
+    #[oai(status = 201)]
+    Created(#[oai(header = "ETag")] String),
+    /// The key existed; its value was replaced.
+    #[oai(status = 204)]
+    Replaced(#[oai(header = "ETag")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum DeleteResponse {
+    /// The key was deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+#[derive(ApiResponse)]
+pub enum CasResponse {
+    /// The value was swapped in.
+    #[oai(status = 204)]
+    Swapped(#[oai(header = "ETag")] String),
+}
+
+/// A compare-and-swap request.
+#[derive(Object, Debug)]
+#[oai(example)]
+pub struct CasRequest {
+    /// The value the key must hold for the swap to happen; `null` (or
+    /// absent) means the key must not exist (create only).
+    pub expected: Option<String>,
+    /// The value to store.
+    pub new: String,
+    /// Seconds until the key expires; without it the key keeps no TTL.
+    #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
+    pub ttl: Option<u64>,
+}
+
+impl Example for CasRequest {
+    fn example() -> Self {
+        Self {
+            expected: Some("old_value".to_owned()),
+            new: "new_value".to_owned(),
+            ttl: None,
+        }
+    }
+}
+
+/// A 412 problem that tells the client what the key holds now.
+pub fn condition_failed(key: &str, current: Option<Current>) -> Problem {
+    let detail = match &current {
+        Some(current) => format!("key {key:?} is at revision {}", current.revision),
+        None => format!("key {key:?} does not exist"),
+    };
+    Problem {
+        value: current.as_ref().map(|c| c.value.as_str().to_owned()),
+        revision: current.map(|c| c.revision),
+        ..Problem::precondition_failed(detail)
+    }
+}
+
+fn unexpected(outcome: Outcome) -> Problem {
+    Problem::internal(format!("unexpected outcome {outcome:?}"))
+}
+
+pub struct KeysApi(pub Context);
+
+#[OpenApi(tag = "ApiTags::Keys")]
+impl KeysApi {
+    /// Read a key
+    ///
+    /// Returns the key's value as `text/plain` with its revision as `ETag`.
+    /// With `If-None-Match` naming the current ETag the answer is 304 with no
+    /// body. An expired key is never returned, even before it is swept.
+    #[oai(path = "/store/:key", method = "get", operation_id = "get_key")]
+    async fn get_key(
+        &self,
+        /// The key (one path segment; send `/` as `%2F`).
+        key: Path<String>,
+        /// Answer 304 if the key's ETag is one of these.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        /// Answer 412 unless the key's ETag is one of these (or `*`).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<GetResponse, ApiError<GetErrors>> {
+        let key = self.0.key(&key)?;
+        let current = self.0.store.get(&key);
+        if let Some(header) = if_match.as_deref() {
+            let must = Condition::Revision {
+                must: Some(parse_etags(header, false)),
+                must_not: None,
+            };
+            if !must.holds(current.as_ref()) {
+                return Err(condition_failed(&key, current).into());
+            }
+        }
+        let current = current.ok_or_else(|| Problem::not_found(&key))?;
+        let tag = etag(current.revision);
+        if let Some(header) = if_none_match.as_deref() {
+            if parse_etags(header, true).contains(current.revision) {
+                return Ok(GetResponse::NotModified(tag));
+            }
+        }
+        Ok(GetResponse::Ok(TextValue(current.value.bytes()), tag))
+    }
+
+    /// Write a key
+    ///
+    /// Stores the request body (UTF-8 text, any Content-Type) as the key's
+    /// value: 201 if the key is new, 204 if it replaced a value. Both carry
+    /// the new revision as `ETag`. `ttl` makes the key expire; a PUT without
+    /// it clears any TTL. `If-Match` makes the write conditional on the
+    /// current ETag, `If-None-Match: *` on the key not existing.
+    #[oai(path = "/store/:key", method = "put", operation_id = "put_key")]
+    async fn put_key(
+        &self,
+        /// The key (one path segment; send `/` as `%2F`).
+        key: Path<String>,
+        /// Seconds until the key expires.
+        #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
+        ttl: Query<Option<u64>>,
+        /// Write only if the key's ETag is one of these (or `*`: the key exists).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        /// `*`: write only if the key does not exist.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        body: ValueBody,
+    ) -> Result<PutResponse, ApiError<PutErrors>> {
+        let key = self.0.key(&key)?;
+        let limit = self.0.limits.max_value_bytes;
+        let bytes = body
+            .0
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|err| match err {
+                ReadBodyError::PayloadTooLarge => {
+                    Problem::too_large(format!("the value is larger than {limit} bytes"))
+                }
+                other => Problem::invalid_request(format!("cannot read the body: {other}")),
+            })?;
+        let value = Value::from_utf8(&bytes)
+            .map_err(|err| Problem::invalid_request(format!("the value is not UTF-8: {err}")))?;
+        let op = Op {
+            key: key.clone(),
+            action: Action::Put {
+                value,
+                ttl: ttl.0.map(Duration::from_secs),
+            },
+            condition: write_condition(if_match.as_deref(), if_none_match.as_deref()),
+        };
+        match self.0.store.apply(op) {
+            Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
+            Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),
+            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    /// Delete a key
+    ///
+    /// 204 when the key was deleted, 404 when it did not exist. `If-Match`
+    /// makes the delete conditional on the current ETag.
+    #[oai(path = "/store/:key", method = "delete", operation_id = "delete_key")]
+    async fn delete_key(
+        &self,
+        /// The key (one path segment; send `/` as `%2F`).
+        key: Path<String>,
+        /// Delete only if the key's ETag is one of these (or `*`).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
+        let key = self.0.key(&key)?;
+        let op = Op {
+            key: key.clone(),
+            action: Action::Delete,
+            condition: write_condition(if_match.as_deref(), None),
+        };
+        match self.0.store.apply(op) {
+            Outcome::Deleted { .. } => Ok(DeleteResponse::Deleted),
+            Outcome::NotFound => Err(Problem::not_found(&key).into()),
+            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    /// Compare and swap
+    ///
+    /// Sets the key to `new` only if it currently holds `expected`; with
+    /// `expected: null`, only if the key does not exist. 204 with the new
+    /// `ETag` on success; 412 (with the current value and revision) when the
+    /// value differs or the key exists; 404 when `expected` is a string and
+    /// the key does not exist.
+    #[oai(
+        path = "/store/cas/:key",
+        method = "post",
+        operation_id = "compare_and_swap"
+    )]
+    async fn compare_and_swap(
+        &self,
+        /// The key (one path segment; send `/` as `%2F`).
+        key: Path<String>,
+        request: Json<CasRequest>,
+    ) -> Result<CasResponse, ApiError<CasErrors>> {
+        let key = self.0.key(&key)?;
+        let Json(CasRequest { expected, new, ttl }) = request;
+        self.0.check_value(&new)?;
+        let expects_value = expected.is_some();
+        let op = Op {
+            key: key.clone(),
+            action: Action::Put {
+                value: Value::from(new),
+                ttl: ttl.map(Duration::from_secs),
+            },
+            condition: Condition::Value(expected.map(Value::from)),
+        };
+        match self.0.store.apply(op) {
+            Outcome::Created { revision } | Outcome::Replaced { revision } => {
+                Ok(CasResponse::Swapped(etag(revision)))
+            }
+            Outcome::Rejected { current: None } if expects_value => {
+                Err(Problem::not_found(&key).into())
+            }
+            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
+            other => Err(unexpected(other).into()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The API layer: poem-openapi operations that map HTTP onto store calls.
+//!
+//! The OpenAPI spec, Swagger UI and generated clients all come from the
+//! declarations here. Each operation checks its input, calls the store once
+//! and maps the outcome to a response; errors are [`Problem`]s.
+
+mod batch;
+mod body;
+mod conditional;
+mod keys;
+mod problem;
+mod status;
+mod watch;
+
+use std::time::Instant;
+
+use poem_openapi::{OpenApiService, Tags};
+use tokio_util::sync::CancellationToken;
+
+pub use batch::{BatchOp, OpResult};
+pub use keys::MAX_TTL_SECONDS;
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
+pub use status::Status;
+pub use watch::{HEARTBEAT, WatchEvent};
+
+use batch::BatchApi;
+use keys::KeysApi;
+use status::StatusApi;
+use watch::WatchApi;
+
+use crate::store::{Key, Store, StoreConfig};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Read and write single keys.
+    Keys,
+    /// Follow changes to keys as Server-Sent Events.
+    Watch,
+    /// Several operations as one atomic commit.
+    Batch,
+    /// Status and health of the server.
+    Service,
+}
+
+/// Request limits the API enforces.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_batch_ops: usize,
+    pub max_watch_keys: usize,
+}
+
+/// What every operation needs: the store, the limits, and the shutdown
+/// signal that ends watch streams.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub limits: Limits,
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Checks a key from a request against the limits.
+    fn key(&self, key: &str) -> Result<Key, Problem> {
+        if key.is_empty() {
+            return Err(Problem::invalid_request("the key is empty"));
+        }
+        let max = self.limits.max_key_bytes;
+        if key.len() > max {
+            return Err(Problem::invalid_request(format!(
+                "the key is {} bytes; the limit is {max}",
+                key.len()
+            )));
+        }
+        Ok(Key::from(key))
+    }
+
+    /// Checks a value from a JSON body against the limits.
+    fn check_value(&self, value: &str) -> Result<(), Problem> {
+        let max = self.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(Problem::too_large(format!(
+                "the value is {} bytes; the limit is {max}",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The API's operations, as one poem-openapi type.
+pub type Api = (KeysApi, WatchApi, BatchApi, StatusApi);
+
+const DESCRIPTION: &str = "A concurrent key-value store. Values are UTF-8 text; every write \
+takes the next store-wide revision, which is the key's `ETag`. Errors are RFC 9457 problem \
+details (`application/problem+json`). Watch streams are Server-Sent Events that resume after \
+a disconnect without losing an event.";
+
+/// Builds the OpenAPI service over `context`.
+pub fn service(context: Context) -> OpenApiService<Api, ()> {
+    let api = (
+        KeysApi(context.clone()),
+        WatchApi(context.clone()),
+        BatchApi(context.clone()),
+        StatusApi {
+            context,
+            started: Instant::now(),
+        },
+    );
+    OpenApiService::new(api, "kv-store", env!("CARGO_PKG_VERSION"))
+        .description(DESCRIPTION)
+        .license(
+            poem_openapi::LicenseObject::new("AGPL-3.0-only")
+                .url("https://www.gnu.org/licenses/agpl-3.0.html"),
+        )
+}
+
+/// A service over a throwaway store, for what depends only on the code: the
+/// spec.
+fn detached() -> OpenApiService<Api, ()> {
+    service(Context {
+        store: Store::new(StoreConfig {
+            history: 1,
+            watch_queue: 1,
+        }),
+        limits: Limits {
+            max_key_bytes: 0,
+            max_value_bytes: 0,
+            max_batch_ops: 0,
+            max_watch_keys: 0,
+        },
+        shutdown: CancellationToken::new(),
+    })
+}
+
+/// The OpenAPI spec as JSON, as `/openapi.json` serves it.
+pub fn spec_json() -> String {
+    detached().spec()
+}
+
+/// The OpenAPI spec as YAML, as `/openapi.yaml` serves it.
+pub fn spec_yaml() -> String {
+    detached().spec_yaml()
+}
+
+/// The JSON Schema of a watch event's `data`.
+pub fn watch_event_schema() -> String {
+    let schema = schemars::schema_for!(WatchEvent);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

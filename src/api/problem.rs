@@ -1,0 +1,217 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+
+use std::marker::PhantomData;
+
+use poem::http::{StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::types::{Example, ToJSON, Type};
+use poem_openapi::{ApiResponse, Object};
+
+use super::batch::OpResult;
+
+/// An error, as RFC 9457 problem details. Every error the server answers has
+/// this shape, whether an operation, the router or a middleware made it.
+#[derive(Object, Clone, Debug, PartialEq)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:kv-store:problem:<slug>`).
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// On a failed condition (412): the key's current value, absent if the
+    /// key does not exist.
+    #[oai(skip_serializing_if_is_none)]
+    pub value: Option<String>,
+    /// On a failed condition (412): the key's current revision (its ETag).
+    #[oai(skip_serializing_if_is_none)]
+    pub revision: Option<u64>,
+    /// On 410 Gone: the oldest revision a watch can still resume after
+    /// (minus one).
+    #[oai(skip_serializing_if_is_none)]
+    pub oldest_revision: Option<u64>,
+    /// On a failed batch (409): one result per operation, 412 (or 404) for
+    /// the operations whose condition failed and 424 for the others.
+    #[oai(skip_serializing_if_is_none)]
+    pub results: Option<Vec<OpResult>>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:kv-store:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            value: None,
+            revision: None,
+            oldest_revision: None,
+            results: None,
+        }
+    }
+
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        )
+    }
+
+    pub fn not_found(key: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "key-not-found",
+            "Key not found",
+            format!("key {key:?} does not exist"),
+        )
+    }
+
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Request too large",
+            detail,
+        )
+    }
+
+    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            detail,
+        )
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            detail,
+        )
+    }
+
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl Example for Problem {
+    fn example() -> Self {
+        Self::not_found("key1")
+    }
+}
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .status(self.status_code())
+            .content_type(PROBLEM_CONTENT_TYPE)
+            .body(self.to_json_string())
+    }
+}
+
+impl Payload for Problem {
+    const CONTENT_TYPE: &'static str = PROBLEM_CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        <Self as Type>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <Self as Type>::register(registry);
+    }
+}
+
+/// The error statuses one operation documents, with what each means there.
+pub trait ErrorStatuses: Send + Sync + 'static {
+    const STATUSES: &'static [(u16, &'static str)];
+}
+
+pub const BAD_REQUEST: (u16, &str) = (
+    400,
+    "The request is malformed: a bad key, value, parameter or body.",
+);
+pub const NOT_FOUND: (u16, &str) = (404, "The key does not exist (or has expired).");
+pub const PRECONDITION_FAILED: (u16, &str) = (
+    412,
+    "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",
+);
+pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
+pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
+pub const TOO_MANY_REQUESTS: (u16, &str) = (
+    429,
+    "The client exceeded its rate limit; retry after `Retry-After` seconds.",
+);
+
+/// An operation's error: a [`Problem`], documented in the spec under the
+/// statuses `S` lists. One schema for every error status keeps generated
+/// clients simple (one error type per operation).
+pub struct ApiError<S>(pub Problem, PhantomData<fn() -> S>);
+
+impl<S> From<Problem> for ApiError<S> {
+    fn from(problem: Problem) -> Self {
+        Self(problem, PhantomData)
+    }
+}
+
+impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
+    fn meta() -> MetaResponses {
+        let responses = S::STATUSES
+            .iter()
+            .map(|&(status, description)| MetaResponse {
+                description,
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: PROBLEM_CONTENT_TYPE,
+                    schema: <Problem as Type>::schema_ref(),
+                }],
+                headers: if status == 429 {
+                    vec![MetaHeader {
+                        name: header::RETRY_AFTER.to_string(),
+                        description: Some("Seconds to wait before retrying.".to_owned()),
+                        required: true,
+                        deprecated: false,
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format(
+                            "integer", "uint64",
+                        ))),
+                    }]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        MetaResponses { responses }
+    }
+
+    fn register(registry: &mut Registry) {
+        <Problem as Type>::register(registry);
+    }
+}
+
+impl<S> IntoResponse for ApiError<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<S> From<ApiError<S>> for poem::Error {
+    fn from(error: ApiError<S>) -> Self {
+        poem::Error::from_response(error.into_response())
+    }
+}

@@ -1,0 +1,108 @@
+//! Service endpoints: status and health.
+
+use std::time::{Instant, SystemTime};
+
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::problem::{ApiError, ErrorStatuses, TOO_MANY_REQUESTS};
+use super::{ApiTags, Context};
+
+/// The server's state and counters.
+#[derive(Object, Debug, Clone)]
+pub struct Status {
+    /// Always "OK" when the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+    /// Seconds since the server started.
+    pub uptime: u64,
+    /// The server's clock, RFC 3339.
+    pub server_time: String,
+    /// Keys held (expired keys not yet swept included).
+    pub total_keys: u64,
+    /// GET, PUT, DELETE and CAS operations, batch operations included.
+    pub total_operations: u64,
+    pub get_operations: u64,
+    pub put_operations: u64,
+    pub delete_operations: u64,
+    pub cas_operations: u64,
+    pub successful_cas_operations: u64,
+    pub failed_cas_operations: u64,
+    /// Watch streams open now.
+    pub watch_requests_count: u64,
+    /// Batches run.
+    pub batch_requests_count: u64,
+    /// The store's current revision.
+    pub revision: u64,
+    /// The oldest revision a watch can still resume after (minus one).
+    pub oldest_revision: u64,
+    /// Keys removed because their TTL ran out.
+    pub expired_keys: u64,
+    /// Watch streams ended because the client read too slowly.
+    pub dropped_watchers: u64,
+}
+
+pub struct StatusErrors;
+impl ErrorStatuses for StatusErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[TOO_MANY_REQUESTS];
+}
+
+#[derive(ApiResponse)]
+pub enum StatusResponse {
+    /// The server's state.
+    #[oai(status = 200)]
+    Ok(Json<Status>),
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// The server is up.
+    #[oai(status = 200)]
+    Ok(PlainText<&'static str>),
+}
+
+pub struct StatusApi {
+    pub context: Context,
+    pub started: Instant,
+}
+
+#[OpenApi(tag = "ApiTags::Service")]
+impl StatusApi {
+    /// Server status
+    ///
+    /// Counters since start, the store's revision and the oldest revision a
+    /// watch can resume after.
+    #[oai(path = "/status", method = "get", operation_id = "status")]
+    async fn status(&self) -> Result<StatusResponse, ApiError<StatusErrors>> {
+        let stats = self.context.store.stats();
+        Ok(StatusResponse::Ok(Json(Status {
+            status: "OK".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: self.started.elapsed().as_secs(),
+            server_time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            total_keys: stats.keys,
+            total_operations: stats.gets + stats.puts + stats.deletes + stats.cas,
+            get_operations: stats.gets,
+            put_operations: stats.puts,
+            delete_operations: stats.deletes,
+            cas_operations: stats.cas,
+            successful_cas_operations: stats.cas_succeeded,
+            failed_cas_operations: stats.cas_failed,
+            watch_requests_count: stats.open_watches,
+            batch_requests_count: stats.batches,
+            revision: stats.revision,
+            oldest_revision: stats.oldest_revision,
+            expired_keys: stats.expired,
+            dropped_watchers: stats.lagging_watchers,
+        })))
+    }
+
+    /// Liveness
+    ///
+    /// 200 while the server runs. Exempt from rate limiting.
+    #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
+    async fn healthz(&self) -> HealthResponse {
+        HealthResponse::Ok(PlainText("OK"))
+    }
+}

@@ -1,0 +1,219 @@
+//! Watching keys through Server-Sent Events.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use poem::http::StatusCode;
+use poem::web::sse::Event as SseEvent;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::problem::{
+    ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
+    UNSUPPORTED_MEDIA_TYPE,
+};
+use super::{ApiTags, Context};
+use crate::store::{Event, Key, WatchError};
+
+/// How often an idle stream sends a comment, so that a dead client is
+/// noticed and proxies keep the connection open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The `data` of a watch event (JSON). The SSE `event` field names what
+/// happened: `snapshot` (the key's state when the stream opened), `put`
+/// (a write or a successful CAS), `delete` or `expire`. The SSE `id` is the
+/// store revision the event stands at: send it back as `Last-Event-ID` (or
+/// `?since=`) to resume after it.
+#[derive(Object, JsonSchema, Serialize, Clone, Debug, PartialEq)]
+#[schemars(title = "WatchEvent")]
+pub struct WatchEvent {
+    /// The key the event is about.
+    pub key: String,
+    /// The value after the event; null after a delete or expiry, and in a
+    /// snapshot of an absent key.
+    pub value: Option<String>,
+    /// The key's revision after the event (for a delete or expiry, the
+    /// revision of the removal); null in a snapshot of an absent key.
+    pub revision: Option<u64>,
+    /// The SSE event name.
+    #[oai(skip)]
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub event: &'static str,
+    /// The SSE id.
+    #[oai(skip)]
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub id: u64,
+}
+
+impl From<&Event> for WatchEvent {
+    fn from(event: &Event) -> Self {
+        Self {
+            key: event.key.to_string(),
+            value: event.value.as_ref().map(|v| v.as_str().to_owned()),
+            revision: event.revision,
+            event: event.kind.as_str(),
+            id: event.id,
+        }
+    }
+}
+
+impl WatchEvent {
+    fn to_sse(&self) -> SseEvent {
+        let data = serde_json::to_string(self).unwrap_or_default();
+        SseEvent::message(data)
+            .event_type(self.event)
+            .id(self.id.to_string())
+    }
+}
+
+pub const GONE: (u16, &str) = (
+    410,
+    "The history no longer reaches back to the requested revision (or the revision is from \
+     another run of the server): read the keys again and watch without `Last-Event-ID`.",
+);
+
+pub struct WatchKeyErrors;
+impl ErrorStatuses for WatchKeyErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[BAD_REQUEST, GONE, TOO_MANY_REQUESTS];
+}
+
+pub struct WatchKeysErrors;
+impl ErrorStatuses for WatchKeysErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        GONE,
+        TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        TOO_MANY_REQUESTS,
+    ];
+}
+
+#[derive(ApiResponse)]
+pub enum WatchResponse {
+    /// A Server-Sent Events stream of [`WatchEvent`]s.
+    #[oai(status = 200)]
+    Events(EventStream<BoxStream<'static, WatchEvent>>),
+}
+
+pub struct WatchApi(pub Context);
+
+impl WatchApi {
+    fn open(
+        &self,
+        keys: Vec<Key>,
+        last_event_id: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<WatchResponse, Problem> {
+        // A reconnecting EventSource repeats the URL (with its `since`) and
+        // adds the newer position as Last-Event-ID: the header wins.
+        let since = match last_event_id.map(str::trim) {
+            Some(id) => Some(id.parse::<u64>().map_err(|_| {
+                Problem::invalid_request(format!(
+                    "Last-Event-ID {id:?} is not a revision (a non-negative integer)"
+                ))
+            })?),
+            None => since,
+        };
+        let watch = self.0.store.watch(keys, since).map_err(|err| {
+            let (detail, oldest) = match err {
+                WatchError::Compacted { oldest } => (
+                    format!(
+                        "the history starts at revision {oldest}; events after {} are gone",
+                        since.unwrap_or_default()
+                    ),
+                    oldest,
+                ),
+                WatchError::Unknown { current, oldest } => (
+                    format!(
+                        "revision {} is newer than the store's revision {current}: it comes from \
+                         another run of the server",
+                        since.unwrap_or_default()
+                    ),
+                    oldest,
+                ),
+            };
+            Problem {
+                oldest_revision: Some(oldest),
+                ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
+            }
+        })?;
+        let stream = watch
+            .map(|event| WatchEvent::from(&*event))
+            .take_until(self.0.shutdown.clone().cancelled_owned())
+            .boxed();
+        Ok(WatchResponse::Events(
+            EventStream::new(stream)
+                .keep_alive(HEARTBEAT)
+                .to_event(|event| event.to_sse()),
+        ))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Watch")]
+impl WatchApi {
+    /// Watch a key
+    ///
+    /// A Server-Sent Events stream: first a `snapshot` event with the key's
+    /// current value (null if absent), then every change in revision order.
+    /// To resume after a disconnect, send the last event's id as
+    /// `Last-Event-ID` (or `?since=` from a browser's EventSource): no
+    /// snapshot is sent and every missed event is replayed. 410 if the
+    /// history no longer reaches back that far. Comments are sent every 15 s
+    /// on an idle stream.
+    #[oai(path = "/watch_key/:key", method = "get", operation_id = "watch_key")]
+    async fn watch_key(
+        &self,
+        /// The key (one path segment; send `/` as `%2F`).
+        key: Path<String>,
+        /// Resume after this revision (the `id` of the last event received).
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+        /// Resume after this revision; `Last-Event-ID` wins if both are given.
+        since: Query<Option<u64>>,
+    ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
+        let key = self.0.key(&key)?;
+        Ok(self.open(vec![key], last_event_id.as_deref(), since.0)?)
+    }
+
+    /// Watch several keys
+    ///
+    /// Like `watch_key`, over all the keys in the body: a snapshot per key,
+    /// then every change to any of them, in revision order.
+    #[oai(path = "/watch", method = "post", operation_id = "watch_keys")]
+    async fn watch_keys(
+        &self,
+        /// The keys to watch.
+        keys: Json<Vec<String>>,
+        /// Resume after this revision (the `id` of the last event received).
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+        /// Resume after this revision; `Last-Event-ID` wins if both are given.
+        since: Query<Option<u64>>,
+    ) -> Result<WatchResponse, ApiError<WatchKeysErrors>> {
+        let max = self.0.limits.max_watch_keys;
+        if keys.is_empty() {
+            return Err(Problem::invalid_request("name at least one key to watch").into());
+        }
+        if keys.len() > max {
+            return Err(Problem::too_large(format!(
+                "{} keys named; one stream may watch at most {max}",
+                keys.len()
+            ))
+            .into());
+        }
+        let mut checked: Vec<Key> = Vec::with_capacity(keys.len());
+        for key in keys.iter() {
+            let key = self.0.key(key)?;
+            if !checked.contains(&key) {
+                checked.push(key);
+            }
+        }
+        Ok(self.open(checked, last_event_id.as_deref(), since.0)?)
+    }
+}

@@ -1,0 +1,77 @@
+//! Command-line and environment configuration.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// kv-store: a concurrent key-value store with an HTTP API.
+///
+/// Every flag can also be set through the environment variable named in its
+/// help.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "kv-store", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Requests per second allowed per client IP; 0 turns rate limiting off.
+    #[arg(long, env = "KV_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
+    /// Requests a client may burst above the rate [default: the rate].
+    #[arg(long, env = "KV_RATE_BURST")]
+    pub rate_burst: Option<NonZeroU32>,
+
+    /// Longest key accepted, in bytes.
+    #[arg(long, env = "KV_MAX_KEY_BYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_key_bytes: u32,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(0..))]
+    pub max_value_bytes: u32,
+
+    /// Most operations in one batch.
+    #[arg(long, env = "KV_MAX_BATCH_OPS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_ops: u32,
+
+    /// Most keys one watch stream may watch.
+    #[arg(long, env = "KV_MAX_WATCH_KEYS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watch_keys: u32,
+
+    /// Events kept for watch resume.
+    #[arg(long, env = "KV_HISTORY", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub history: u32,
+
+    /// Events a watch stream may fall behind before the server ends it (the
+    /// client then resumes with Last-Event-ID).
+    #[arg(long, env = "KV_WATCH_QUEUE", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_queue: u32,
+
+    /// Take the client IP for rate limiting from X-Forwarded-For (only
+    /// behind a proxy you trust: clients can forge the header).
+    #[arg(long, env = "KV_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Log format.
+    #[arg(long, env = "KV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Write the OpenAPI spec (JSON) to stdout and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
+}

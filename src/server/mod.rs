@@ -1,0 +1,115 @@
+//! The server layer: listener, routes, middleware and shutdown.
+
+mod errors;
+mod rate_limit;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{Endpoint, EndpointExt, Route};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Context, Limits};
+use crate::config::Config;
+use crate::store::{Store, StoreConfig};
+
+pub use rate_limit::RateLimit;
+
+/// How long shutdown waits for open connections before dropping them; with
+/// watch streams ended at once, it is only a bound for slow requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// Paths the rate limiter lets through: probes must not be throttled.
+const UNLIMITED_PATHS: &[&str] = &["/healthz"];
+
+/// Builds the whole HTTP application over `context`.
+pub fn app(context: Context, rate_limit: RateLimit) -> impl Endpoint + 'static {
+    let api = api::service(context);
+    let docs = api.swagger_ui();
+    let spec_json = api.spec_endpoint();
+    let spec_yaml = api.spec_endpoint_yaml();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec_json)
+        .at("/openapi.yaml", spec_yaml)
+        .at("/store/", errors::empty_key)
+        .at("/store/cas/", errors::empty_key)
+        .at("/watch_key/", errors::empty_key)
+        .with(rate_limit)
+        .catch_all_error(errors::problem_response)
+}
+
+/// A server accepting connections, started by [`start`].
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown: stop accepting, end watch streams, let
+    /// requests in flight finish.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> io::Result<()> {
+        self.server.await.map_err(io::Error::other)?
+    }
+}
+
+/// Binds `config.listen` and serves the store there until [`Running::stop`].
+pub async fn start(config: &Config) -> io::Result<Running> {
+    let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|addr| addr.as_socket_addr().copied())
+        .ok_or_else(|| io::Error::other("the listener has no TCP address"))?;
+
+    let shutdown = CancellationToken::new();
+    let store = Store::new(StoreConfig {
+        history: config.history as usize,
+        watch_queue: config.watch_queue as usize,
+    });
+    tokio::spawn(
+        shutdown
+            .clone()
+            .run_until_cancelled_owned(store.clone().run_expiry()),
+    );
+    let context = Context {
+        store,
+        limits: Limits {
+            max_key_bytes: config.max_key_bytes as usize,
+            max_value_bytes: config.max_value_bytes as usize,
+            max_batch_ops: config.max_batch_ops as usize,
+            max_watch_keys: config.max_watch_keys as usize,
+        },
+        shutdown: shutdown.clone(),
+    };
+    let rate_limit = RateLimit::new(config, UNLIMITED_PATHS);
+    tokio::spawn(
+        shutdown
+            .clone()
+            .run_until_cancelled_owned(rate_limit.clone().forget_idle_clients()),
+    );
+    let app = app(context, rate_limit);
+    let server = tokio::spawn(
+        poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            app,
+            shutdown.clone().cancelled_owned(),
+            Some(SHUTDOWN_GRACE),
+        ),
+    );
+    Ok(Running {
+        local_addr,
+        shutdown,
+        server,
+    })
+}

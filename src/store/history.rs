@@ -1,0 +1,82 @@
+//! The bounded history of recent events that watch resume replays from.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::Event;
+
+/// The last `capacity` change events, oldest first.
+///
+/// Every write takes the next revision and adds exactly one event, so the
+/// history covers a contiguous range of revisions and the event for revision
+/// `r` sits at index `r - oldest`: finding where a resume starts is
+/// arithmetic, not a search.
+pub struct History {
+    events: VecDeque<Arc<Event>>,
+    capacity: usize,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub fn push(&mut self, event: Arc<Event>) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// The oldest revision still replayable; `current + 1` when the history
+    /// is empty (nothing to replay, and nothing missed).
+    pub fn oldest_revision(&self, current: u64) -> u64 {
+        self.events.front().map_or(current + 1, |event| event.id)
+    }
+
+    /// Events with a revision above `after`, oldest first. The caller checks
+    /// that the history reaches back far enough.
+    pub fn after(&self, after: u64, current: u64) -> impl Iterator<Item = &Arc<Event>> {
+        let oldest = self.oldest_revision(current);
+        let skip = (after + 1).saturating_sub(oldest);
+        self.events.range(
+            usize::try_from(skip)
+                .unwrap_or(usize::MAX)
+                .min(self.events.len())..,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventKind;
+
+    fn event(id: u64) -> Arc<Event> {
+        Arc::new(Event {
+            id,
+            kind: EventKind::Delete,
+            key: "k".into(),
+            value: None,
+            revision: Some(id),
+        })
+    }
+
+    #[test]
+    fn keeps_the_newest_events() {
+        let mut history = History::new(3);
+        assert_eq!(history.oldest_revision(0), 1);
+        for id in 1..=5 {
+            history.push(event(id));
+        }
+        assert_eq!(history.oldest_revision(5), 3);
+        let ids: Vec<u64> = history.after(3, 5).map(|e| e.id).collect();
+        assert_eq!(ids, [4, 5]);
+        let ids: Vec<u64> = history.after(2, 5).map(|e| e.id).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        assert_eq!(history.after(5, 5).count(), 0);
+    }
+}

@@ -1,0 +1,243 @@
+//! What the integration tests share: a server on a real socket, an HTTP
+//! client, and a Server-Sent Events reader.
+
+#![allow(dead_code)] // each test crate uses its own part of this module
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use clap::Parser;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use kv_store::config::Config;
+use kv_store::server::{self, Running};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value as Json;
+
+/// How long a test waits for something the server must send before it fails
+/// instead of hanging. A guard against a stuck test, not a speed check.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A server started in-process on 127.0.0.1 with an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// A server with rate limiting off and the given extra flags.
+    pub async fn start(flags: &[&str]) -> Self {
+        let mut args = vec!["kv-store", "--listen", "127.0.0.1:0", "--rate-limit", "0"];
+        args.extend_from_slice(flags);
+        let config = Config::try_parse_from(args).expect("valid test flags");
+        let running = server::start(&config).await.expect("server starts");
+        Self {
+            addr: running.local_addr,
+            client: Client::new(),
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.expect("GET")
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Response {
+        self.request(Method::PUT, &format!("/store/{key}"))
+            .body(value.to_owned())
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn delete(&self, key: &str) -> Response {
+        self.request(Method::DELETE, &format!("/store/{key}"))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Json) -> Response {
+        self.request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn status(&self) -> Json {
+        json(self.get("/status").await).await
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+            running.wait().await.expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.stop();
+        }
+    }
+}
+
+pub async fn json(response: Response) -> Json {
+    let bytes = response.bytes().await.expect("body");
+    serde_json::from_slice(&bytes).expect("JSON body")
+}
+
+pub fn etag(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Asserts `response` is problem+json with `status`, and returns the body.
+pub async fn problem(response: Response, status: StatusCode) -> Json {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body = json(response).await;
+    assert_eq!(body["status"], status.as_u16(), "status member: {body}");
+    for member in ["type", "title", "detail"] {
+        assert!(body[member].is_string(), "{member} missing: {body}");
+    }
+    body
+}
+
+/// One Server-Sent Event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: Json,
+}
+
+impl SseEvent {
+    pub fn key(&self) -> &str {
+        self.data["key"].as_str().unwrap_or_default()
+    }
+
+    pub fn value(&self) -> Option<&str> {
+        self.data["value"].as_str()
+    }
+}
+
+/// Reads events from a `text/event-stream` response.
+pub struct Sse {
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: BytesMut,
+}
+
+impl Sse {
+    pub fn new(response: Response) -> Self {
+        assert_eq!(response.status(), StatusCode::OK, "watch answered");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            body: response.bytes_stream().boxed(),
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The next event; `None` when the server ends the stream. Fails the
+    /// test if nothing comes within [`PATIENCE`].
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        tokio::time::timeout(PATIENCE, self.next_event())
+            .await
+            .expect("an event (or the end of the stream) within the patience limit")
+    }
+
+    /// The next `n` events; fails if the stream ends first.
+    pub async fn take(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.next().await.expect("stream still open"));
+        }
+        events
+    }
+
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(block) = self.take_block() {
+                if let Some(event) = parse_block(&block) {
+                    return Some(event);
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    fn take_block(&mut self) -> Option<String> {
+        let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+        let block = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+        self.buffer.advance(end + 2);
+        Some(block)
+    }
+}
+
+/// Parses one event block; comments (heartbeats) give `None`.
+fn parse_block(block: &str) -> Option<SseEvent> {
+    let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = value.to_owned(),
+            "id" => id = value.parse().ok(),
+            "data" => data.push_str(value),
+            _ => {}
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    Some(SseEvent {
+        event,
+        id,
+        data: serde_json::from_str(&data).expect("event data is JSON"),
+    })
+}
+
+/// Opens a watch on one key, optionally resuming after `last_event_id`.
+pub async fn watch_key(server: &TestServer, key: &str, last_event_id: Option<u64>) -> Sse {
+    let mut request = server.request(Method::GET, &format!("/watch_key/{key}"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    Sse::new(request.send().await.expect("watch"))
+}

@@ -1,0 +1,377 @@
+//! Single-key operations over HTTP: GET, PUT, DELETE, CAS, ETags and TTL.
+
+mod common;
+
+use common::{TestServer, etag, json, problem};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn put_get_delete_round_trip() {
+    let server = TestServer::start(&[]).await;
+
+    let created = server.put("key1", "value1").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let first = etag(&created).expect("ETag on create");
+
+    let read = server.get("/store/key1").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(etag(&read).as_deref(), Some(first.as_str()));
+    assert_eq!(read.text().await.expect("body"), "value1");
+
+    let replaced = server.put("key1", "value2").await;
+    assert_eq!(replaced.status(), StatusCode::NO_CONTENT);
+    let second = etag(&replaced).expect("ETag on replace");
+    assert_ne!(first, second);
+
+    let deleted = server.delete("key1").await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    problem(server.get("/store/key1").await, StatusCode::NOT_FOUND).await;
+    problem(server.delete("key1").await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn put_takes_the_body_whatever_its_content_type() {
+    let server = TestServer::start(&[]).await;
+    for (i, content_type) in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        Some("application/json"),
+        Some("application/octet-stream"),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("k{i}");
+        let mut request = server
+            .request(Method::PUT, &format!("/store/{key}"))
+            .body(format!("value {i}"));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("PUT");
+        assert_eq!(response.status(), StatusCode::CREATED, "{content_type:?}");
+        let read = server.get(&format!("/store/{key}")).await;
+        assert_eq!(read.text().await.expect("body"), format!("value {i}"));
+    }
+}
+
+#[tokio::test]
+async fn an_empty_body_is_an_empty_value() {
+    let server = TestServer::start(&[]).await;
+    let response = server
+        .request(Method::PUT, "/store/empty")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let read = server.get("/store/empty").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.text().await.expect("body"), "");
+}
+
+#[tokio::test]
+async fn invalid_values_and_keys_are_rejected() {
+    let server = TestServer::start(&["--max-key-bytes", "8", "--max-value-bytes", "16"]).await;
+
+    let not_utf8 = server
+        .request(Method::PUT, "/store/bin")
+        .body(vec![0xff, 0xfe, 0x00])
+        .send()
+        .await
+        .expect("PUT");
+    problem(not_utf8, StatusCode::BAD_REQUEST).await;
+
+    problem(server.put("toolongkey", "v").await, StatusCode::BAD_REQUEST).await;
+    problem(
+        server.put("k", &"x".repeat(17)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(
+        server.put("k", &"x".repeat(16)).await.status(),
+        StatusCode::CREATED
+    );
+
+    // A chunked body (no Content-Length) over the limit is refused too.
+    let chunks = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"xxxxxxxx"))),
+    );
+    let chunked = server
+        .request(Method::PUT, "/store/k")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("PUT");
+    problem(chunked, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    for path in ["/store/", "/watch_key/"] {
+        let body = problem(server.get(path).await, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("empty")
+        );
+    }
+    problem(server.get("/store/%FF").await, StatusCode::BAD_REQUEST).await;
+    problem(
+        server.get("/store/toolongkey").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    // Nothing was stored by the refused requests.
+    problem(server.get("/store/bin").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        server.get("/store/k").await.text().await.expect("body"),
+        "x".repeat(16)
+    );
+}
+
+#[tokio::test]
+async fn keys_are_percent_decoded_path_segments() {
+    let server = TestServer::start(&[]).await;
+    assert_eq!(
+        server.put("cas%2Fx", "slash").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        server.put("hello%20world", "space").await.status(),
+        StatusCode::CREATED
+    );
+    let batch = server
+        .post_json(
+            "/batch",
+            &json!([{"method": "GET", "key": "cas/x"}, {"method": "GET", "key": "hello world"}]),
+        )
+        .await;
+    let results = json(batch).await;
+    assert_eq!(results[0]["value"], "slash");
+    assert_eq!(results[1]["value"], "space");
+    // An unencoded slash is another path, which does not exist.
+    problem(
+        server.get("/store/cas/x").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    problem(server.get("/store/a/b").await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let server = TestServer::start(&[]).await;
+    let tag = etag(&server.put("k", "value").await);
+    let head = server
+        .request(Method::HEAD, "/store/k")
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(etag(&head), tag);
+    assert_eq!(head.bytes().await.expect("body").len(), 0);
+    let missing = server
+        .request(Method::HEAD, "/store/missing")
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn conditional_requests_follow_rfc_9110() {
+    let server = TestServer::start(&[]).await;
+
+    // If-None-Match: * creates only.
+    let create_only = |value: &'static str| {
+        server
+            .request(Method::PUT, "/store/k")
+            .header("If-None-Match", "*")
+            .body(value)
+            .send()
+    };
+    let created = create_only("one").await.expect("PUT");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tag = etag(&created).expect("ETag");
+    problem(
+        create_only("two").await.expect("PUT"),
+        StatusCode::PRECONDITION_FAILED,
+    )
+    .await;
+
+    // If-None-Match with the current ETag on GET: 304, no body.
+    let not_modified = server
+        .request(Method::GET, "/store/k")
+        .header("If-None-Match", tag.as_str())
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(etag(&not_modified).as_deref(), Some(tag.as_str()));
+    let stale = server
+        .request(Method::GET, "/store/k")
+        .header("If-None-Match", "\"999999\"")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stale.status(), StatusCode::OK);
+
+    // If-Match: a stale ETag fails with the current value and revision.
+    let mismatch = server
+        .request(Method::PUT, "/store/k")
+        .header("If-Match", "\"999999\"")
+        .body("three")
+        .send()
+        .await
+        .expect("PUT");
+    let body = problem(mismatch, StatusCode::PRECONDITION_FAILED).await;
+    assert_eq!(body["value"], "one");
+    assert_eq!(format!("\"{}\"", body["revision"]), tag);
+
+    // A list that includes the current ETag matches.
+    let matched = server
+        .request(Method::PUT, "/store/k")
+        .header("If-Match", format!("\"1000000\", {tag}"))
+        .body("three")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(matched.status(), StatusCode::NO_CONTENT);
+    let tag = etag(&matched).expect("ETag");
+
+    // Weak tags never satisfy If-Match.
+    let weak = server
+        .request(Method::DELETE, "/store/k")
+        .header("If-Match", format!("W/{tag}"))
+        .send()
+        .await
+        .expect("DELETE");
+    problem(weak, StatusCode::PRECONDITION_FAILED).await;
+
+    let delete = server
+        .request(Method::DELETE, "/store/k")
+        .header("If-Match", tag.as_str())
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+
+    // If-Match: * on an absent key fails.
+    let absent = server
+        .request(Method::PUT, "/store/k")
+        .header("If-Match", "*")
+        .body("four")
+        .send()
+        .await
+        .expect("PUT");
+    problem(absent, StatusCode::PRECONDITION_FAILED).await;
+    problem(server.get("/store/k").await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn compare_and_swap() {
+    let server = TestServer::start(&[]).await;
+    let cas = |expected: serde_json::Value, new: &str| {
+        let body = json!({"expected": expected, "new": new});
+        let server = &server;
+        async move { server.post_json("/store/cas/key1", &body).await }
+    };
+
+    // Expected a value, key absent: 404.
+    problem(cas(json!("old_value"), "x").await, StatusCode::NOT_FOUND).await;
+    // expected null: create only.
+    let created = cas(json!(null), "old_value").await;
+    assert_eq!(created.status(), StatusCode::NO_CONTENT);
+    let first = etag(&created).expect("ETag");
+    let exists = problem(cas(json!(null), "y").await, StatusCode::PRECONDITION_FAILED).await;
+    assert_eq!(exists["value"], "old_value");
+
+    // The seed's example.
+    let swapped = cas(json!("old_value"), "new_value").await;
+    assert_eq!(swapped.status(), StatusCode::NO_CONTENT);
+    assert_ne!(etag(&swapped).expect("ETag"), first);
+    let body = problem(
+        cas(json!("old_value"), "z").await,
+        StatusCode::PRECONDITION_FAILED,
+    )
+    .await;
+    assert_eq!(body["value"], "new_value");
+    assert!(body["revision"].is_u64());
+    assert_eq!(
+        server.get("/store/key1").await.text().await.expect("body"),
+        "new_value"
+    );
+
+    let status = server.status().await;
+    assert_eq!(status["cas_operations"], 5);
+    assert_eq!(status["successful_cas_operations"], 2);
+    assert_eq!(status["failed_cas_operations"], 3);
+
+    // Malformed requests.
+    problem(
+        server
+            .post_json("/store/cas/key1", &json!({"expected": "a"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let not_json = server
+        .request(Method::POST, "/store/cas/key1")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+}
+
+#[tokio::test]
+async fn ttl_validation() {
+    let server = TestServer::start(&[]).await;
+    for bad in ["0", "-1", "abc", "1.5", "99999999999999999999"] {
+        let response = server
+            .request(Method::PUT, &format!("/store/k?ttl={bad}"))
+            .body("v")
+            .send()
+            .await
+            .expect("PUT");
+        problem(response, StatusCode::BAD_REQUEST).await;
+    }
+    let cas = server
+        .post_json(
+            "/store/cas/k",
+            &json!({"expected": null, "new": "v", "ttl": 0}),
+        )
+        .await;
+    problem(cas, StatusCode::BAD_REQUEST).await;
+    problem(server.get("/store/k").await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn status_reports_the_seed_fields_and_revisions() {
+    let server = TestServer::start(&[]).await;
+    server.put("a", "1").await;
+    server.put("b", "2").await;
+    server.get("/store/a").await;
+    server.delete("b").await;
+    let status = server.status().await;
+    assert_eq!(status["status"], "OK");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["uptime"].is_u64());
+    assert!(
+        status["server_time"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 20 && t.contains('T'))
+    );
+    assert_eq!(status["total_keys"], 1);
+    assert_eq!(status["put_operations"], 2);
+    assert_eq!(status["get_operations"], 1);
+    assert_eq!(status["delete_operations"], 1);
+    assert_eq!(status["total_operations"], 4);
+    assert_eq!(status["revision"], 3);
+    assert_eq!(status["oldest_revision"], 1);
+    assert_eq!(status["expired_keys"], 0);
+    assert_eq!(status["watch_requests_count"], 0);
+    assert_eq!(status["batch_requests_count"], 0);
+}
