@@ -17,7 +17,7 @@ pub enum LogFormat {
 /// Every flag can also be set through the environment variable named in its
 /// help.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "kv-store", version, about)]
+#[command(name = "kv-store", version, about, args_override_self = true)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000")]

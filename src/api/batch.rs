@@ -97,10 +97,12 @@ pub enum BatchResponse {
 pub struct BatchApi(pub Context);
 
 impl BatchApi {
-    fn to_op(&self, index: usize, op: BatchOp) -> Result<Op, Problem> {
-        let at = |problem: Problem| Problem {
-            detail: format!("operation {index}: {}", problem.detail),
-            ..problem
+    fn to_op(&self, index: usize, op: BatchOp) -> Result<Op, Box<Problem>> {
+        let at = |problem: Box<Problem>| {
+            Box::new(Problem {
+                detail: format!("operation {index}: {}", problem.detail),
+                ..*problem
+            })
         };
         let key = self.0.key(&op.key).map_err(at)?;
         let (action, condition) = match op.method {
@@ -108,10 +110,10 @@ impl BatchApi {
             Method::Delete => (Action::Delete, Condition::Always),
             Method::Put | Method::Cas => {
                 let value = op.value.ok_or_else(|| {
-                    at(Problem::invalid_request(format!(
+                    at(Box::new(Problem::invalid_request(format!(
                         "{:?} needs a value",
                         op.method
-                    )))
+                    ))))
                 })?;
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
@@ -182,7 +184,7 @@ impl BatchApi {
             .into_iter()
             .enumerate()
             .map(|(index, op)| self.to_op(index, op))
-            .collect::<Result<Vec<Op>, Problem>>()?;
+            .collect::<Result<Vec<Op>, Box<Problem>>>()?;
         match self.0.store.batch(&ops) {
             Ok(outcomes) => Ok(BatchResponse::Ok(Json(
                 methods

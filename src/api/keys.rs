@@ -171,10 +171,10 @@ impl KeysApi {
         }
         let current = current.ok_or_else(|| Problem::not_found(&key))?;
         let tag = etag(current.revision);
-        if let Some(header) = if_none_match.as_deref() {
-            if parse_etags(header, true).contains(current.revision) {
-                return Ok(GetResponse::NotModified(tag));
-            }
+        if let Some(header) = if_none_match.as_deref()
+            && parse_etags(header, true).contains(current.revision)
+        {
+            return Ok(GetResponse::NotModified(tag));
         }
         Ok(GetResponse::Ok(TextValue(current.value.bytes()), tag))
     }

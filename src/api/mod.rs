@@ -62,28 +62,30 @@ pub struct Context {
 
 impl Context {
     /// Checks a key from a request against the limits.
-    fn key(&self, key: &str) -> Result<Key, Problem> {
+    fn key(&self, key: &str) -> Result<Key, Box<Problem>> {
         if key.is_empty() {
-            return Err(Problem::invalid_request("the key is empty"));
+            return Err(Problem::invalid_request("the key is empty").into());
         }
         let max = self.limits.max_key_bytes;
         if key.len() > max {
             return Err(Problem::invalid_request(format!(
                 "the key is {} bytes; the limit is {max}",
                 key.len()
-            )));
+            ))
+            .into());
         }
         Ok(Key::from(key))
     }
 
     /// Checks a value from a JSON body against the limits.
-    fn check_value(&self, value: &str) -> Result<(), Problem> {
+    fn check_value(&self, value: &str) -> Result<(), Box<Problem>> {
         let max = self.limits.max_value_bytes;
         if value.len() > max {
             return Err(Problem::too_large(format!(
                 "the value is {} bytes; the limit is {max}",
                 value.len()
-            )));
+            ))
+            .into());
         }
         Ok(())
     }

@@ -169,6 +169,13 @@ impl<S> From<Problem> for ApiError<S> {
     }
 }
 
+/// Helpers return problems boxed: a `Problem` is large and errors are rare.
+impl<S> From<Box<Problem>> for ApiError<S> {
+    fn from(problem: Box<Problem>) -> Self {
+        Self(*problem, PhantomData)
+    }
+}
+
 impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
     fn meta() -> MetaResponses {
         let responses = S::STATUSES

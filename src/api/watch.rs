@@ -35,9 +35,11 @@ pub struct WatchEvent {
     pub key: String,
     /// The value after the event; null after a delete or expiry, and in a
     /// snapshot of an absent key.
+    #[schemars(required)]
     pub value: Option<String>,
     /// The key's revision after the event (for a delete or expiry, the
     /// revision of the removal); null in a snapshot of an absent key.
+    #[schemars(required)]
     pub revision: Option<u64>,
     /// The SSE event name.
     #[oai(skip)]
@@ -109,7 +111,7 @@ impl WatchApi {
         keys: Vec<Key>,
         last_event_id: Option<&str>,
         since: Option<u64>,
-    ) -> Result<WatchResponse, Problem> {
+    ) -> Result<WatchResponse, Box<Problem>> {
         // A reconnecting EventSource repeats the URL (with its `since`) and
         // adds the newer position as Last-Event-ID: the header wins.
         let since = match last_event_id.map(str::trim) {
@@ -138,10 +140,10 @@ impl WatchApi {
                     oldest,
                 ),
             };
-            Problem {
+            Box::new(Problem {
                 oldest_revision: Some(oldest),
                 ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
-            }
+            })
         })?;
         let stream = watch
             .map(|event| WatchEvent::from(&*event))

@@ -70,7 +70,7 @@ impl RateLimit {
                 .filter_map(|value| value.to_str().ok())
                 .flat_map(|value| value.split(','))
                 .filter_map(|addr| addr.trim().parse::<IpAddr>().ok())
-                .last();
+                .next_back();
             if let Some(ip) = forwarded {
                 return ip;
             }
@@ -102,24 +102,23 @@ impl<E: Endpoint> Endpoint for RateLimited<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if let Some(limiter) = &self.config.limiter {
-            if !self.config.exempt.contains(&req.uri().path()) {
-                if let Err(not_until) = limiter.check_key(&self.config.client_ip(&req)) {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    let mut response = Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate-limited",
-                        "Too many requests",
-                        format!("rate limit exceeded; retry in {seconds} s"),
-                    )
-                    .into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, seconds.max(1).into());
-                    return Ok(response);
-                }
-            }
+        if let Some(limiter) = &self.config.limiter
+            && !self.config.exempt.contains(&req.uri().path())
+            && let Err(not_until) = limiter.check_key(&self.config.client_ip(&req))
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("rate limit exceeded; retry in {seconds} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+            return Ok(response);
         }
         self.inner.call(req).await.map(IntoResponse::into_response)
     }

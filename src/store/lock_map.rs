@@ -89,7 +89,7 @@ impl LockMap {
     }
 
     /// Number of keys held, expired ones not yet swept included.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 }
@@ -166,7 +166,7 @@ mod tests {
             assert_eq!(locked.get("b").map(|e| e.mod_revision), Some(1));
             assert!(locked.remove("c").is_some());
         }
-        assert_eq!(map.len(), 2);
+        assert_eq!(map.count(), 2);
         assert_eq!(
             map.read("a", |e| e.value.as_str().to_owned()).as_deref(),
             Some("a")

@@ -577,7 +577,7 @@ impl Store {
         Stats {
             revision,
             oldest_revision,
-            keys: inner.map.len() as u64,
+            keys: inner.map.count() as u64,
             gets: load(&c.gets),
             puts: load(&c.puts),
             deletes: load(&c.deletes),

@@ -34,14 +34,6 @@ impl Value {
     pub fn bytes(&self) -> Bytes {
         self.0.clone()
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl From<&str> for Value {
@@ -75,6 +67,5 @@ mod tests {
     fn keeps_text() {
         let value = Value::from_utf8("grüße".as_bytes()).expect("valid UTF-8");
         assert_eq!(value.as_str(), "grüße");
-        assert_eq!(value.len(), "grüße".len());
     }
 }

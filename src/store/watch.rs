@@ -75,10 +75,10 @@ impl Watchers {
         };
         let mut lagging = Vec::new();
         for id in ids {
-            if let Some(slot) = self.slots.get(id) {
-                if slot.tx.try_send(event.clone()).is_err() {
-                    lagging.push(*id);
-                }
+            if let Some(slot) = self.slots.get(id)
+                && slot.tx.try_send(event.clone()).is_err()
+            {
+                lagging.push(*id);
             }
         }
         for id in &lagging {

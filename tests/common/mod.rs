@@ -27,7 +27,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with rate limiting off and the given extra flags.
+    /// A server with rate limiting off (unless `flags` set it) and `flags`.
     pub async fn start(flags: &[&str]) -> Self {
         let mut args = vec!["kv-store", "--listen", "127.0.0.1:0", "--rate-limit", "0"];
         args.extend_from_slice(flags);
@@ -150,6 +150,8 @@ impl SseEvent {
 pub struct Sse {
     body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: BytesMut,
+    /// How much of `buffer` is known to hold no event boundary.
+    scanned: usize,
 }
 
 impl Sse {
@@ -167,6 +169,7 @@ impl Sse {
         Self {
             body: response.bytes_stream().boxed(),
             buffer: BytesMut::new(),
+            scanned: 0,
         }
     }
 
@@ -203,7 +206,13 @@ impl Sse {
     }
 
     fn take_block(&mut self) -> Option<String> {
-        let end = self.buffer.windows(2).position(|w| w == b"\n\n")?;
+        let from = self.scanned.saturating_sub(1);
+        let Some(found) = self.buffer[from..].windows(2).position(|w| w == b"\n\n") else {
+            self.scanned = self.buffer.len();
+            return None;
+        };
+        let end = from + found;
+        self.scanned = 0;
         let block = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
         self.buffer.advance(end + 2);
         Some(block)

@@ -1,0 +1,143 @@
+//! Atomic batches over HTTP.
+
+mod common;
+
+use common::{TestServer, json, problem};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_batch_answers_one_result_per_op() {
+    let server = TestServer::start(&[]).await;
+    server.put("old", "x").await;
+    let response = server
+        .post_json(
+            "/batch",
+            &json!([
+                {"method": "PUT", "key": "key1", "value": "v"},
+                {"method": "GET", "key": "key1"},
+                {"method": "PUT", "key": "key1", "value": "w", "ttl": 60},
+                {"method": "CAS", "key": "key1", "expected": "w", "value": "z"},
+                {"method": "CAS", "key": "new", "expected": null, "value": "n"},
+                {"method": "DELETE", "key": "old"},
+                {"method": "DELETE", "key": "missing"},
+                {"method": "GET", "key": "missing"}
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let results = json(response).await;
+    assert_eq!(
+        results,
+        json!([
+            {"status": 201, "revision": 2},
+            {"status": 200, "value": "v", "revision": 2},
+            {"status": 204, "revision": 3},
+            {"status": 204, "revision": 4},
+            {"status": 204, "revision": 5},
+            {"status": 204, "revision": 6},
+            {"status": 404},
+            {"status": 404}
+        ])
+    );
+    assert_eq!(
+        server.get("/store/key1").await.text().await.expect("body"),
+        "z"
+    );
+    let status = server.status().await;
+    assert_eq!(status["batch_requests_count"], 1);
+    assert_eq!(status["revision"], 6);
+}
+
+#[tokio::test]
+async fn a_failed_cas_applies_nothing() {
+    let server = TestServer::start(&[]).await;
+    server.put("a", "1").await;
+    let response = server
+        .post_json(
+            "/batch",
+            &json!([
+                {"method": "PUT", "key": "a", "value": "2"},
+                {"method": "DELETE", "key": "b"},
+                {"method": "CAS", "key": "a", "expected": "1", "value": "3"},
+                {"method": "CAS", "key": "c", "expected": "x", "value": "3"}
+            ]),
+        )
+        .await;
+    let body = problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(
+        body["results"],
+        json!([{"status": 424}, {"status": 424}, {"status": 412}, {"status": 404}])
+    );
+    assert_eq!(
+        server.get("/store/a").await.text().await.expect("body"),
+        "1"
+    );
+    assert_eq!(server.status().await["revision"], 1, "no revision taken");
+}
+
+#[tokio::test]
+async fn readers_never_see_part_of_a_batch() {
+    let server = TestServer::start(&[]).await;
+    // Every batch writes the same number to both keys; a reader batch must
+    // always see the two equal.
+    let writer = {
+        let (client, url) = (server.client.clone(), server.url("/batch"));
+        tokio::spawn(async move {
+            for n in 0..200 {
+                let ops = json!([
+                    {"method": "PUT", "key": "x", "value": n.to_string()},
+                    {"method": "PUT", "key": "y", "value": n.to_string()}
+                ]);
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(ops.to_string())
+                    .send()
+                    .await
+                    .expect("batch");
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        })
+    };
+    let read = json!([{"method": "GET", "key": "x"}, {"method": "GET", "key": "y"}]);
+    while !writer.is_finished() {
+        let results = json(server.post_json("/batch", &read).await).await;
+        assert_eq!(results[0]["value"], results[1]["value"], "{results}");
+        if let (Some(x), Some(y)) = (
+            results[0]["revision"].as_u64(),
+            results[1]["revision"].as_u64(),
+        ) {
+            assert_eq!(y, x + 1, "one batch's writes take consecutive revisions");
+        }
+    }
+    writer.await.expect("writer");
+}
+
+#[tokio::test]
+async fn batches_are_validated() {
+    let server = TestServer::start(&["--max-batch-ops", "2"]).await;
+    let get = json!({"method": "GET", "key": "a"});
+    problem(
+        server.post_json("/batch", &json!([get, get, get])).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    for bad in [
+        json!([{"method": "PUT", "key": "a"}]),
+        json!([{"method": "FROB", "key": "a"}]),
+        json!([{"method": "GET", "key": ""}]),
+        json!([{"method": "GET"}]),
+        json!({"method": "GET", "key": "a"}),
+    ] {
+        let body = problem(
+            server.post_json("/batch", &bad).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(!body["detail"].as_str().unwrap_or_default().is_empty());
+    }
+    let empty = server.post_json("/batch", &json!([])).await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert_eq!(json(empty).await, json!([]));
+}

@@ -1,0 +1,106 @@
+//! The binary: flags, `--print-openapi`, and shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use common::{PATIENCE, Sse};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kv-store");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn bad_flag_values_exit_2_with_a_message() {
+    for (args, env) in [
+        (vec!["--rate-limit", "lots"], vec![]),
+        (vec!["--listen", "nowhere"], vec![]),
+        (vec!["--log-format", "xml"], vec![]),
+        (vec!["--max-key-bytes", "0"], vec![]),
+        (vec!["--history", "-5"], vec![]),
+        (vec!["--no-such-flag"], vec![]),
+        (vec![], vec![("KV_MAX_BATCH_OPS", "many")]),
+    ] {
+        let output = run(&args, &env);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn print_openapi_writes_the_spec() {
+    let output = run(&["--print-openapi"], &[]);
+    assert!(output.status.success());
+    let spec = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(spec.trim_end(), kv_store::api::spec_json());
+}
+
+#[test]
+fn a_busy_address_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = run(&["--listen", &addr], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert!(logs.contains("cannot start the server"), "{logs}");
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_and_exits() {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (addr_tx, addr_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = addr_tx.send(addr);
+            }
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(PATIENCE)
+        .expect("the server logs its address");
+
+    let response = reqwest::get(format!("http://{addr}/watch_key/k"))
+        .await
+        .expect("watch");
+    let mut watch = Sse::new(response);
+    watch.next().await.expect("snapshot");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(watch.next().await, None, "the stream ends");
+    let (exit_tx, exit_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+    let status = exit_rx
+        .recv_timeout(PATIENCE)
+        .expect("the server exits")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+}

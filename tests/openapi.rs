@@ -1,0 +1,85 @@
+//! The committed spec under `openapi/` is what the code generates, and the
+//! server serves the same spec and Swagger UI.
+//!
+//! After an API change, refresh the committed files with
+//! `KV_UPDATE_SPEC=1 cargo test --test openapi` and commit them with the change.
+
+mod common;
+
+use std::path::Path;
+
+use common::TestServer;
+use kv_store::api;
+use reqwest::StatusCode;
+
+fn check(file: &str, generated: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("openapi")
+        .join(file);
+    if std::env::var_os("KV_UPDATE_SPEC").is_some() {
+        std::fs::write(&path, generated).expect("write the spec");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/{file} differs from what the code generates; refresh it with \
+         `KV_UPDATE_SPEC=1 cargo test --test openapi` and commit it with the API change"
+    );
+}
+
+#[test]
+fn committed_spec_matches_the_code() {
+    check("kv-store.json", &api::spec_json());
+    check("kv-store.yaml", &api::spec_yaml());
+    check("watch-event.schema.json", &api::watch_event_schema());
+}
+
+#[test]
+fn every_operation_is_documented_for_generators() {
+    let spec: serde_json::Value = serde_json::from_str(&api::spec_json()).expect("JSON spec");
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            operations += 1;
+            let name = format!("{method} {path}");
+            for field in ["operationId", "summary", "description", "tags"] {
+                assert!(!operation[field].is_null(), "{name} has no {field}");
+            }
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                !responses.contains_key("default"),
+                "{name} has a default response"
+            );
+            let error_schemas: std::collections::BTreeSet<String> = responses
+                .iter()
+                .filter(|(status, _)| status.starts_with('4') || status.starts_with('5'))
+                .map(|(_, r)| r["content"]["application/problem+json"]["schema"].to_string())
+                .collect();
+            assert!(
+                error_schemas.len() <= 1,
+                "{name}: every error is one problem+json schema"
+            );
+            if let Some(content) = operation["requestBody"]["content"].as_object() {
+                assert_eq!(content.len(), 1, "{name}: one request media type");
+            }
+        }
+    }
+    assert_eq!(operations, 9);
+}
+
+#[tokio::test]
+async fn the_server_serves_the_spec_and_swagger_ui() {
+    let server = TestServer::start(&[]).await;
+    let json = server.get("/openapi.json").await;
+    assert_eq!(json.status(), StatusCode::OK);
+    assert_eq!(json.text().await.expect("body"), api::spec_json());
+    let yaml = server.get("/openapi.yaml").await;
+    assert_eq!(yaml.status(), StatusCode::OK);
+    assert_eq!(yaml.text().await.expect("body"), api::spec_yaml());
+    let docs = server.get("/docs").await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    let html = docs.text().await.expect("body");
+    assert!(html.contains("swagger"), "Swagger UI page");
+}
