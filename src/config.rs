@@ -27,7 +27,8 @@ pub struct Config {
     #[arg(long, env = "KV_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
 
-    /// Requests a client may burst above the rate [default: the rate].
+    /// Requests a client may send at once before the rate applies [default:
+    /// the rate].
     #[arg(long, env = "KV_RATE_BURST")]
     pub rate_burst: Option<NonZeroU32>,
 
