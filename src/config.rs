@@ -42,6 +42,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..))]
     pub max_value_bytes: u32,
 
+    /// Largest request body, in bytes (bounds batch and watch requests; a
+    /// PUT may always carry a value of --max-value-bytes).
+    #[arg(long, env = "KV_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_bytes: u32,
+
     /// Most operations in one batch.
     #[arg(long, env = "KV_MAX_BATCH_OPS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

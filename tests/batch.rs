@@ -141,3 +141,46 @@ async fn batches_are_validated() {
     assert_eq!(empty.status(), StatusCode::OK);
     assert_eq!(json(empty).await, json!([]));
 }
+
+#[tokio::test]
+async fn request_bodies_are_bounded() {
+    let server =
+        TestServer::start(&["--max-request-bytes", "1000", "--max-value-bytes", "2000"]).await;
+    let ops: Vec<_> = (0..100)
+        .map(|i| json!({"method": "PUT", "key": format!("k{i}"), "value": "v"}))
+        .collect();
+    let big = json!(ops);
+    problem(
+        server.post_json("/batch", &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    // Without Content-Length (chunked), the bound holds while reading.
+    let body = big.to_string().into_bytes();
+    let chunks = futures_util::stream::iter(
+        body.chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let chunked = server
+        .request(reqwest::Method::POST, "/batch")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("POST");
+    problem(chunked, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(server.status().await["revision"], 0, "nothing applied");
+
+    // A PUT may still carry a value up to --max-value-bytes.
+    assert_eq!(
+        server.put("k", &"x".repeat(2000)).await.status(),
+        StatusCode::CREATED
+    );
+    let small = json!([{"method": "GET", "key": "k"}]);
+    assert_eq!(
+        server.post_json("/batch", &small).await.status(),
+        StatusCode::OK
+    );
+}

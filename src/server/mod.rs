@@ -1,5 +1,6 @@
 //! The server layer: listener, routes, middleware and shutdown.
 
+mod body_limit;
 mod errors;
 mod rate_limit;
 
@@ -16,6 +17,7 @@ use crate::api::{self, Context, Limits};
 use crate::config::Config;
 use crate::store::{Store, StoreConfig};
 
+pub use body_limit::BodyLimit;
 pub use rate_limit::RateLimit;
 
 /// How long shutdown waits for open connections before dropping them; with
@@ -26,7 +28,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const UNLIMITED_PATHS: &[&str] = &["/healthz"];
 
 /// Builds the whole HTTP application over `context`.
-pub fn app(context: Context, rate_limit: RateLimit) -> impl Endpoint + 'static {
+pub fn app(
+    context: Context,
+    rate_limit: RateLimit,
+    body_limit: BodyLimit,
+) -> impl Endpoint + 'static {
     let api = api::service(context);
     let docs = api.swagger_ui();
     let spec_json = api.spec_endpoint();
@@ -39,6 +45,7 @@ pub fn app(context: Context, rate_limit: RateLimit) -> impl Endpoint + 'static {
         .at("/store/", errors::empty_key)
         .at("/store/cas/", errors::empty_key)
         .at("/watch_key/", errors::empty_key)
+        .with(body_limit)
         .with(rate_limit)
         .catch_all_error(errors::problem_response)
 }
@@ -99,7 +106,11 @@ pub async fn start(config: &Config) -> io::Result<Running> {
             .clone()
             .run_until_cancelled_owned(rate_limit.clone().forget_idle_clients()),
     );
-    let app = app(context, rate_limit);
+    // A PUT must always be able to carry a value of the largest size.
+    let body_limit = BodyLimit {
+        max: (config.max_request_bytes as usize).max(config.max_value_bytes as usize),
+    };
+    let app = app(context, rate_limit, body_limit);
     let server = tokio::spawn(
         poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
             app,
