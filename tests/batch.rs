@@ -19,6 +19,7 @@ async fn a_batch_answers_one_result_per_op() {
                 {"method": "PUT", "key": "key1", "value": "w", "ttl": 60},
                 {"method": "CAS", "key": "key1", "expected": "w", "value": "z"},
                 {"method": "CAS", "key": "new", "expected": null, "value": "n"},
+                {"method": "PUT", "key": "empty"},
                 {"method": "DELETE", "key": "old"},
                 {"method": "DELETE", "key": "missing"},
                 {"method": "GET", "key": "missing"}
@@ -35,7 +36,8 @@ async fn a_batch_answers_one_result_per_op() {
             {"status": 204, "revision": 3},
             {"status": 204, "revision": 4},
             {"status": 204, "revision": 5},
-            {"status": 204, "revision": 6},
+            {"status": 201, "revision": 6},
+            {"status": 204, "revision": 7},
             {"status": 404},
             {"status": 404}
         ])
@@ -44,9 +46,13 @@ async fn a_batch_answers_one_result_per_op() {
         server.get("/store/key1").await.text().await.expect("body"),
         "z"
     );
+    assert_eq!(
+        server.get("/store/empty").await.text().await.expect("body"),
+        ""
+    );
     let status = server.status().await;
     assert_eq!(status["batch_requests_count"], 1);
-    assert_eq!(status["revision"], 6);
+    assert_eq!(status["revision"], 7);
 }
 
 #[tokio::test]
@@ -124,7 +130,6 @@ async fn batches_are_validated() {
     )
     .await;
     for bad in [
-        json!([{"method": "PUT", "key": "a"}]),
         json!([{"method": "FROB", "key": "a"}]),
         json!([{"method": "GET", "key": ""}]),
         json!([{"method": "GET"}]),

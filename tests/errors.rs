@@ -14,8 +14,11 @@ async fn framework_errors_are_problems() {
         .send()
         .await
         .expect("PATCH");
+    assert_eq!(wrong_method.headers()["allow"], "GET, PUT, DELETE, HEAD");
     problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
-    problem(server.get("/batch").await, StatusCode::METHOD_NOT_ALLOWED).await;
+    let get_batch = server.get("/batch").await;
+    assert_eq!(get_batch.headers()["allow"], "POST");
+    problem(get_batch, StatusCode::METHOD_NOT_ALLOWED).await;
     let bad_json = server
         .request(Method::POST, "/batch")
         .header("content-type", "application/json")

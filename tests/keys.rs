@@ -257,6 +257,17 @@ async fn conditional_requests_follow_rfc_9110() {
         .expect("DELETE");
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
 
+    // An empty conditional header is no condition.
+    let empty = server
+        .request(Method::PUT, "/store/k2")
+        .header("If-Match", "")
+        .header("If-None-Match", " ")
+        .body("five")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(empty.status(), StatusCode::CREATED);
+
     // If-Match: * on an absent key fails.
     let absent = server
         .request(Method::PUT, "/store/k")

@@ -199,6 +199,16 @@ async fn since_resumes_for_browsers_and_last_event_id_wins() {
         .expect("watch");
     let mut watch = Sse::new(response);
     assert_eq!(watch.next().await.expect("event").value(), Some("3"));
+
+    // An empty Last-Event-ID (no id seen yet) starts afresh.
+    let response = server
+        .request(Method::GET, "/watch_key/k")
+        .header("Last-Event-ID", "")
+        .send()
+        .await
+        .expect("watch");
+    let mut watch = Sse::new(response);
+    assert_eq!(watch.next().await.expect("event").event, "snapshot");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::problem::{
@@ -26,18 +27,38 @@ pub enum Method {
 
 /// One operation in a batch.
 #[derive(Object, Clone, Debug)]
+#[oai(example)]
 pub struct BatchOp {
     pub method: Method,
+    #[oai(validator(min_length = 1))]
     pub key: String,
-    /// The value to write (PUT and CAS).
+    /// The value to write (PUT and CAS); absent means the empty value, as a
+    /// PUT with no body.
+    #[oai(skip_serializing_if_is_none)]
     pub value: Option<String>,
     /// Seconds until the key expires (PUT and CAS); without it the key keeps
     /// no TTL.
-    #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
+    #[oai(
+        validator(minimum(value = "1"), maximum(value = "3153600000")),
+        skip_serializing_if_is_none
+    )]
     pub ttl: Option<u64>,
     /// CAS: the value the key must hold; `null` or absent means the key must
     /// not exist.
+    #[oai(nullable)]
     pub expected: Option<String>,
+}
+
+impl Example for BatchOp {
+    fn example() -> Self {
+        Self {
+            method: Method::Cas,
+            key: "key1".to_owned(),
+            value: Some("new_value".to_owned()),
+            ttl: None,
+            expected: Some("old_value".to_owned()),
+        }
+    }
 }
 
 /// The result of one batch operation, with the status the single-key
@@ -109,12 +130,7 @@ impl BatchApi {
             Method::Get => (Action::Get, Condition::Always),
             Method::Delete => (Action::Delete, Condition::Always),
             Method::Put | Method::Cas => {
-                let value = op.value.ok_or_else(|| {
-                    at(Box::new(Problem::invalid_request(format!(
-                        "{:?} needs a value",
-                        op.method
-                    ))))
-                })?;
+                let value = op.value.unwrap_or_default();
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
                     value: Value::from(value),

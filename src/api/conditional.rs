@@ -30,8 +30,15 @@ pub fn parse_etags(header: &str, weak_allowed: bool) -> Revisions {
     Revisions::OneOf(revisions)
 }
 
+/// A conditional header's value; an empty one counts as absent (it names no
+/// entity tag, so it is no condition).
+pub fn given(header: Option<&str>) -> Option<&str> {
+    header.filter(|value| !value.trim().is_empty())
+}
+
 /// The condition a write's `If-Match` / `If-None-Match` headers set.
 pub fn write_condition(if_match: Option<&str>, if_none_match: Option<&str>) -> Condition {
+    let (if_match, if_none_match) = (given(if_match), given(if_none_match));
     if if_match.is_none() && if_none_match.is_none() {
         return Condition::Always;
     }

@@ -9,7 +9,7 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::body::{TextValue, ValueBody};
-use super::conditional::{etag, parse_etags, write_condition};
+use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
     TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
@@ -102,11 +102,15 @@ pub enum CasResponse {
 pub struct CasRequest {
     /// The value the key must hold for the swap to happen; `null` (or
     /// absent) means the key must not exist (create only).
+    #[oai(nullable)]
     pub expected: Option<String>,
     /// The value to store.
     pub new: String,
     /// Seconds until the key expires; without it the key keeps no TTL.
-    #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
+    #[oai(
+        validator(minimum(value = "1"), maximum(value = "3153600000")),
+        skip_serializing_if_is_none
+    )]
     pub ttl: Option<u64>,
 }
 
@@ -150,6 +154,7 @@ impl KeysApi {
     async fn get_key(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
+        #[oai(validator(min_length = 1))]
         key: Path<String>,
         /// Answer 304 if the key's ETag is one of these.
         #[oai(name = "If-None-Match")]
@@ -160,7 +165,7 @@ impl KeysApi {
     ) -> Result<GetResponse, ApiError<GetErrors>> {
         let key = self.0.key(&key)?;
         let current = self.0.store.get(&key);
-        if let Some(header) = if_match.as_deref() {
+        if let Some(header) = given(if_match.as_deref()) {
             let must = Condition::Revision {
                 must: Some(parse_etags(header, false)),
                 must_not: None,
@@ -171,7 +176,7 @@ impl KeysApi {
         }
         let current = current.ok_or_else(|| Problem::not_found(&key))?;
         let tag = etag(current.revision);
-        if let Some(header) = if_none_match.as_deref()
+        if let Some(header) = given(if_none_match.as_deref())
             && parse_etags(header, true).contains(current.revision)
         {
             return Ok(GetResponse::NotModified(tag));
@@ -190,6 +195,7 @@ impl KeysApi {
     async fn put_key(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
+        #[oai(validator(min_length = 1))]
         key: Path<String>,
         /// Seconds until the key expires.
         #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
@@ -240,6 +246,7 @@ impl KeysApi {
     async fn delete_key(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
+        #[oai(validator(min_length = 1))]
         key: Path<String>,
         /// Delete only if the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
@@ -274,6 +281,7 @@ impl KeysApi {
     async fn compare_and_swap(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
+        #[oai(validator(min_length = 1))]
         key: Path<String>,
         request: Json<CasRequest>,
     ) -> Result<CasResponse, ApiError<CasErrors>> {

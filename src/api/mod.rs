@@ -14,7 +14,8 @@ mod watch;
 
 use std::time::Instant;
 
-use poem_openapi::{OpenApiService, Tags};
+use poem::http::Method;
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
 pub use batch::{BatchOp, OpResult};
@@ -112,10 +113,29 @@ pub fn service(context: Context) -> OpenApiService<Api, ()> {
     );
     OpenApiService::new(api, "kv-store", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
+        // Relative: Swagger UI then calls whichever address served it.
+        .server(poem_openapi::ServerObject::new("/").description("this server"))
         .license(
             poem_openapi::LicenseObject::new("AGPL-3.0-only")
                 .url("https://www.gnu.org/licenses/agpl-3.0.html"),
         )
+}
+
+/// Every path template of the API (`/store/{key}`) with the methods it
+/// answers.
+pub fn routes() -> Vec<(String, Vec<Method>)> {
+    let mut routes: Vec<(String, Vec<Method>)> = Vec::new();
+    for path in <Api as OpenApi>::meta()
+        .into_iter()
+        .flat_map(|api| api.paths)
+    {
+        let methods = path.operations.iter().map(|op| op.method.clone());
+        match routes.iter_mut().find(|(known, _)| *known == path.path) {
+            Some((_, known)) => known.extend(methods),
+            None => routes.push((path.path, methods.collect())),
+        }
+    }
+    routes
 }
 
 /// A service over a throwaway store, for what depends only on the code: the

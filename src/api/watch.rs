@@ -35,10 +35,12 @@ pub struct WatchEvent {
     pub key: String,
     /// The value after the event; null after a delete or expiry, and in a
     /// snapshot of an absent key.
+    #[oai(nullable)]
     #[schemars(required)]
     pub value: Option<String>,
     /// The key's revision after the event (for a delete or expiry, the
     /// revision of the removal); null in a snapshot of an absent key.
+    #[oai(nullable)]
     #[schemars(required)]
     pub revision: Option<u64>,
     /// The SSE event name.
@@ -114,7 +116,9 @@ impl WatchApi {
     ) -> Result<WatchResponse, Box<Problem>> {
         // A reconnecting EventSource repeats the URL (with its `since`) and
         // adds the newer position as Last-Event-ID: the header wins.
-        let since = match last_event_id.map(str::trim) {
+        // EventSource sends no Last-Event-ID before it has seen an id; treat
+        // an empty one the same way.
+        let since = match last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
             Some(id) => Some(id.parse::<u64>().map_err(|_| {
                 Problem::invalid_request(format!(
                     "Last-Event-ID {id:?} is not a revision (a non-negative integer)"
@@ -172,6 +176,7 @@ impl WatchApi {
     async fn watch_key(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
+        #[oai(validator(min_length = 1))]
         key: Path<String>,
         /// Resume after this revision (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]

@@ -1,7 +1,9 @@
 //! Turning every error the framework makes into problem+json.
 
-use poem::http::StatusCode;
-use poem::{IntoResponse, Response};
+use std::sync::Arc;
+
+use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::api::Problem;
 
@@ -11,45 +13,153 @@ pub fn empty_key() -> Response {
     Problem::invalid_request("the key is empty").into_response()
 }
 
-/// The outermost error handler. Errors an operation answered are already
-/// problem+json and pass through; the rest (unknown route, wrong method,
-/// bad parameters or JSON, wrong Content-Type) become problems here with
-/// their original status.
-pub async fn problem_response(err: poem::Error) -> Response {
-    if err.is_from_response() {
-        return err.into_response();
+/// The methods each route answers, for the `Allow` header a 405 must carry.
+pub struct AllowTable {
+    routes: Vec<(Vec<String>, HeaderValue)>,
+}
+
+impl AllowTable {
+    /// `routes`: path templates (`/store/{key}`) and their methods.
+    pub fn new(routes: Vec<(String, Vec<Method>)>) -> Self {
+        let routes = routes
+            .into_iter()
+            .filter_map(|(path, mut methods)| {
+                if methods.contains(&Method::GET) {
+                    methods.push(Method::HEAD);
+                }
+                let allow = methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let segments = path.split('/').map(str::to_owned).collect();
+                Some((segments, HeaderValue::from_str(&allow).ok()?))
+            })
+            .collect();
+        Self { routes }
     }
-    let status = err.status();
-    let problem = match status {
-        StatusCode::NOT_FOUND => Problem::new(
-            status,
-            "not-found",
-            "Not found",
-            "no such endpoint; the API is described at /docs",
-        ),
-        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
-            status,
-            "method-not-allowed",
-            "Method not allowed",
-            "this endpoint does not support the method; see /docs",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
-            status,
-            "unsupported-media-type",
-            "Unsupported media type",
-            format!("{err}; send Content-Type: application/json"),
-        ),
-        StatusCode::BAD_REQUEST => Problem::invalid_request(err.to_string()),
-        status if status.is_server_error() => {
-            tracing::error!(%status, error = %err, "request failed");
-            Problem::internal("the server failed to handle the request")
+
+    fn allow(&self, path: &str) -> Option<&HeaderValue> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.routes.iter().find_map(|(template, allow)| {
+            let matches = template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                });
+            matches.then_some(allow)
+        })
+    }
+}
+
+/// The outermost middleware: errors an operation answered are already
+/// problem+json and pass through; the rest (unknown route, wrong method, bad
+/// parameters or JSON, wrong Content-Type) become problems here with their
+/// original status.
+pub struct Problems {
+    pub allow: Arc<AllowTable>,
+}
+
+impl<E: Endpoint> Middleware<E> for Problems {
+    type Output = ProblemsEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        ProblemsEndpoint {
+            inner,
+            allow: self.allow.clone(),
         }
-        status => Problem::new(
-            status,
-            "http-error",
-            status.canonical_reason().unwrap_or("Error"),
-            err.to_string(),
-        ),
-    };
-    problem.into_response()
+    }
+}
+
+/// An endpoint behind [`Problems`].
+pub struct ProblemsEndpoint<E> {
+    inner: E,
+    allow: Arc<AllowTable>,
+}
+
+impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        // A `Uri` clone shares its bytes; the path is only read on error.
+        let uri = req.uri().clone();
+        match self.inner.call(req).await {
+            Ok(response) => Ok(response.into_response()),
+            Err(err) => Ok(self.problem_response(err, &uri)),
+        }
+    }
+}
+
+impl<E> ProblemsEndpoint<E> {
+    fn problem_response(&self, err: poem::Error, uri: &Uri) -> Response {
+        if err.is_from_response() {
+            return err.into_response();
+        }
+        let status = err.status();
+        let problem = match status {
+            StatusCode::NOT_FOUND => Problem::new(
+                status,
+                "not-found",
+                "Not found",
+                "no such endpoint; the API is described at /docs",
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let mut response = Problem::new(
+                    status,
+                    "method-not-allowed",
+                    "Method not allowed",
+                    "this endpoint does not support the method; see /docs",
+                )
+                .into_response();
+                if let Some(allow) = self.allow.allow(uri.path()) {
+                    response.headers_mut().insert(header::ALLOW, allow.clone());
+                }
+                return response;
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+                status,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!("{err}; send Content-Type: application/json"),
+            ),
+            StatusCode::BAD_REQUEST => Problem::invalid_request(err.to_string()),
+            status if status.is_server_error() => {
+                tracing::error!(%status, error = %err, "request failed");
+                Problem::internal("the server failed to handle the request")
+            }
+            status => Problem::new(
+                status,
+                "http-error",
+                status.canonical_reason().unwrap_or("Error"),
+                err.to_string(),
+            ),
+        };
+        problem.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_route() {
+        let table = AllowTable::new(vec![
+            ("/store/{key}".to_owned(), vec![Method::GET, Method::PUT]),
+            ("/store/cas/{key}".to_owned(), vec![Method::POST]),
+        ]);
+        assert_eq!(
+            table
+                .allow("/store/k")
+                .map(|v| v.to_str().unwrap_or_default()),
+            Some("GET, PUT, HEAD")
+        );
+        assert_eq!(
+            table
+                .allow("/store/cas/k")
+                .map(|v| v.to_str().unwrap_or_default()),
+            Some("POST")
+        );
+        assert!(table.allow("/store/").is_none());
+        assert!(table.allow("/elsewhere").is_none());
+    }
 }

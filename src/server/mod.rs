@@ -6,8 +6,10 @@ mod rate_limit;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use poem::http::Method;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, Route};
 use tokio::task::JoinHandle;
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::store::{Store, StoreConfig};
 
 pub use body_limit::BodyLimit;
+use errors::{AllowTable, Problems};
 pub use rate_limit::RateLimit;
 
 /// How long shutdown waits for open connections before dropping them; with
@@ -33,6 +36,10 @@ pub fn app(
     rate_limit: RateLimit,
     body_limit: BodyLimit,
 ) -> impl Endpoint + 'static {
+    let mut routes = api::routes();
+    routes.extend(
+        ["/openapi.json", "/openapi.yaml"].map(|path| (path.to_owned(), vec![Method::GET])),
+    );
     let api = api::service(context);
     let docs = api.swagger_ui();
     let spec_json = api.spec_endpoint();
@@ -47,7 +54,9 @@ pub fn app(
         .at("/watch_key/", errors::empty_key)
         .with(body_limit)
         .with(rate_limit)
-        .catch_all_error(errors::problem_response)
+        .with(Problems {
+            allow: Arc::new(AllowTable::new(routes)),
+        })
 }
 
 /// A server accepting connections, started by [`start`].

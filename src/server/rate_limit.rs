@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -106,7 +106,7 @@ impl<E: Endpoint> Endpoint for RateLimited<E> {
             && !self.config.exempt.contains(&req.uri().path())
             && let Err(not_until) = limiter.check_key(&self.config.client_ip(&req))
         {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(limiter.clock().now());
             let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
             let mut response = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -12,7 +12,7 @@ mod lock_map;
 mod value;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -480,10 +480,11 @@ impl Store {
                 if since + 1 < oldest {
                     return Err(WatchError::Compacted { oldest });
                 }
+                let watched: HashSet<&str> = keys.iter().map(|key| &**key).collect();
                 committer
                     .history
                     .after(since, current)
-                    .filter(|event| keys.contains(&event.key))
+                    .filter(|event| watched.contains(&*event.key))
                     .cloned()
                     .collect()
             }
