@@ -63,11 +63,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub history: u32,
 
-    /// Events a watch stream may fall behind before the server ends it (the
-    /// client then resumes with Last-Event-ID).
-    #[arg(long, env = "KV_WATCH_QUEUE", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub watch_queue: u32,
+    /// Bytes of keys and values the history may hold; the oldest events go
+    /// first when it is full.
+    #[arg(long, env = "KV_HISTORY_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_bytes: u64,
+
+    /// Bytes of events a watch stream may fall behind before the server ends
+    /// it (the client then resumes with Last-Event-ID).
+    #[arg(long, env = "KV_WATCH_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_queue_bytes: u64,
 
     /// Take the client IP for rate limiting from X-Forwarded-For (only
     /// behind a proxy you trust: clients can forge the header).

@@ -332,7 +332,13 @@ async fn a_batch_reaches_watchers_with_consecutive_ids() {
 
 #[tokio::test]
 async fn a_slow_watcher_is_dropped_and_resumes_without_loss() {
-    let server = TestServer::start(&["--watch-queue", "4", "--max-value-bytes", "2000000"]).await;
+    let server = TestServer::start(&[
+        "--watch-queue-bytes",
+        "400000",
+        "--max-value-bytes",
+        "2000000",
+    ])
+    .await;
     let mut watch = watch_key(&server, "k", None).await;
     watch.next().await.expect("snapshot");
 

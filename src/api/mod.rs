@@ -144,7 +144,8 @@ fn detached() -> OpenApiService<Api, ()> {
     service(Context {
         store: Store::new(StoreConfig {
             history: 1,
-            watch_queue: 1,
+            history_bytes: 1,
+            watch_queue_bytes: 1,
         }),
         limits: Limits {
             max_key_bytes: 0,

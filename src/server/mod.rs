@@ -92,7 +92,8 @@ pub async fn start(config: &Config) -> io::Result<Running> {
     let shutdown = CancellationToken::new();
     let store = Store::new(StoreConfig {
         history: config.history as usize,
-        watch_queue: config.watch_queue as usize,
+        history_bytes: config.history_bytes as usize,
+        watch_queue_bytes: config.watch_queue_bytes as usize,
     });
     tokio::spawn(
         shutdown

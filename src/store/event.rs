@@ -23,6 +23,10 @@ impl EventKind {
     }
 }
 
+/// Bytes an event is counted as when bounding memory: its key and value
+/// plus a fixed allowance for the event itself and its queue slot.
+const EVENT_OVERHEAD: usize = 96;
+
 /// One event on one key.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -38,4 +42,11 @@ pub struct Event {
     /// The key's `mod_revision` after the event (for a delete or expiry, the
     /// revision of the removal); `None` in a snapshot of an absent key.
     pub revision: Option<u64>,
+}
+
+impl Event {
+    /// The memory the event is counted as holding.
+    pub fn cost(&self) -> usize {
+        EVENT_OVERHEAD + self.key.len() + self.value.as_ref().map_or(0, |v| v.as_str().len())
+    }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::Event;
 
-/// The last `capacity` change events, oldest first.
+/// The most recent change events, oldest first: at most `capacity` of them
+/// and, beyond the newest one, at most `max_bytes` of keys and values, so
+/// large values cannot make the history hold unbounded memory.
 ///
 /// Every write takes the next revision and adds exactly one event, so the
 /// history covers a contiguous range of revisions and the event for revision
@@ -14,21 +16,30 @@ use super::Event;
 pub struct History {
     events: VecDeque<Arc<Event>>,
     capacity: usize,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl History {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             events: VecDeque::new(),
             capacity,
+            bytes: 0,
+            max_bytes,
         }
     }
 
     pub fn push(&mut self, event: Arc<Event>) {
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
-        }
+        self.bytes += event.cost();
         self.events.push_back(event);
+        while self.events.len() > self.capacity
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            if let Some(oldest) = self.events.pop_front() {
+                self.bytes -= oldest.cost();
+            }
+        }
     }
 
     /// The oldest revision still replayable; `current + 1` when the history
@@ -67,7 +78,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_events() {
-        let mut history = History::new(3);
+        let mut history = History::new(3, usize::MAX);
         assert_eq!(history.oldest_revision(0), 1);
         for id in 1..=5 {
             history.push(event(id));
@@ -78,5 +89,18 @@ mod tests {
         let ids: Vec<u64> = history.after(2, 5).map(|e| e.id).collect();
         assert_eq!(ids, [3, 4, 5]);
         assert_eq!(history.after(5, 5).count(), 0);
+    }
+
+    #[test]
+    fn keeps_within_its_byte_budget_but_always_the_newest_event() {
+        let cost = event(1).cost();
+        let mut history = History::new(100, 2 * cost);
+        for id in 1..=5 {
+            history.push(event(id));
+        }
+        assert_eq!(history.oldest_revision(5), 4);
+        let mut tiny = History::new(100, 1);
+        tiny.push(event(1));
+        assert_eq!(tiny.oldest_revision(1), 1, "the newest event stays");
     }
 }

@@ -271,8 +271,11 @@ impl Committer {
 pub struct StoreConfig {
     /// How many events the history keeps for watch resume.
     pub history: usize,
-    /// How many events a watcher may fall behind before its stream is ended.
-    pub watch_queue: usize,
+    /// How many bytes of keys and values the history may hold.
+    pub history_bytes: usize,
+    /// How many bytes of events a watcher may fall behind before its stream
+    /// is ended.
+    pub watch_queue_bytes: usize,
 }
 
 struct Inner {
@@ -297,9 +300,9 @@ impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let committer = Committer {
             revision: 0,
-            history: History::new(config.history),
+            history: History::new(config.history, config.history_bytes),
             expiry: ExpiryQueue::default(),
-            watchers: Watchers::new(config.watch_queue),
+            watchers: Watchers::new(config.watch_queue_bytes),
             wake_sweeper: false,
             lagging_watchers: 0,
         };
@@ -600,7 +603,8 @@ mod tests {
     fn store() -> Store {
         Store::new(StoreConfig {
             history: 100,
-            watch_queue: 16,
+            history_bytes: 1 << 20,
+            watch_queue_bytes: 1 << 20,
         })
     }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -12,7 +13,10 @@ use super::{Event, Key, Store};
 
 struct Slot {
     keys: Box<[Key]>,
-    tx: mpsc::Sender<Arc<Event>>,
+    tx: mpsc::UnboundedSender<Arc<Event>>,
+    /// Bytes of events sent and not yet taken by the stream; shared with
+    /// the [`Watch`].
+    queued: Arc<AtomicUsize>,
 }
 
 /// The registry of live watchers, indexed by key so that a write reaches only
@@ -22,35 +26,43 @@ struct Slot {
 /// order, and a watcher registers atomically with its snapshot or replay, so
 /// it sees every event after that point exactly once.
 pub struct Watchers {
-    /// How many events may wait for one watcher. A watcher that falls this
-    /// far behind is dropped (its stream ends after the queued events; the
-    /// client resumes from the last id it saw), so a slow client costs
-    /// bounded memory and never slows writers.
-    capacity: usize,
+    /// How many bytes of events (see [`Event::cost`]) may wait for one
+    /// watcher. A watcher that falls this far behind is dropped (its stream
+    /// ends after the queued events; the client resumes from the last id it
+    /// saw), so a slow client costs bounded memory and never slows writers.
+    max_queued: usize,
     next_id: u64,
     slots: HashMap<u64, Slot>,
     by_key: HashMap<Key, Vec<u64>>,
 }
 
 impl Watchers {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(max_queued: usize) -> Self {
         Self {
-            capacity,
+            max_queued,
             next_id: 0,
             slots: HashMap::new(),
             by_key: HashMap::new(),
         }
     }
 
-    pub fn register(&mut self, keys: Box<[Key]>) -> (u64, mpsc::Receiver<Arc<Event>>) {
-        let (tx, rx) = mpsc::channel(self.capacity);
+    /// Adds a watcher of `keys`; returns its id, its receiver and its
+    /// queued-bytes counter.
+    pub fn register(&mut self, keys: Box<[Key]>) -> (u64, Receiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         self.next_id += 1;
         let id = self.next_id;
         for key in &keys {
             self.by_key.entry(key.clone()).or_default().push(id);
         }
-        self.slots.insert(id, Slot { keys, tx });
-        (id, rx)
+        let slot = Slot {
+            keys,
+            tx,
+            queued: queued.clone(),
+        };
+        self.slots.insert(id, slot);
+        (id, Receiver { rx, queued })
     }
 
     pub fn remove(&mut self, id: u64) {
@@ -73,19 +85,35 @@ impl Watchers {
         let Some(ids) = self.by_key.get(&event.key) else {
             return 0;
         };
-        let mut lagging = Vec::new();
+        let cost = event.cost();
+        let (mut lagging, mut gone) = (Vec::new(), Vec::new());
         for id in ids {
-            if let Some(slot) = self.slots.get(id)
-                && slot.tx.try_send(event.clone()).is_err()
-            {
+            let Some(slot) = self.slots.get(id) else {
+                continue;
+            };
+            // One event always fits, however large, so a big value alone
+            // never ends a stream.
+            let queued = slot.queued.fetch_add(cost, Ordering::Relaxed);
+            if queued > 0 && queued + cost > self.max_queued {
+                slot.queued.fetch_sub(cost, Ordering::Relaxed);
                 lagging.push(*id);
+            } else if slot.tx.send(event.clone()).is_err() {
+                // The stream is being dropped and will unregister itself.
+                slot.queued.fetch_sub(cost, Ordering::Relaxed);
+                gone.push(*id);
             }
         }
-        for id in &lagging {
+        for id in lagging.iter().chain(&gone) {
             self.remove(*id);
         }
         lagging.len() as u64
     }
+}
+
+/// The receiving end of a watcher's queue.
+pub struct Receiver {
+    rx: mpsc::UnboundedReceiver<Arc<Event>>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// A watcher's stream of events: first the snapshot or the replayed history,
@@ -93,7 +121,7 @@ impl Watchers {
 /// it unregisters the watcher.
 pub struct Watch {
     pub(super) first: std::vec::IntoIter<Arc<Event>>,
-    pub(super) live: mpsc::Receiver<Arc<Event>>,
+    pub(super) live: Receiver,
     pub(super) id: u64,
     pub(super) store: Store,
 }
@@ -105,7 +133,12 @@ impl Stream for Watch {
         if let Some(event) = self.first.next() {
             return Poll::Ready(Some(event));
         }
-        self.live.poll_recv(cx)
+        let live = &mut self.live;
+        let next = live.rx.poll_recv(cx);
+        if let Poll::Ready(Some(event)) = &next {
+            live.queued.fetch_sub(event.cost(), Ordering::Relaxed);
+        }
+        next
     }
 }
 
