@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Sse, TestServer, etag, json, problem, watch_key};
+use common::{Sse, TestServer, etag, problem, watch_key, watch_keys};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -71,14 +71,7 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
 async fn a_multi_key_watch_under_concurrent_writers_sees_every_event_in_order() {
     let server = TestServer::start(&[]).await;
     let keys: Vec<String> = (0..4).map(|i| format!("w{i}")).collect();
-    let response = server
-        .request(Method::POST, "/watch")
-        .header("content-type", "application/json")
-        .body(json!(keys).to_string())
-        .send()
-        .await
-        .expect("watch");
-    let mut watch = Sse::new(response);
+    let mut watch = watch_keys(&server, &json!(keys)).await;
     let snapshots = watch.take(keys.len()).await;
     assert!(snapshots.iter().all(|e| e.event == "snapshot"));
 
@@ -273,14 +266,7 @@ async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
         StatusCode::CREATED
     );
 
-    let response = server
-        .request(Method::POST, "/watch")
-        .header("content-type", "application/json")
-        .body(json!(["k1", "k2"]).to_string())
-        .send()
-        .await
-        .expect("watch");
-    let mut watch = Sse::new(response);
+    let mut watch = watch_keys(&server, &json!(["k1", "k2"])).await;
     watch.take(2).await;
     // Had k1 kept its TTL, its expiry (due first) would come first.
     let expired = watch.next().await.expect("expire event");
@@ -302,14 +288,7 @@ async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
 #[tokio::test]
 async fn a_batch_reaches_watchers_with_consecutive_ids() {
     let server = TestServer::start(&[]).await;
-    let response = server
-        .request(Method::POST, "/watch")
-        .header("content-type", "application/json")
-        .body(json!(["a", "b"]).to_string())
-        .send()
-        .await
-        .expect("watch");
-    let mut watch = Sse::new(response);
+    let mut watch = watch_keys(&server, &json!(["a", "b"])).await;
     watch.take(2).await;
     let batch = server
         .post_json(
@@ -409,10 +388,8 @@ async fn shutdown_ends_open_streams() {
     let server = TestServer::start(&[]).await;
     let mut watch = watch_key(&server, "k", None).await;
     watch.next().await.expect("snapshot");
-    let closed = server.status().await["watch_requests_count"].clone();
-    assert_eq!(closed, 1);
+    assert_eq!(server.status().await["watch_requests_count"], 1);
     let stopping = tokio::spawn(server.stop());
     assert_eq!(watch.next().await, None, "the stream ends on shutdown");
     stopping.await.expect("server stopped");
-    let _ = json; // keep the helper import used across test crates
 }

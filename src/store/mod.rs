@@ -455,15 +455,21 @@ impl Store {
             }
         }
 
+        self.settle(&mut committer);
+        outcomes
+    }
+
+    /// Passes on what commits noted for others: watchers dropped for being
+    /// slow, and a deadline earlier than the sweeper expects.
+    fn settle(&self, committer: &mut Committer) {
         let lagging = std::mem::take(&mut committer.lagging_watchers);
-        inner
+        self.inner
             .counters
             .lagging_watchers
             .fetch_add(lagging, Ordering::Relaxed);
         if std::mem::take(&mut committer.wake_sweeper) {
-            inner.sweeper.notify_one();
+            self.inner.sweeper.notify_one();
         }
-        outcomes
     }
 
     /// Starts watching `keys`. Without `since`, the stream opens with one
@@ -539,6 +545,7 @@ impl Store {
             let now = Instant::now();
             let due = committer.expiry.due(now, SWEEP_CHUNK);
             if due.is_empty() {
+                // The sweeper is about to look at the next deadline anyway.
                 committer.wake_sweeper = false;
                 return committer.expiry.next();
             }
@@ -547,6 +554,8 @@ impl Store {
                 committer.commit(&mut locked, key, Change::Expire, now);
                 bump(&inner.counters.expired);
             }
+            drop(locked);
+            self.settle(&mut committer);
         }
     }
 

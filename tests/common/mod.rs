@@ -250,3 +250,8 @@ pub async fn watch_key(server: &TestServer, key: &str, last_event_id: Option<u64
     }
     Sse::new(request.send().await.expect("watch"))
 }
+
+/// Opens a watch on several keys (a JSON array).
+pub async fn watch_keys(server: &TestServer, keys: &Json) -> Sse {
+    Sse::new(server.post_json("/watch", keys).await)
+}
