@@ -133,6 +133,8 @@ async fn batches_are_validated() {
         json!([{"method": "FROB", "key": "a"}]),
         json!([{"method": "GET", "key": ""}]),
         json!([{"method": "GET"}]),
+        json!([{"method": "GET", "key": 5}]),
+        json!([{"method": "PUT", "key": "a", "value": true}]),
         json!({"method": "GET", "key": "a"}),
     ] {
         let body = problem(

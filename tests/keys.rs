@@ -320,13 +320,14 @@ async fn compare_and_swap() {
     assert_eq!(status["failed_cas_operations"], 3);
 
     // Malformed requests.
-    problem(
-        server
-            .post_json("/store/cas/key1", &json!({"expected": "a"}))
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    for malformed in [
+        json!({"expected": "a"}),
+        json!({"expected": "a", "new": 5}),
+        json!({"expected": 1, "new": "b"}),
+    ] {
+        let response = server.post_json("/store/cas/key1", &malformed).await;
+        problem(response, StatusCode::BAD_REQUEST).await;
+    }
     let not_json = server
         .request(Method::POST, "/store/cas/key1")
         .header("content-type", "text/plain")

@@ -11,6 +11,7 @@ use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
+use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Op, Outcome, Value};
 
@@ -31,11 +32,11 @@ pub enum Method {
 pub struct BatchOp {
     pub method: Method,
     #[oai(validator(min_length = 1))]
-    pub key: String,
+    pub key: Text,
     /// The value to write (PUT and CAS); absent means the empty value, as a
     /// PUT with no body.
     #[oai(skip_serializing_if_is_none)]
-    pub value: Option<String>,
+    pub value: Option<Text>,
     /// Seconds until the key expires (PUT and CAS); without it the key keeps
     /// no TTL.
     #[oai(
@@ -46,17 +47,17 @@ pub struct BatchOp {
     /// CAS: the value the key must hold; `null` or absent means the key must
     /// not exist.
     #[oai(nullable)]
-    pub expected: Option<String>,
+    pub expected: Option<Text>,
 }
 
 impl Example for BatchOp {
     fn example() -> Self {
         Self {
             method: Method::Cas,
-            key: "key1".to_owned(),
-            value: Some("new_value".to_owned()),
+            key: Text::from("key1"),
+            value: Some(Text::from("new_value")),
             ttl: None,
-            expected: Some("old_value".to_owned()),
+            expected: Some(Text::from("old_value")),
         }
     }
 }
@@ -125,19 +126,21 @@ impl BatchApi {
                 ..*problem
             })
         };
-        let key = self.0.key(&op.key).map_err(at)?;
+        let key = self.0.key(&op.key.0).map_err(at)?;
         let (action, condition) = match op.method {
             Method::Get => (Action::Get, Condition::Always),
             Method::Delete => (Action::Delete, Condition::Always),
             Method::Put | Method::Cas => {
-                let value = op.value.unwrap_or_default();
+                let Text(value) = op.value.unwrap_or_default();
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
                     value: Value::from(value),
                     ttl: op.ttl.map(Duration::from_secs),
                 };
                 let condition = match op.method {
-                    Method::Cas => Condition::Value(op.expected.map(Value::from)),
+                    Method::Cas => {
+                        Condition::Value(op.expected.map(|Text(text)| Value::from(text)))
+                    }
                     _ => Condition::Always,
                 };
                 (action, condition)

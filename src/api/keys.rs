@@ -14,6 +14,7 @@ use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
     TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
+use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
 
@@ -103,9 +104,9 @@ pub struct CasRequest {
     /// The value the key must hold for the swap to happen; `null` (or
     /// absent) means the key must not exist (create only).
     #[oai(nullable)]
-    pub expected: Option<String>,
+    pub expected: Option<Text>,
     /// The value to store.
-    pub new: String,
+    pub new: Text,
     /// Seconds until the key expires; without it the key keeps no TTL.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
@@ -117,8 +118,8 @@ pub struct CasRequest {
 impl Example for CasRequest {
     fn example() -> Self {
         Self {
-            expected: Some("old_value".to_owned()),
-            new: "new_value".to_owned(),
+            expected: Some(Text::from("old_value")),
+            new: Text::from("new_value"),
             ttl: None,
         }
     }
@@ -286,7 +287,11 @@ impl KeysApi {
         request: Json<CasRequest>,
     ) -> Result<CasResponse, ApiError<CasErrors>> {
         let key = self.0.key(&key)?;
-        let Json(CasRequest { expected, new, ttl }) = request;
+        let Json(CasRequest {
+            expected,
+            new: Text(new),
+            ttl,
+        }) = request;
         self.0.check_value(&new)?;
         let expects_value = expected.is_some();
         let op = Op {
@@ -295,7 +300,7 @@ impl KeysApi {
                 value: Value::from(new),
                 ttl: ttl.map(Duration::from_secs),
             },
-            condition: Condition::Value(expected.map(Value::from)),
+            condition: Condition::Value(expected.map(|Text(text)| Value::from(text))),
         };
         match self.0.store.apply(op) {
             Outcome::Created { revision } | Outcome::Replaced { revision } => {

@@ -10,6 +10,7 @@ mod conditional;
 mod keys;
 mod problem;
 mod status;
+mod text;
 mod watch;
 
 use std::time::Instant;

@@ -16,6 +16,7 @@ use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
+use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Event, Key, WatchError};
 
@@ -196,7 +197,7 @@ impl WatchApi {
     async fn watch_keys(
         &self,
         /// The keys to watch.
-        keys: Json<Vec<String>>,
+        keys: Json<Vec<Text>>,
         /// Resume after this revision (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
@@ -215,7 +216,7 @@ impl WatchApi {
             .into());
         }
         let mut checked: Vec<Key> = Vec::with_capacity(keys.len());
-        for key in keys.iter() {
+        for Text(key) in keys.iter() {
             let key = self.0.key(key)?;
             if !checked.contains(&key) {
                 checked.push(key);
