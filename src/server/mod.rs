@@ -27,6 +27,9 @@ pub use rate_limit::RateLimit;
 /// watch streams ended at once, it is only a bound for slow requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
+/// How long shutdown may take in all before [`run`] returns anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Paths the rate limiter lets through: probes must not be throttled.
 const UNLIMITED_PATHS: &[&str] = &["/healthz"];
 
@@ -133,4 +136,47 @@ pub async fn start(config: &Config) -> io::Result<Running> {
         shutdown,
         server,
     })
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully. Fails only if
+/// the server cannot start.
+pub async fn run(config: &Config) -> io::Result<()> {
+    let running = start(config).await?;
+    tracing::info!(
+        "kv-store {} listening on http://{} (Swagger UI at /docs)",
+        env!("CARGO_PKG_VERSION"),
+        running.local_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop();
+    match tokio::time::timeout(SHUTDOWN_LIMIT, running.wait()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "server failed while stopping"),
+        Err(_) => tracing::warn!("connections still open after {SHUTDOWN_LIMIT:?}; exiting anyway"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
