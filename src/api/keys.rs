@@ -18,9 +18,6 @@ use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
 
-/// The longest TTL accepted: 100 years, in seconds.
-pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
-
 pub struct GetErrors;
 impl ErrorStatuses for GetErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[

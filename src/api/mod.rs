@@ -19,16 +19,12 @@ use poem::http::Method;
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
-pub use batch::{BatchOp, OpResult};
-pub use keys::MAX_TTL_SECONDS;
-pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
-pub use status::Status;
-pub use watch::{HEARTBEAT, WatchEvent};
+pub use problem::Problem;
 
 use batch::BatchApi;
 use keys::KeysApi;
 use status::StatusApi;
-use watch::WatchApi;
+use watch::{WatchApi, WatchEvent};
 
 use crate::store::{Key, Store, StoreConfig};
 

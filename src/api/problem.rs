@@ -114,7 +114,7 @@ impl Example for Problem {
     }
 }
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {

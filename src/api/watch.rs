@@ -22,7 +22,7 @@ use crate::store::{Event, Key, WatchError};
 
 /// How often an idle stream sends a comment, so that a dead client is
 /// noticed and proxies keep the connection open.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The `data` of a watch event (JSON). The SSE `event` field names what
 /// happened: `snapshot` (the key's state when the stream opened), `put`
