@@ -12,6 +12,9 @@ mod lock_map;
 mod value;
 mod watch;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
