@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""kv-store benchmark, measured against the ceiling of its HTTP stack.
+
+Builds release binaries, then for each scenario starts kv-store (rate limit
+off) and a minimal hyper server (examples/hello.rs) pinned to one core, and
+drives both with wrk pinned to the other core, alternating A/B rounds. For
+each scenario it prints, against the ceiling measured in the same round:
+
+- req/s, and the ratio kv-store / ceiling;
+- server CPU time per request (utime + stime from /proc/PID/stat over the
+  run, divided by the requests served), and the efficiency
+  ceiling CPU per request / kv-store CPU per request.
+
+The CPU figure is what targets are set on: it is immune to time stolen by
+neighbours on a shared machine, where req/s wander by 20% run to run.
+
+Also: /batch throughput (ops/s), latency at about half the GET peak,
+resident memory per key after loading 1M keys, and watch fan-out (memory per
+watcher, time from one PUT until every watcher has its event).
+
+Needs wrk and taskset (apt-get install wrk util-linux).
+
+    python3 bench/run.py                 # everything, 3 rounds of 5 s
+    python3 bench/run.py --only get,put --rounds 5
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LUA = os.path.join(ROOT, "bench", "lua")
+RELEASE = os.path.join(ROOT, "target", "release")
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = "0", "1"
+KV_PORT, HELLO_PORT = 3201, 3200
+
+CEILING_SCENARIOS = {
+    # name: (wrk script, connections, what is measured)
+    "get": ("get.lua", 32, "GET of an existing key (100-byte value)"),
+    "put": ("put.lua", 32, "PUT of a 100-byte value over 10k keys"),
+    "mix": ("mix.lua", 32, "90% GET / 10% PUT over 10k keys"),
+    "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
+}
+ALL = list(CEILING_SCENARIOS) + ["batch", "latency", "memory", "fanout"]
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Server:
+    """A server process pinned to the server core."""
+
+    def __init__(self, argv, port):
+        self.port = port
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE] + argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=raise_fd_limit,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server on :{port} did not start")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def kv_server():
+    return Server(
+        [os.path.join(RELEASE, "kv-store"), "--rate-limit", "0",
+         "--listen", f"127.0.0.1:{KV_PORT}"],
+        KV_PORT,
+    )
+
+
+def hello_server():
+    return Server(
+        [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{HELLO_PORT}"],
+        HELLO_PORT,
+    )
+
+
+def http(method, port, path, body=None, content_type=None):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, method=method
+    )
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(request) as response:
+        return response.read()
+
+
+def load_keys(count, key_format, value, batch=1000):
+    for start in range(0, count, batch):
+        ops = [
+            {"method": "PUT", "key": key_format.format(i), "value": value}
+            for i in range(start, min(start + batch, count))
+        ]
+        http("POST", KV_PORT, "/batch", json.dumps(ops).encode(), "application/json")
+
+
+def prepare_kv(scenario):
+    value = "v" * 100
+    if scenario == "get":
+        http("PUT", KV_PORT, "/store/bench-key", value.encode())
+    elif scenario in ("mix", "batch"):
+        load_keys(10_000, "key{}", value)
+    elif scenario == "cas":
+        http("PUT", KV_PORT, "/store/counter", b"0")
+
+
+LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(port, script, seconds, connections, env=None):
+    """Runs wrk against `port`; returns requests, req/s and latency (ms)."""
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}",
+            f"-d{seconds}s", "--latency", "-s", os.path.join(LUA, script),
+            f"http://127.0.0.1:{port}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    result = {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+    }
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            result[f"p{pct}_ms"] = float(m.group(1)) * LATENCY_UNITS[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(errors.group(1)) if errors else 0
+    return result
+
+
+def measured(server, script, seconds, connections, env=None):
+    before = server.cpu_seconds()
+    result = wrk(server.port, script, seconds, connections, env)
+    result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
+    return result
+
+
+def median(rounds, key):
+    return statistics.median(r[key] for r in rounds)
+
+
+def ceiling_scenario(name, rounds, seconds):
+    script, connections, _ = CEILING_SCENARIOS[name]
+    kv_rounds, hello_rounds = [], []
+    for round_ in range(rounds):
+        order = ("hello", "kv") if round_ % 2 == 0 else ("kv", "hello")
+        for which in order:
+            if which == "kv":
+                server = kv_server()
+                prepare_kv(name)
+                kv_rounds.append(measured(server, script, seconds, connections))
+            else:
+                server = hello_server()
+                hello_rounds.append(measured(server, script, seconds, connections))
+            server.stop()
+    kv = {k: median(kv_rounds, k) for k in ("rps", "cpu_us", "p50_ms", "p99_ms", "non_2xx")}
+    hello = {k: median(hello_rounds, k) for k in ("rps", "cpu_us")}
+    return {
+        "kv_rps": kv["rps"], "ceiling_rps": hello["rps"],
+        "rps_ratio": kv["rps"] / hello["rps"],
+        "kv_cpu_us": kv["cpu_us"], "ceiling_cpu_us": hello["cpu_us"],
+        "efficiency": hello["cpu_us"] / kv["cpu_us"],
+        "kv_non_2xx": kv["non_2xx"],
+        "rounds": rounds,
+    }
+
+
+def batch_scenario(rounds, seconds):
+    out = {}
+    for kind in ("get", "put"):
+        results = []
+        for _ in range(rounds):
+            server = kv_server()
+            prepare_kv("batch")
+            results.append(measured(server, "batch.lua", seconds, 8, {"BATCH_KIND": kind}))
+            server.stop()
+        out[kind] = {
+            "ops_per_s": median(results, "rps") * 1000,
+            "cpu_us_per_op": median(results, "cpu_us") / 1000,
+        }
+    return out
+
+
+def latency_scenario(seconds):
+    """GET latency at about half of the peak: wrk's delay() paces each
+    connection to one request per millisecond, so the rate is set by the
+    number of connections."""
+    server = kv_server()
+    prepare_kv("get")
+    peak = wrk(KV_PORT, "get.lua", seconds, 32)["rps"]
+    connections = max(1, round(peak / 2 / 1000 * 1.1))
+    result = wrk(KV_PORT, "paced_get.lua", seconds, connections)
+    server.stop()
+    return {"peak_rps": peak, "connections": connections, "rps": result["rps"],
+            "p50_ms": result.get("p50_ms"), "p99_ms": result.get("p99_ms")}
+
+
+def memory_scenario(keys):
+    server = kv_server()
+    before = server.rss_bytes()
+    started = time.time()
+    load_keys(keys, "key{:012d}", "v" * 100)
+    elapsed = time.time() - started
+    after = server.rss_bytes()
+    server.stop()
+    return {"keys": keys, "rss_before": before, "rss_after": after,
+            "bytes_per_key": (after - before) / keys, "load_seconds": elapsed}
+
+
+def fanout_scenario(watchers):
+    server = kv_server()
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
+         f"127.0.0.1:{KV_PORT}", str(watchers), str(server.proc.pid)],
+        capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
+    ).stdout
+    server.stop()
+    return json.loads(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", default=",".join(ALL),
+                        help="comma-separated scenarios: " + ",".join(ALL))
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--watchers", type=int, default=10_000)
+    args = parser.parse_args()
+    only = args.only.split(",")
+
+    subprocess.run(["cargo", "build", "--release", "--bin", "kv-store",
+                    "--example", "hello", "--example", "fanout"], cwd=ROOT, check=True)
+    results = {}
+    for name in CEILING_SCENARIOS:
+        if name in only:
+            results[name] = ceiling_scenario(name, args.rounds, args.seconds)
+            print(name, json.dumps(results[name]), file=sys.stderr)
+    if "batch" in only:
+        results["batch"] = batch_scenario(args.rounds, args.seconds)
+    if "latency" in only:
+        results["latency"] = latency_scenario(args.seconds)
+    if "memory" in only:
+        results["memory"] = memory_scenario(args.keys)
+    if "fanout" in only:
+        results["fanout"] = fanout_scenario(args.watchers)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+//! Watch fan-out benchmark: opens many SSE watchers of one key, then writes
+//! the key once and measures how long each watcher takes to see the event.
+//! Prints one JSON line. Run by `bench/run.py`, which raises the fd limit.
+//!
+//! `cargo run --release --example fanout -- ADDR WATCHERS SERVER_PID`
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+/// Connections per source address, well under the ephemeral port range.
+const PER_SOURCE: usize = 20_000;
+const KEY: &str = "fanout";
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn connect(server: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
+    let source = Ipv4Addr::new(127, 0, 0, 1 + (index / PER_SOURCE) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads until `marker` has arrived; returns what came after it.
+async fn read_until(
+    stream: &mut TcpStream,
+    seen: &mut Vec<u8>,
+    marker: &[u8],
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
+            seen.drain(..at + marker.len());
+            return Ok(());
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("stream closed"));
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let server: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:3201".to_owned())
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let watchers: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let pid: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+
+    let before = rss_bytes(pid);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+    let (start_tx, _) = tokio::sync::broadcast::channel::<Instant>(1);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Duration>();
+    for index in 0..watchers {
+        let mut stream = connect(server, index).await?;
+        let (ready_tx, done_tx) = (ready_tx.clone(), done_tx.clone());
+        let mut start = start_tx.subscribe();
+        tokio::spawn(async move {
+            let request = format!("GET /watch_key/{KEY} HTTP/1.1\r\nHost: bench\r\n\r\n");
+            let mut seen = Vec::new();
+            if stream.write_all(request.as_bytes()).await.is_err()
+                || read_until(&mut stream, &mut seen, b"event: snapshot")
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let _ = ready_tx.send(());
+            let Ok(started) = start.recv().await else {
+                return;
+            };
+            if read_until(&mut stream, &mut seen, b"event: put")
+                .await
+                .is_ok()
+            {
+                let _ = done_tx.send(started.elapsed());
+            }
+        });
+    }
+    drop((ready_tx, done_tx));
+    for _ in 0..watchers {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    let after = rss_bytes(pid);
+
+    let mut writer = TcpStream::connect(server).await?;
+    writer.set_nodelay(true)?;
+    let put = format!("PUT /store/{KEY} HTTP/1.1\r\nHost: bench\r\nContent-Length: 5\r\n\r\nhello");
+    let started = Instant::now();
+    let _ = start_tx.send(started);
+    writer.write_all(put.as_bytes()).await?;
+
+    let mut latencies = Vec::with_capacity(watchers);
+    while let Ok(Some(latency)) =
+        tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await
+    {
+        latencies.push(latency.as_secs_f64() * 1000.0);
+        if latencies.len() == watchers {
+            break;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{{\"watchers\": {watchers}, \"received\": {}, \"rss_before\": {before}, \"rss_after\": {after}, \
+         \"bytes_per_watcher\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}}}",
+        latencies.len(),
+        after.saturating_sub(before) as f64 / watchers as f64,
+        at(0.50),
+        at(0.99),
+        at(1.0)
+    );
+    Ok(())
+}
