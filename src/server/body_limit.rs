@@ -5,7 +5,7 @@ use std::io;
 
 use futures_util::StreamExt;
 use poem::error::ReadBodyError;
-use poem::http::header;
+use poem::http::{Version, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::api::Problem;
@@ -91,6 +91,9 @@ impl<E: Endpoint> Endpoint for BodyLimited<E> {
         match length {
             Some(length) if length > self.max as u64 => return Ok(self.too_large()),
             Some(_) => {}
+            // HTTP/1 without Content-Length or Transfer-Encoding: no body.
+            None if req.version() < Version::HTTP_2
+                && !req.headers().contains_key(header::TRANSFER_ENCODING) => {}
             None => {
                 let max = self.max;
                 let mut seen = 0usize;
