@@ -22,6 +22,7 @@ Needs wrk and taskset (apt-get install wrk util-linux).
 
     python3 bench/run.py                 # everything, 3 rounds of 5 s
     python3 bench/run.py --only get,put --rounds 5
+    python3 bench/run.py --only get --kv-binary /tmp/kv-store-before
 """
 
 import argparse
@@ -42,6 +43,7 @@ RELEASE = os.path.join(ROOT, "target", "release")
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"
 KV_PORT, HELLO_PORT = 3201, 3200
+KV_BINARY = os.path.join(RELEASE, "kv-store")
 
 CEILING_SCENARIOS = {
     # name: (wrk script, connections, what is measured)
@@ -100,7 +102,7 @@ class Server:
 
 def kv_server():
     return Server(
-        [os.path.join(RELEASE, "kv-store"), "--rate-limit", "0",
+        [KV_BINARY, "--rate-limit", "0",
          "--listen", f"127.0.0.1:{KV_PORT}"],
         KV_PORT,
     )
@@ -256,6 +258,7 @@ def fanout_scenario(watchers):
 
 
 def main():
+    global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -263,7 +266,10 @@ def main():
                         help="comma-separated scenarios: " + ",".join(ALL))
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--watchers", type=int, default=10_000)
+    parser.add_argument("--kv-binary", default=KV_BINARY,
+                        help="the kv-store to measure (e.g. an older build, for A/B)")
     args = parser.parse_args()
+    KV_BINARY = os.path.abspath(args.kv_binary)
     only = args.only.split(",")
 
     subprocess.run(["cargo", "build", "--release", "--bin", "kv-store",

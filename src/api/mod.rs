@@ -13,6 +13,7 @@ mod status;
 mod text;
 mod watch;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::Method;
@@ -26,6 +27,7 @@ use keys::KeysApi;
 use status::StatusApi;
 use watch::{WatchApi, WatchEvent};
 
+use crate::metrics::Metrics;
 use crate::store::{Key, Store, StoreConfig};
 
 #[derive(Tags)]
@@ -49,11 +51,12 @@ pub struct Limits {
     pub max_watch_keys: usize,
 }
 
-/// What every operation needs: the store, the limits, and the shutdown
-/// signal that ends watch streams.
+/// What every operation needs: the store, the limits, the metrics and the
+/// shutdown signal that ends watch streams.
 #[derive(Clone)]
 pub struct Context {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
 }
@@ -138,12 +141,14 @@ pub fn routes() -> Vec<(String, Vec<Method>)> {
 /// A service over a throwaway store, for what depends only on the code: the
 /// spec.
 fn detached() -> OpenApiService<Api, ()> {
+    let store = Store::new(StoreConfig {
+        history: 1,
+        history_bytes: 1,
+        watch_queue_bytes: 1,
+    });
     service(Context {
-        store: Store::new(StoreConfig {
-            history: 1,
-            history_bytes: 1,
-            watch_queue_bytes: 1,
-        }),
+        metrics: Arc::new(Metrics::new(store.clone())),
+        store,
         limits: Limits {
             max_key_bytes: 0,
             max_value_bytes: 0,

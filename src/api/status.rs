@@ -2,10 +2,12 @@
 
 use std::time::{Instant, SystemTime};
 
-use poem_openapi::payload::{Json, PlainText};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::{Json, Payload, PlainText};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::problem::{ApiError, ErrorStatuses, TOO_MANY_REQUESTS};
+use super::problem::{ApiError, ErrorStatuses, Problem, TOO_MANY_REQUESTS};
 use super::{ApiTags, Context};
 
 /// The server's state and counters.
@@ -43,6 +45,11 @@ pub struct Status {
     pub dropped_watchers: u64,
 }
 
+pub struct MetricsErrors;
+impl ErrorStatuses for MetricsErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[(500, "The metrics could not be encoded.")];
+}
+
 pub struct StatusErrors;
 impl ErrorStatuses for StatusErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[TOO_MANY_REQUESTS];
@@ -53,6 +60,32 @@ pub enum StatusResponse {
     /// The server's state.
     #[oai(status = 200)]
     Ok(Json<Status>),
+}
+
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// The metrics, in the Prometheus / OpenMetrics text format.
+    #[oai(status = 200)]
+    Ok(MetricsText),
+}
+
+/// Metrics text, as Prometheus scrapes it.
+pub struct MetricsText(String);
+
+impl Payload for MetricsText {
+    const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+    }
+}
+
+impl IntoResponse for MetricsText {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .body(self.0)
+    }
 }
 
 #[derive(ApiResponse)]
@@ -96,6 +129,21 @@ impl StatusApi {
             expired_keys: stats.expired,
             dropped_watchers: stats.lagging_watchers,
         })))
+    }
+
+    /// Prometheus metrics
+    ///
+    /// Request counts and latency histograms by operation and status, keys,
+    /// revision, open watch streams, dropped slow watchers and expirations.
+    /// Exempt from rate limiting.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self) -> Result<MetricsResponse, ApiError<MetricsErrors>> {
+        let text = self
+            .context
+            .metrics
+            .encode()
+            .map_err(|err| Problem::internal(format!("cannot encode the metrics: {err}")))?;
+        Ok(MetricsResponse::Ok(MetricsText(text)))
     }
 
     /// Liveness

@@ -2,6 +2,7 @@
 
 mod body_limit;
 mod errors;
+mod observe;
 mod rate_limit;
 
 use std::io;
@@ -17,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, Limits};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
 
 pub use body_limit::BodyLimit;
 use errors::{AllowTable, Problems};
+use observe::RecordMetrics;
 pub use rate_limit::RateLimit;
 
 /// How long shutdown waits for open connections before dropping them; with
@@ -31,7 +34,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Paths the rate limiter lets through: probes must not be throttled.
-const UNLIMITED_PATHS: &[&str] = &["/healthz"];
+const UNLIMITED_PATHS: &[&str] = &["/healthz", "/metrics"];
 
 /// Builds the whole HTTP application over `context`.
 pub fn app(
@@ -43,6 +46,7 @@ pub fn app(
     routes.extend(
         ["/openapi.json", "/openapi.yaml"].map(|path| (path.to_owned(), vec![Method::GET])),
     );
+    let metrics = context.metrics.clone();
     let api = api::service(context);
     let docs = api.swagger_ui();
     let spec_json = api.spec_endpoint();
@@ -57,6 +61,7 @@ pub fn app(
         .at("/watch_key/", errors::empty_key)
         .with(body_limit)
         .with(rate_limit)
+        .with(RecordMetrics(metrics))
         .with(Problems {
             allow: Arc::new(AllowTable::new(routes)),
         })
@@ -104,6 +109,7 @@ pub async fn start(config: &Config) -> io::Result<Running> {
             .run_until_cancelled_owned(store.clone().run_expiry()),
     );
     let context = Context {
+        metrics: Arc::new(Metrics::new(store.clone())),
         store,
         limits: Limits {
             max_key_bytes: config.max_key_bytes as usize,
