@@ -1,23 +1,22 @@
 //! Atomic batches of operations.
 
-use std::time::Duration;
-
 use poem::http::StatusCode;
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use serde::{Deserialize, Serialize};
 
+use super::body::{JsonBody, JsonReply};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
-use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Op, Outcome, Value};
 
 /// What a batch operation does.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Enum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[oai(rename_all = "UPPERCASE")]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Get,
     Put,
@@ -27,16 +26,16 @@ pub enum Method {
 }
 
 /// One operation in a batch.
-#[derive(Object, Clone, Debug)]
+#[derive(Object, Deserialize, Clone, Debug)]
 #[oai(example)]
 pub struct BatchOp {
     pub method: Method,
     #[oai(validator(min_length = 1))]
-    pub key: Text,
+    pub key: String,
     /// The value to write (PUT and CAS); absent means the empty value, as a
     /// PUT with no body.
     #[oai(skip_serializing_if_is_none)]
-    pub value: Option<Text>,
+    pub value: Option<String>,
     /// Seconds until the key expires (PUT and CAS); without it the key keeps
     /// no TTL.
     #[oai(
@@ -47,32 +46,34 @@ pub struct BatchOp {
     /// CAS: the value the key must hold; `null` or absent means the key must
     /// not exist.
     #[oai(nullable)]
-    pub expected: Option<Text>,
+    pub expected: Option<String>,
 }
 
 impl Example for BatchOp {
     fn example() -> Self {
         Self {
             method: Method::Cas,
-            key: Text::from("key1"),
-            value: Some(Text::from("new_value")),
+            key: "key1".to_owned(),
+            value: Some("new_value".to_owned()),
             ttl: None,
-            expected: Some(Text::from("old_value")),
+            expected: Some("old_value".to_owned()),
         }
     }
 }
 
 /// The result of one batch operation, with the status the single-key
 /// endpoint would have answered.
-#[derive(Object, Clone, Debug, PartialEq)]
+#[derive(Object, Serialize, Clone, Debug, PartialEq)]
 pub struct OpResult {
     pub status: u16,
     /// GET: the value.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// The key's revision after the operation (for a delete, the revision of
     /// the delete).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
 }
 
@@ -113,7 +114,7 @@ impl ErrorStatuses for BatchErrors {
 pub enum BatchResponse {
     /// Every operation applied, in order, as one atomic commit.
     #[oai(status = 200)]
-    Ok(Json<Vec<OpResult>>),
+    Ok(JsonReply<Vec<OpResult>>),
 }
 
 pub struct BatchApi(pub Context);
@@ -126,21 +127,19 @@ impl BatchApi {
                 ..*problem
             })
         };
-        let key = self.0.key(&op.key.0).map_err(at)?;
+        let key = self.0.key(&op.key).map_err(at)?;
         let (action, condition) = match op.method {
             Method::Get => (Action::Get, Condition::Always),
             Method::Delete => (Action::Delete, Condition::Always),
             Method::Put | Method::Cas => {
-                let Text(value) = op.value.unwrap_or_default();
+                let value = op.value.unwrap_or_default();
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
                     value: Value::from(value),
-                    ttl: op.ttl.map(Duration::from_secs),
+                    ttl: self.0.ttl(op.ttl).map_err(at)?,
                 };
                 let condition = match op.method {
-                    Method::Cas => {
-                        Condition::Value(op.expected.map(|Text(text)| Value::from(text)))
-                    }
+                    Method::Cas => Condition::Value(op.expected.map(Value::from)),
                     _ => Condition::Always,
                 };
                 (action, condition)
@@ -188,7 +187,10 @@ impl BatchApi {
     /// and the answer is 409 with the per-operation results (412 or 404 for
     /// the failed CAS, 424 for the others).
     #[oai(path = "/batch", method = "post", operation_id = "batch")]
-    async fn batch(&self, ops: Json<Vec<BatchOp>>) -> Result<BatchResponse, ApiError<BatchErrors>> {
+    async fn batch(
+        &self,
+        ops: JsonBody<Vec<BatchOp>>,
+    ) -> Result<BatchResponse, ApiError<BatchErrors>> {
         let max = self.0.limits.max_batch_ops;
         if ops.len() > max {
             return Err(Problem::too_large(format!(
@@ -205,7 +207,7 @@ impl BatchApi {
             .map(|(index, op)| self.to_op(index, op))
             .collect::<Result<Vec<Op>, Box<Problem>>>()?;
         match self.0.store.batch(&ops) {
-            Ok(outcomes) => Ok(BatchResponse::Ok(Json(
+            Ok(outcomes) => Ok(BatchResponse::Ok(JsonReply(
                 methods
                     .into_iter()
                     .zip(outcomes)

@@ -2,9 +2,15 @@
 
 use bytes::Bytes;
 use poem::{IntoResponse, Request, RequestBody, Response};
-use poem_openapi::payload::Payload;
-use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef};
+use poem_openapi::error::{ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Problem;
 
 /// A PUT body: the raw value, whatever the request's Content-Type.
 ///
@@ -68,5 +74,100 @@ impl IntoResponse for TextValue {
         Response::builder()
             .content_type(Self::CONTENT_TYPE)
             .body(self.0)
+    }
+}
+
+/// A JSON request body parsed by serde straight into `T`.
+///
+/// poem-openapi's `Json<T>` parses into a `serde_json::Value` first and then
+/// walks it, which costs a tree of allocations per request (a fifth of a
+/// large batch's CPU time); and its `String` accepts numbers and booleans
+/// where the spec says string. This reads the same bytes with serde's
+/// derive, strictly and in one pass, and documents the body exactly as
+/// `Json<T>` would, from `T`'s poem-openapi schema. Constraints the schema
+/// states (`minimum`, `minLength`) are checked by the handlers.
+pub struct JsonBody<T>(pub T);
+
+impl<T> std::ops::Deref for JsonBody<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: <Json<T> as Payload>::CONTENT_TYPE,
+                schema: T::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(content_type) if <Json<T> as Payload>::check_content_type(content_type) => {}
+            Some(content_type) => {
+                return Err(ContentTypeError::NotSupported {
+                    content_type: content_type.to_owned(),
+                }
+                .into());
+            }
+            None => return Err(ContentTypeError::ExpectContentType.into()),
+        }
+        let bytes = body.take()?.into_bytes().await?;
+        serde_json::from_slice(&bytes).map(Self).map_err(|err| {
+            ParseRequestPayloadError {
+                reason: err.to_string(),
+            }
+            .into()
+        })
+    }
+}
+
+/// A JSON response serialised by serde straight from `T` (poem-openapi's
+/// `Json<T>` builds a `serde_json::Value` first), documented from `T`'s
+/// poem-openapi schema.
+pub struct JsonReply<T>(pub T);
+
+impl<T: Type + Serialize + Send> Payload for JsonReply<T> {
+    const CONTENT_TYPE: &'static str = <Json<T> as Payload>::CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Serialize + Send> IntoResponse for JsonReply<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => Response::builder()
+                .content_type("application/json; charset=utf-8")
+                .body(body),
+            Err(err) => {
+                Problem::internal(format!("cannot encode the response: {err}")).into_response()
+            }
+        }
     }
 }

@@ -4,17 +4,16 @@ use std::time::Duration;
 
 use poem::error::ReadBodyError;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
 
-use super::body::{TextValue, ValueBody};
+use super::body::{JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
     TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
-use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
 
@@ -95,15 +94,15 @@ pub enum CasResponse {
 }
 
 /// A compare-and-swap request.
-#[derive(Object, Debug)]
+#[derive(Object, Deserialize, Debug)]
 #[oai(example)]
 pub struct CasRequest {
     /// The value the key must hold for the swap to happen; `null` (or
     /// absent) means the key must not exist (create only).
     #[oai(nullable)]
-    pub expected: Option<Text>,
+    pub expected: Option<String>,
     /// The value to store.
-    pub new: Text,
+    pub new: String,
     /// Seconds until the key expires; without it the key keeps no TTL.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
@@ -115,8 +114,8 @@ pub struct CasRequest {
 impl Example for CasRequest {
     fn example() -> Self {
         Self {
-            expected: Some(Text::from("old_value")),
-            new: Text::from("new_value"),
+            expected: Some("old_value".to_owned()),
+            new: "new_value".to_owned(),
             ttl: None,
         }
     }
@@ -281,23 +280,20 @@ impl KeysApi {
         /// The key (one path segment; send `/` as `%2F`).
         #[oai(validator(min_length = 1))]
         key: Path<String>,
-        request: Json<CasRequest>,
+        request: JsonBody<CasRequest>,
     ) -> Result<CasResponse, ApiError<CasErrors>> {
         let key = self.0.key(&key)?;
-        let Json(CasRequest {
-            expected,
-            new: Text(new),
-            ttl,
-        }) = request;
+        let JsonBody(CasRequest { expected, new, ttl }) = request;
         self.0.check_value(&new)?;
+        let ttl = self.0.ttl(ttl)?;
         let expects_value = expected.is_some();
         let op = Op {
             key: key.clone(),
             action: Action::Put {
                 value: Value::from(new),
-                ttl: ttl.map(Duration::from_secs),
+                ttl,
             },
-            condition: Condition::Value(expected.map(|Text(text)| Value::from(text))),
+            condition: Condition::Value(expected.map(Value::from)),
         };
         match self.0.store.apply(op) {
             Outcome::Created { revision } | Outcome::Replaced { revision } => {

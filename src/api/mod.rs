@@ -10,11 +10,10 @@ mod conditional;
 mod keys;
 mod problem;
 mod status;
-mod text;
 mod watch;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use poem::http::Method;
 use poem_openapi::{OpenApi, OpenApiService, Tags};
@@ -41,6 +40,10 @@ enum ApiTags {
     /// Status and health of the server.
     Service,
 }
+
+/// The longest TTL, in seconds (100 years). The `maximum` validators on the
+/// `ttl` fields repeat it, as attributes take only literals.
+const MAX_TTL_SECONDS: u64 = 3_153_600_000;
 
 /// Request limits the API enforces.
 #[derive(Clone, Debug)]
@@ -76,6 +79,20 @@ impl Context {
             .into());
         }
         Ok(Key::from(key))
+    }
+
+    /// Checks a TTL from a JSON body: whole seconds from 1 to
+    /// [`MAX_TTL_SECONDS`] (what the spec's `minimum` and `maximum` say).
+    fn ttl(&self, ttl: Option<u64>) -> Result<Option<Duration>, Box<Problem>> {
+        match ttl {
+            Some(seconds) if !(1..=MAX_TTL_SECONDS).contains(&seconds) => {
+                Err(Problem::invalid_request(format!(
+                    "ttl {seconds} is out of range: 1 to {MAX_TTL_SECONDS} seconds"
+                ))
+                .into())
+            }
+            ttl => Ok(ttl.map(Duration::from_secs)),
+        }
     }
 
     /// Checks a value from a JSON body against the limits.

@@ -3,15 +3,17 @@
 use std::time::{Instant, SystemTime};
 
 use poem::{IntoResponse, Response};
-use poem_openapi::payload::{Json, Payload, PlainText};
+use poem_openapi::payload::{Payload, PlainText};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Serialize;
 
+use super::body::JsonReply;
 use super::problem::{ApiError, ErrorStatuses, Problem, TOO_MANY_REQUESTS};
 use super::{ApiTags, Context};
 
 /// The server's state and counters.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, Serialize, Debug, Clone)]
 pub struct Status {
     /// Always "OK" when the server answers.
     pub status: String,
@@ -59,7 +61,7 @@ impl ErrorStatuses for StatusErrors {
 pub enum StatusResponse {
     /// The server's state.
     #[oai(status = 200)]
-    Ok(Json<Status>),
+    Ok(JsonReply<Status>),
 }
 
 #[derive(ApiResponse)]
@@ -109,7 +111,7 @@ impl StatusApi {
     #[oai(path = "/status", method = "get", operation_id = "status")]
     async fn status(&self) -> Result<StatusResponse, ApiError<StatusErrors>> {
         let stats = self.context.store.stats();
-        Ok(StatusResponse::Ok(Json(Status {
+        Ok(StatusResponse::Ok(JsonReply(Status {
             status: "OK".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime: self.started.elapsed().as_secs(),

@@ -7,16 +7,16 @@ use futures_util::stream::BoxStream;
 use poem::http::StatusCode;
 use poem::web::sse::Event as SseEvent;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::EventStream;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::body::JsonBody;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
-use super::text::Text;
 use super::{ApiTags, Context};
 use crate::store::{Event, Key, WatchError};
 
@@ -197,7 +197,7 @@ impl WatchApi {
     async fn watch_keys(
         &self,
         /// The keys to watch.
-        keys: Json<Vec<Text>>,
+        keys: JsonBody<Vec<String>>,
         /// Resume after this revision (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
@@ -216,7 +216,7 @@ impl WatchApi {
             .into());
         }
         let mut checked: Vec<Key> = Vec::with_capacity(keys.len());
-        for Text(key) in keys.iter() {
+        for key in keys.iter() {
             let key = self.0.key(key)?;
             if !checked.contains(&key) {
                 checked.push(key);
