@@ -166,8 +166,13 @@ impl Sse {
             content_type.starts_with("text/event-stream"),
             "{content_type}"
         );
+        Self::from_stream(response.bytes_stream().boxed())
+    }
+
+    /// A reader over an already checked body stream (a generated client's).
+    pub fn from_stream(body: BoxStream<'static, reqwest::Result<bytes::Bytes>>) -> Self {
         Self {
-            body: response.bytes_stream().boxed(),
+            body,
             buffer: BytesMut::new(),
             scanned: 0,
         }
