@@ -1,0 +1,46 @@
+"""Starts a kv-store server for the Python SDK tests and makes the client
+generated from the committed spec importable.
+
+KV_STORE_BIN names the server binary (default: target/debug/kv-store, what
+`cargo test` builds). KV_PYTHON_CLIENT names the folder the client was
+generated into (default: target/python-client, where .ci/contract.sh puts it).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, os.environ.get("KV_PYTHON_CLIENT", str(ROOT / "target" / "python-client")))
+
+LISTENING = re.compile(r"listening on (http://[0-9.:]+)")
+
+
+@pytest.fixture()
+def base_url():
+    binary = os.environ.get("KV_STORE_BIN", str(ROOT / "target" / "debug" / "kv-store"))
+    server = subprocess.Popen(
+        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = None
+    lines = []
+    assert server.stdout is not None
+    for line in server.stdout:
+        lines.append(line)
+        match = LISTENING.search(line)
+        if match:
+            url = match.group(1)
+            break
+    assert url, "server did not start:\n" + "".join(lines)
+    # Keep draining the log so the server never blocks on a full pipe.
+    threading.Thread(target=server.stdout.read, daemon=True).start()
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
