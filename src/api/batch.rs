@@ -5,7 +5,7 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
-use super::body::{JsonBody, JsonReply};
+use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
@@ -32,14 +32,15 @@ pub struct BatchOp {
     pub method: Method,
     #[oai(validator(min_length = 1))]
     pub key: String,
-    /// The value to write (PUT and CAS); absent means the empty value, as a
-    /// PUT with no body.
-    #[oai(skip_serializing_if_is_none)]
+    /// The value to write (PUT and CAS); absent (or null) means the empty
+    /// value, as a PUT with no body.
+    #[oai(nullable, skip_serializing_if_is_none)]
     pub value: Option<String>,
-    /// Seconds until the key expires (PUT and CAS); without it the key keeps
-    /// no TTL.
+    /// Seconds until the key expires (PUT and CAS); without it (or with null)
+    /// the key keeps no TTL.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
+        nullable,
         skip_serializing_if_is_none
     )]
     pub ttl: Option<u64>,
@@ -61,9 +62,20 @@ impl Example for BatchOp {
     }
 }
 
+impl BodyExample for Vec<BatchOp> {
+    fn body_example() -> Option<serde_json::Value> {
+        Some(serde_json::json!([
+            {"method": "PUT", "key": "balance:alice", "value": "90"},
+            {"method": "CAS", "key": "balance:bob", "expected": "10", "value": "20"},
+            {"method": "GET", "key": "balance:carol"}
+        ]))
+    }
+}
+
 /// The result of one batch operation, with the status the single-key
 /// endpoint would have answered.
 #[derive(Object, Serialize, Clone, Debug, PartialEq)]
+#[oai(example)]
 pub struct OpResult {
     pub status: u16,
     /// GET: the value.
@@ -75,6 +87,16 @@ pub struct OpResult {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+}
+
+impl Example for OpResult {
+    fn example() -> Self {
+        Self {
+            status: 200,
+            value: Some("value1".to_owned()),
+            revision: Some(7),
+        }
+    }
 }
 
 impl OpResult {

@@ -38,7 +38,8 @@ impl<'a> ApiExtractor<'a> for ValueBody {
                 content_type: "application/octet-stream",
                 schema: binary_schema(),
             }],
-            required: true,
+            // No body stores the empty value, as the seed's PUT did.
+            required: false,
         })
     }
 
@@ -54,6 +55,7 @@ impl<'a> ApiExtractor<'a> for ValueBody {
 fn binary_schema() -> MetaSchemaRef {
     MetaSchemaRef::Inline(Box::new(MetaSchema {
         format: Some("binary"),
+        example: Some(serde_json::json!("value1")),
         ..MetaSchema::new("string")
     }))
 }
@@ -65,7 +67,10 @@ impl Payload for TextValue {
     const CONTENT_TYPE: &'static str = "text/plain; charset=utf-8";
 
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            example: Some(serde_json::json!("value1")),
+            ..MetaSchema::new("string")
+        }))
     }
 }
 
@@ -74,6 +79,16 @@ impl IntoResponse for TextValue {
         Response::builder()
             .content_type(Self::CONTENT_TYPE)
             .body(self.0)
+    }
+}
+
+/// The example a JSON request body shows in the spec (and so in Swagger
+/// UI's "Try it out"). Types documented as a named schema carry their example
+/// there (`#[oai(example)]`) and keep the default; inline ones, such as
+/// arrays, say it here.
+pub trait BodyExample {
+    fn body_example() -> Option<serde_json::Value> {
+        None
     }
 }
 
@@ -96,7 +111,7 @@ impl<T> std::ops::Deref for JsonBody<T> {
     }
 }
 
-impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
+impl<'a, T: Type + BodyExample + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();
@@ -111,7 +126,15 @@ impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
             description: None,
             content: vec![MetaMediaType {
                 content_type: <Json<T> as Payload>::CONTENT_TYPE,
-                schema: T::schema_ref(),
+                schema: match (T::schema_ref(), T::body_example()) {
+                    (MetaSchemaRef::Inline(schema), Some(example)) => {
+                        MetaSchemaRef::Inline(Box::new(MetaSchema {
+                            example: Some(example),
+                            ..*schema
+                        }))
+                    }
+                    (schema, _) => schema,
+                },
             }],
             required: true,
         })

@@ -8,7 +8,7 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::body::{JsonBody, TextValue, ValueBody};
+use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
@@ -103,9 +103,11 @@ pub struct CasRequest {
     pub expected: Option<String>,
     /// The value to store.
     pub new: String,
-    /// Seconds until the key expires; without it the key keeps no TTL.
+    /// Seconds until the key expires; without it (or with null) the key
+    /// keeps no TTL.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
+        nullable,
         skip_serializing_if_is_none
     )]
     pub ttl: Option<u64>,
@@ -120,6 +122,8 @@ impl Example for CasRequest {
         }
     }
 }
+
+impl BodyExample for CasRequest {}
 
 /// A 412 problem that tells the client what the key holds now.
 pub fn condition_failed(key: &str, current: Option<Current>) -> Problem {

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::{Payload, PlainText};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
 
@@ -14,6 +15,7 @@ use super::{ApiTags, Context};
 
 /// The server's state and counters.
 #[derive(Object, Serialize, Debug, Clone)]
+#[oai(example)]
 pub struct Status {
     /// Always "OK" when the server answers.
     pub status: String,
@@ -45,6 +47,31 @@ pub struct Status {
     pub expired_keys: u64,
     /// Watch streams ended because the client read too slowly.
     pub dropped_watchers: u64,
+}
+
+impl Example for Status {
+    fn example() -> Self {
+        Self {
+            status: "OK".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: 3600,
+            server_time: "2026-11-24T06:00:00Z".to_owned(),
+            total_keys: 2,
+            total_operations: 12,
+            get_operations: 6,
+            put_operations: 3,
+            delete_operations: 1,
+            cas_operations: 2,
+            successful_cas_operations: 1,
+            failed_cas_operations: 1,
+            watch_requests_count: 1,
+            batch_requests_count: 1,
+            revision: 5,
+            oldest_revision: 0,
+            expired_keys: 0,
+            dropped_watchers: 0,
+        }
+    }
 }
 
 pub struct MetricsErrors;

@@ -8,11 +8,12 @@ use poem::http::StatusCode;
 use poem::web::sse::Event as SseEvent;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::EventStream;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::body::JsonBody;
+use super::body::{BodyExample, JsonBody};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
@@ -30,6 +31,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// store revision the event stands at: send it back as `Last-Event-ID` (or
 /// `?since=`) to resume after it.
 #[derive(Object, JsonSchema, Serialize, Clone, Debug, PartialEq)]
+#[oai(example)]
 #[schemars(title = "WatchEvent")]
 pub struct WatchEvent {
     /// The key the event is about.
@@ -54,6 +56,25 @@ pub struct WatchEvent {
     #[serde(skip)]
     #[schemars(skip)]
     pub id: u64,
+}
+
+/// The body of `POST /watch`: the keys to watch.
+impl BodyExample for Vec<String> {
+    fn body_example() -> Option<serde_json::Value> {
+        Some(serde_json::json!(["key1", "key2", "key3"]))
+    }
+}
+
+impl Example for WatchEvent {
+    fn example() -> Self {
+        Self {
+            key: "key1".to_owned(),
+            value: Some("value1".to_owned()),
+            revision: Some(7),
+            event: "put",
+            id: 7,
+        }
+    }
 }
 
 impl From<&Event> for WatchEvent {
