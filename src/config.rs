@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -10,6 +11,18 @@ use clap::{Parser, ValueEnum};
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// When a write counts as done with `--data-dir`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FsyncMode {
+    /// A 2xx means the write is on stable storage (concurrent writers share
+    /// each flush).
+    Always,
+    /// Flushed every second: a crash can lose up to 1 s of answered writes.
+    Interval,
+    /// Flushed every 30 s: a crash can lose up to 30 s of answered writes.
+    Never,
 }
 
 /// kv-store: a concurrent key-value store with an HTTP API.
@@ -79,6 +92,16 @@ pub struct Config {
     /// behind a proxy you trust: clients can forge the header).
     #[arg(long, env = "KV_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+
+    /// Keep the store in this directory as well as in memory, so it survives
+    /// restarts and crashes. Without it the store lives in memory only.
+    #[arg(long, env = "KV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: when a write counts as done (see the README's
+    /// "Durability").
+    #[arg(long, env = "KV_FSYNC", value_enum, default_value_t = FsyncMode::Always)]
+    pub fsync: FsyncMode,
 
     /// Log format.
     #[arg(long, env = "KV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -17,6 +17,10 @@ async fn main() -> ExitCode {
     init_logging(config.log_format);
     match server::run(&config).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ server::StartError::DataDir(_)) => {
+            tracing::error!(error = %err, "cannot use the data dir");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(listen = %config.listen, error = %err, "cannot start the server");
             ExitCode::FAILURE

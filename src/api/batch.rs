@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
-    UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, TOO_LARGE,
+    TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
-use crate::store::{Action, Condition, Op, Outcome, Value};
+use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
 
 /// What a batch operation does.
 #[derive(Enum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +129,7 @@ impl ErrorStatuses for BatchErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
+        INSUFFICIENT_STORAGE,
     ];
 }
 
@@ -228,7 +229,7 @@ impl BatchApi {
             .enumerate()
             .map(|(index, op)| self.to_op(index, op))
             .collect::<Result<Vec<Op>, Box<Problem>>>()?;
-        match self.0.store.batch(&ops) {
+        match self.0.store.batch(&ops).await {
             Ok(outcomes) => Ok(BatchResponse::Ok(JsonReply(
                 methods
                     .into_iter()
@@ -236,7 +237,8 @@ impl BatchApi {
                     .map(|(m, o)| result(m, o))
                     .collect(),
             ))),
-            Err(outcomes) => {
+            Err(BatchError::Storage(err)) => Err(Problem::insufficient_storage(&err).into()),
+            Err(BatchError::Rejected(outcomes)) => {
                 let results = methods
                     .into_iter()
                     .zip(outcomes)

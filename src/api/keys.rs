@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, NOT_FOUND, PRECONDITION_FAILED, Problem, TOO_LARGE,
-    TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, NOT_FOUND, PRECONDITION_FAILED,
+    Problem, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
@@ -34,6 +34,7 @@ impl ErrorStatuses for PutErrors {
         PRECONDITION_FAILED,
         TOO_LARGE,
         TOO_MANY_REQUESTS,
+        INSUFFICIENT_STORAGE,
     ];
 }
 
@@ -44,6 +45,7 @@ impl ErrorStatuses for DeleteErrors {
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
+        INSUFFICIENT_STORAGE,
     ];
 }
 
@@ -56,6 +58,7 @@ impl ErrorStatuses for CasErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
+        INSUFFICIENT_STORAGE,
     ];
 }
 
@@ -231,7 +234,13 @@ impl KeysApi {
             },
             condition: write_condition(if_match.as_deref(), if_none_match.as_deref()),
         };
-        match self.0.store.apply(op) {
+        match self
+            .0
+            .store
+            .apply(op)
+            .await
+            .map_err(|err| Problem::insufficient_storage(&err))?
+        {
             Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
             Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),
             Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
@@ -259,7 +268,13 @@ impl KeysApi {
             action: Action::Delete,
             condition: write_condition(if_match.as_deref(), None),
         };
-        match self.0.store.apply(op) {
+        match self
+            .0
+            .store
+            .apply(op)
+            .await
+            .map_err(|err| Problem::insufficient_storage(&err))?
+        {
             Outcome::Deleted { .. } => Ok(DeleteResponse::Deleted),
             Outcome::NotFound => Err(Problem::not_found(&key).into()),
             Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
@@ -299,7 +314,13 @@ impl KeysApi {
             },
             condition: Condition::Value(expected.map(Value::from)),
         };
-        match self.0.store.apply(op) {
+        match self
+            .0
+            .store
+            .apply(op)
+            .await
+            .map_err(|err| Problem::insufficient_storage(&err))?
+        {
             Outcome::Created { revision } | Outcome::Replaced { revision } => {
                 Ok(CasResponse::Swapped(etag(revision)))
             }

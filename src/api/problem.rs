@@ -9,6 +9,8 @@ use poem_openapi::registry::{
     MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
 use poem_openapi::types::{Example, ToJSON, Type};
+
+use crate::store::StorageError;
 use poem_openapi::{ApiResponse, Object};
 
 use super::batch::OpResult;
@@ -94,6 +96,16 @@ impl Problem {
         )
     }
 
+    /// The data dir refused a write (disk full or an I/O error).
+    pub fn insufficient_storage(error: &StorageError) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient-storage",
+            "Insufficient storage",
+            format!("{error}; nothing was written, retry once the disk has room"),
+        )
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,6 +165,10 @@ pub const PRECONDITION_FAILED: (u16, &str) = (
 );
 pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
+pub const INSUFFICIENT_STORAGE: (u16, &str) = (
+    507,
+    "The data dir refused the write (disk full or an I/O error); nothing was written.",
+);
 pub const TOO_MANY_REQUESTS: (u16, &str) = (
     429,
     "The client exceeded its rate limit; retry after `Retry-After` seconds.",

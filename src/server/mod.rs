@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, Limits};
-use crate::config::Config;
+use crate::config::{Config, FsyncMode};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreConfig};
+use crate::store::{Fsync, OpenError, Store, StoreConfig};
 
 pub use body_limit::BodyLimit;
 use errors::{AllowTable, Problems};
@@ -67,12 +67,39 @@ pub fn app(
         })
 }
 
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The data dir is in use or in a format this build cannot read: a
+    /// configuration problem (exit code 2).
+    DataDir(OpenError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DataDir(err) => err.fmt(f),
+            Self::Io(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
 /// A server accepting connections, started by [`start`].
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<io::Result<()>>,
+    store: Store,
 }
 
 impl Running {
@@ -82,15 +109,69 @@ impl Running {
         self.shutdown.cancel();
     }
 
-    /// Waits until the server has stopped.
+    /// Waits until the server has stopped, then closes the store (with a
+    /// data dir: the last writes reach the disk and the file is released).
     pub async fn wait(self) -> io::Result<()> {
-        self.server.await.map_err(io::Error::other)?
+        let served = self.server.await.map_err(io::Error::other);
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(io::Error::other)?;
+        served?
     }
 }
 
-/// Binds `config.listen` and serves the store there until [`Running::stop`].
-pub async fn start(config: &Config) -> io::Result<Running> {
-    let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
+/// The store `config` asks for: in memory, or loaded from `--data-dir`.
+fn open_store(config: &Config) -> Result<Store, StartError> {
+    let store_config = StoreConfig {
+        history: config.history as usize,
+        history_bytes: config.history_bytes as usize,
+        watch_queue_bytes: config.watch_queue_bytes as usize,
+    };
+    let Some(dir) = &config.data_dir else {
+        return Ok(Store::new(store_config));
+    };
+    let fsync = match config.fsync {
+        FsyncMode::Always => Fsync::Always,
+        FsyncMode::Interval => Fsync::Interval,
+        FsyncMode::Never => Fsync::Never,
+    };
+    let started = std::time::Instant::now();
+    let (store, recovered) = Store::open(store_config, dir, fsync).map_err(|err| match err {
+        OpenError::Failed { .. } => StartError::Io(io::Error::other(err.to_string())),
+        other => StartError::DataDir(other),
+    })?;
+    tracing::info!(
+        "loaded {} keys at revision {} from {} in {:?} ({} expired while the server was down; fsync {:?})",
+        store.stats().keys,
+        recovered.revision,
+        dir.display(),
+        started.elapsed(),
+        recovered.expired,
+        config.fsync,
+    );
+    Ok(store)
+}
+
+/// Opens the store, binds `config.listen` and serves the store there until
+/// [`Running::stop`].
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    // Loading a data dir can take a while and may block: keep it off the
+    // async workers. It comes before binding, so nothing answers until the
+    // data is there.
+    let owned = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&owned))
+        .await
+        .map_err(io::Error::other)??;
+    let acceptor = match TcpListener::bind(config.listen).into_acceptor().await {
+        Ok(acceptor) => acceptor,
+        Err(err) => {
+            tokio::task::spawn_blocking(move || store.close())
+                .await
+                .map_err(io::Error::other)?;
+            return Err(err.into());
+        }
+    };
     let local_addr = acceptor
         .local_addr()
         .first()
@@ -98,11 +179,6 @@ pub async fn start(config: &Config) -> io::Result<Running> {
         .ok_or_else(|| io::Error::other("the listener has no TCP address"))?;
 
     let shutdown = CancellationToken::new();
-    let store = Store::new(StoreConfig {
-        history: config.history as usize,
-        history_bytes: config.history_bytes as usize,
-        watch_queue_bytes: config.watch_queue_bytes as usize,
-    });
     tokio::spawn(
         shutdown
             .clone()
@@ -110,7 +186,7 @@ pub async fn start(config: &Config) -> io::Result<Running> {
     );
     let context = Context {
         metrics: Arc::new(Metrics::new(store.clone())),
-        store,
+        store: store.clone(),
         limits: Limits {
             max_key_bytes: config.max_key_bytes as usize,
             max_value_bytes: config.max_value_bytes as usize,
@@ -141,19 +217,23 @@ pub async fn start(config: &Config) -> io::Result<Running> {
         local_addr,
         shutdown,
         server,
+        store,
     })
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully. Fails only if
 /// the server cannot start.
-pub async fn run(config: &Config) -> io::Result<()> {
+pub async fn run(config: &Config) -> Result<(), StartError> {
     let running = start(config).await?;
+    // Installed before the address is logged: whoever waits for that line
+    // may signal at once.
+    let signal = shutdown_signal();
     tracing::info!(
         "kv-store {} listening on http://{} (Swagger UI at /docs)",
         env!("CARGO_PKG_VERSION"),
         running.local_addr
     );
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down");
     running.stop();
     match tokio::time::timeout(SHUTDOWN_LIMIT, running.wait()).await {
@@ -164,25 +244,34 @@ pub async fn run(config: &Config) -> io::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
+/// A future that resolves on SIGINT or SIGTERM; the handlers are installed
+/// when this is called, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
                 tokio::select! {
-                    _ = interrupt => {}
+                    _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                 }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
+            (interrupt, terminate) => {
+                if let Some(err) = interrupt.err().or(terminate.err()) {
+                    tracing::warn!(error = %err, "cannot listen for signals; falling back to Ctrl-C");
+                }
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

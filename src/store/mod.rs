@@ -5,6 +5,7 @@
 //! batch, the expiry sweeper), goes through [`Committer::commit`], so
 //! revisions, the history and watch events cannot disagree.
 
+mod disk;
 mod event;
 mod expiry;
 mod history;
@@ -16,18 +17,22 @@ mod watch;
 mod model_tests;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use tokio::sync::Notify;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{Notify, oneshot};
 
+pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 pub use event::{Event, EventKind};
 pub use lock_map::{Entry, Key, LockMap, Locked};
 pub use value::Value;
 pub use watch::Watch;
 
+use disk::{Disk, DiskWrite};
 use expiry::ExpiryQueue;
 use history::History;
 use watch::Watchers;
@@ -153,6 +158,27 @@ impl Outcome {
     }
 }
 
+/// A write the disk refused (full, or an I/O error): nothing of it was
+/// applied. Writes work again once the disk does.
+#[derive(Clone, Debug)]
+pub struct StorageError(Arc<str>);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Why a batch did not apply.
+#[derive(Debug)]
+pub enum BatchError {
+    /// A condition failed; nothing was written. One outcome per op.
+    Rejected(Vec<Outcome>),
+    Storage(StorageError),
+}
+
 /// Why a watch could not start.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchError {
@@ -201,11 +227,62 @@ pub struct Stats {
     pub lagging_watchers: u64,
 }
 
-/// The change a commit makes to one key.
+/// What a planned write does to its key.
 enum Change {
+    /// The entry the key will hold (revisions and deadline worked out).
+    Put(Entry),
+    Delete,
+    Expire,
+}
+
+/// What a caller asks the commit path to write.
+enum Planned {
     Put { value: Value, ttl: Option<Duration> },
     Delete,
     Expire,
+}
+
+/// One write, planned: it has its revision but may not be applied yet.
+struct Write {
+    key: Key,
+    change: Change,
+    revision: u64,
+}
+
+/// The state a planned but unapplied write leaves its key in (durable mode).
+struct Pending {
+    revision: u64,
+    entry: Option<Entry>,
+}
+
+/// Told when a group of writes is on disk and applied, or failed.
+type Ticket = oneshot::Receiver<Result<(), StorageError>>;
+
+/// Writes planned since the flusher last took a group, and who waits on
+/// them. A waiter without writes (a read that saw planned state) is answered
+/// with the group, so it never reports state that then fails to commit.
+#[derive(Default)]
+struct Group {
+    writes: Vec<Write>,
+    waiters: Vec<oneshot::Sender<Result<(), StorageError>>>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// The key's state as planning sees it: planned writes first, then the map.
+fn view<'a>(
+    pending: &'a HashMap<Key, Pending>,
+    locked: &'a Locked<'_>,
+    key: &str,
+) -> Option<&'a Entry> {
+    match pending.get(key) {
+        Some(pending) => pending.entry.as_ref(),
+        None => locked.get(key),
+    }
 }
 
 /// Everything writes must change together, behind the one commit lock: the
@@ -215,57 +292,123 @@ enum Change {
 /// event order the same, even for writers on different keys. It is a
 /// blocking `parking_lot` mutex (fair, no poisoning) because a commit never
 /// awaits: it is a few map operations and non-blocking channel sends.
+///
+/// A write is planned ([`Committer::write`]: checked, given its revision)
+/// and then applied ([`Committer::commit`]: map, expiry queue, history,
+/// watchers). In memory the two happen together. With a data dir, planned
+/// writes queue up in a [`Group`] that the flusher thread writes to disk as
+/// one transaction while new requests plan against [`Pending`] state; only
+/// then are they applied and answered. So readers and watchers never see a
+/// write the disk might still lose, and concurrent writers share one fsync.
 struct Committer {
+    /// The revision of the last applied write.
     revision: u64,
+    /// The revision of the last planned write (`revision` when none waits).
+    next: u64,
+    pending: HashMap<Key, Pending>,
+    group: Group,
+    durable: bool,
+    closing: bool,
     history: History,
     expiry: ExpiryQueue,
     watchers: Watchers,
     /// Set when a commit adds a deadline earlier than any before it.
     wake_sweeper: bool,
     lagging_watchers: u64,
+    expired: u64,
 }
 
 impl Committer {
-    /// The one place a write happens.
-    fn commit(&mut self, locked: &mut Locked<'_>, key: &Key, change: Change, now: Instant) -> u64 {
-        self.revision += 1;
-        let revision = self.revision;
-        let (kind, value, previous) = match change {
-            Change::Put { value, ttl } => {
-                let previous = locked.get(key);
-                let entry = Entry {
-                    value: value.clone(),
+    /// The one place a write is planned: it takes the next revision and, in
+    /// memory, is applied at once; with a data dir it joins the group.
+    fn write(&mut self, locked: &mut Locked<'_>, key: &Key, planned: Planned, now: Instant) {
+        self.next += 1;
+        let revision = self.next;
+        let change = match planned {
+            Planned::Put { value, ttl } => {
+                let previous = view(&self.pending, locked, key);
+                Change::Put(Entry {
+                    value,
                     create_revision: previous.map_or(revision, |p| p.create_revision),
                     mod_revision: revision,
                     version: previous.map_or(1, |p| p.version + 1),
                     // A deadline past what `Instant` can hold is no deadline.
                     deadline: ttl.and_then(|ttl| now.checked_add(ttl)),
-                };
-                if let Some(deadline) = entry.deadline {
-                    self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
-                }
+                })
+            }
+            Planned::Delete => Change::Delete,
+            Planned::Expire => Change::Expire,
+        };
+        let write = Write {
+            key: key.clone(),
+            change,
+            revision,
+        };
+        if self.durable {
+            let entry = match &write.change {
+                Change::Put(entry) => Some(entry.clone()),
+                Change::Delete | Change::Expire => None,
+            };
+            self.pending
+                .insert(key.clone(), Pending { revision, entry });
+            self.group.writes.push(write);
+        } else {
+            self.commit(locked, write);
+        }
+    }
+
+    /// Waits for the group being planned (durable mode).
+    fn ticket(&mut self) -> Ticket {
+        let (sender, receiver) = oneshot::channel();
+        self.group.waiters.push(sender);
+        receiver
+    }
+
+    /// The one place a write is applied, in revision order.
+    fn commit(&mut self, locked: &mut Locked<'_>, write: Write) {
+        let Write {
+            key,
+            change,
+            revision,
+        } = write;
+        debug_assert_eq!(
+            revision,
+            self.revision + 1,
+            "writes apply in revision order"
+        );
+        self.revision = revision;
+        let mut deadline = None;
+        let (kind, value, previous) = match change {
+            Change::Put(entry) => {
+                deadline = entry.deadline;
+                let value = entry.value.clone();
                 (
                     EventKind::Put,
                     Some(value),
                     locked.insert(key.clone(), entry),
                 )
             }
-            Change::Delete => (EventKind::Delete, None, locked.remove(key)),
-            Change::Expire => (EventKind::Expire, None, locked.remove(key)),
+            Change::Delete => (EventKind::Delete, None, locked.remove(&key)),
+            Change::Expire => {
+                self.expired += 1;
+                (EventKind::Expire, None, locked.remove(&key))
+            }
         };
-        if let Some(deadline) = previous.and_then(|p| p.deadline) {
-            self.expiry.remove(deadline, key);
+        if let Some(previous) = previous.and_then(|p| p.deadline) {
+            self.expiry.remove(previous, &key);
+        }
+        if let Some(deadline) = deadline {
+            self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
         }
         let event = Arc::new(Event {
             id: revision,
             kind,
-            key: key.clone(),
+            key,
             value,
             revision: Some(revision),
         });
         self.lagging_watchers += self.watchers.publish(&event);
         self.history.push(event);
-        revision
     }
 }
 
@@ -284,8 +427,124 @@ pub struct StoreConfig {
 struct Inner {
     map: LockMap,
     committer: Mutex<Committer>,
+    /// Wakes the flusher thread when a group has formed or the store closes.
+    flush_wanted: Condvar,
+    flusher: Mutex<Option<JoinHandle<()>>>,
     counters: Counters,
     sweeper: Notify,
+}
+
+impl Inner {
+    /// Passes on what commits noted for others: watchers dropped for being
+    /// slow, expirations, and a deadline earlier than the sweeper expects.
+    fn settle(&self, committer: &mut Committer) {
+        let counters = &self.counters;
+        let lagging = std::mem::take(&mut committer.lagging_watchers);
+        counters
+            .lagging_watchers
+            .fetch_add(lagging, Ordering::Relaxed);
+        let expired = std::mem::take(&mut committer.expired);
+        counters.expired.fetch_add(expired, Ordering::Relaxed);
+        if std::mem::take(&mut committer.wake_sweeper) {
+            self.sweeper.notify_one();
+        }
+    }
+}
+
+/// The flusher thread (durable mode): takes each group the commit path has
+/// planned, writes it to disk as one transaction, then applies it and
+/// answers its waiters; flushes periodically in the `interval` and `never`
+/// modes. A blocking thread, not a task: redb's calls block on the disk.
+fn flusher(inner: Arc<Inner>, mut disk: Disk) {
+    loop {
+        let mut committer = inner.committer.lock();
+        while committer.group.is_empty()
+            && !committer.closing
+            && disk.flush_in().is_none_or(|wait| !wait.is_zero())
+        {
+            match disk.flush_in() {
+                Some(wait) => {
+                    inner.flush_wanted.wait_for(&mut committer, wait);
+                }
+                None => inner.flush_wanted.wait(&mut committer),
+            }
+        }
+        let group = std::mem::take(&mut committer.group);
+        let closing = committer.closing;
+        drop(committer);
+
+        if group.is_empty() {
+            if let Err(err) = disk.flush() {
+                tracing::error!("flushing the data dir failed: {err}");
+            }
+            if closing {
+                return;
+            }
+            continue;
+        }
+
+        let result = match group.writes.last() {
+            None => Ok(()),
+            Some(last) => {
+                let writes: Vec<DiskWrite<'_>> = group
+                    .writes
+                    .iter()
+                    .map(|write| match &write.change {
+                        Change::Put(entry) => DiskWrite::Put(&write.key, entry),
+                        Change::Delete | Change::Expire => DiskWrite::Remove(&write.key),
+                    })
+                    .collect();
+                disk.commit(&writes, last.revision)
+            }
+        };
+
+        let mut committer = inner.committer.lock();
+        let (waiters, answer) = match result {
+            Ok(()) => {
+                let mut locked = inner.map.lock(group.writes.iter().map(|w| &*w.key));
+                for write in group.writes {
+                    if committer
+                        .pending
+                        .get(&write.key)
+                        .is_some_and(|p| p.revision == write.revision)
+                    {
+                        committer.pending.remove(&write.key);
+                    }
+                    committer.commit(&mut locked, write);
+                }
+                drop(locked);
+                inner.settle(&mut committer);
+                (group.waiters, Ok(()))
+            }
+            Err(err) => {
+                // Writes planned since were planned on top of this group:
+                // they fail with it, and planning restarts from what applied.
+                tracing::error!("writing to the data dir failed: {err}");
+                let later = std::mem::take(&mut committer.group);
+                committer.pending.clear();
+                committer.next = committer.revision;
+                let mut waiters = group.waiters;
+                waiters.extend(later.waiters);
+                let message = format!("the data dir refused the write: {err}");
+                (waiters, Err(StorageError(message.into())))
+            }
+        };
+        drop(committer);
+        for waiter in waiters {
+            // A waiter whose request was cancelled has gone; nothing to tell.
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+/// Waits until what a run planned or saw is durable, if it has to.
+async fn settled(ticket: Option<Ticket>) -> Result<(), StorageError> {
+    match ticket {
+        None => Ok(()),
+        Some(ticket) => ticket
+            .await
+            .unwrap_or_else(|_| Err(StorageError("the store is shutting down".into()))),
+    }
 }
 
 /// The key-value store. Cloning it is cheap and gives another handle to the
@@ -299,23 +558,96 @@ pub struct Store {
 /// mass expiry does not stall writers.
 const SWEEP_CHUNK: usize = 1024;
 
+/// What the sweeper does next.
+enum Sweep {
+    /// Sleep until this deadline, or until woken.
+    Sleep(Option<Instant>),
+    /// Wait for the expirations just planned to reach the disk.
+    Wait(Ticket),
+}
+
 impl Store {
+    /// An in-memory store.
     pub fn new(config: StoreConfig) -> Self {
+        Self::with_state(config, LockMap::new(), ExpiryQueue::default(), 0, false)
+    }
+
+    fn with_state(
+        config: StoreConfig,
+        map: LockMap,
+        expiry: ExpiryQueue,
+        revision: u64,
+        durable: bool,
+    ) -> Self {
         let committer = Committer {
-            revision: 0,
+            revision,
+            next: revision,
+            pending: HashMap::new(),
+            group: Group::default(),
+            durable,
+            closing: false,
             history: History::new(config.history, config.history_bytes),
-            expiry: ExpiryQueue::default(),
+            expiry,
             watchers: Watchers::new(config.watch_queue_bytes),
             wake_sweeper: false,
             lagging_watchers: 0,
+            expired: 0,
         };
         Self {
             inner: Arc::new(Inner {
-                map: LockMap::new(),
+                map,
                 committer: Mutex::new(committer),
+                flush_wanted: Condvar::new(),
+                flusher: Mutex::new(None),
                 counters: Counters::default(),
                 sweeper: Notify::new(),
             }),
+        }
+    }
+
+    /// A store kept in `dir` as well as in memory: loads what is there and
+    /// starts the flusher thread. Call [`Store::close`] before exiting.
+    pub fn open(
+        config: StoreConfig,
+        dir: &Path,
+        fsync: Fsync,
+    ) -> Result<(Self, Recovered), OpenError> {
+        let (disk, mut recovered) = Disk::open(dir, fsync)?;
+        let map = LockMap::new();
+        let mut expiry = ExpiryQueue::default();
+        {
+            let entries = std::mem::take(&mut recovered.entries);
+            let mut locked = map.lock(entries.iter().map(|(key, _)| &**key));
+            for (key, entry) in entries {
+                if let Some(deadline) = entry.deadline {
+                    expiry.insert(deadline, key.clone());
+                }
+                locked.insert(key, entry);
+            }
+        }
+        let store = Self::with_state(config, map, expiry, recovered.revision, true);
+        let inner = store.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("kv-flusher".into())
+            .spawn(move || flusher(inner, disk))
+            .map_err(|err| OpenError::Failed {
+                path: dir.to_owned(),
+                error: err.into(),
+            })?;
+        *store.inner.flusher.lock() = Some(handle);
+        Ok((store, recovered))
+    }
+
+    /// Writes what is planned, flushes and stops the flusher thread (durable
+    /// mode; nothing to do in memory). Writes after this fail.
+    pub fn close(&self) {
+        self.inner.committer.lock().closing = true;
+        self.inner.flush_wanted.notify_one();
+        let handle = self.inner.flusher.lock().take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the flusher thread panicked");
         }
     }
 
@@ -332,23 +664,25 @@ impl Store {
     }
 
     /// Runs one operation.
-    pub fn apply(&self, op: Op) -> Outcome {
-        let mut outcomes = self.run(std::slice::from_ref(&op));
-        outcomes.pop().unwrap_or(Outcome::NotFound)
+    pub async fn apply(&self, op: Op) -> Result<Outcome, StorageError> {
+        let (mut outcomes, ticket) = self.run(std::slice::from_ref(&op))?;
+        settled(ticket).await?;
+        Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
     }
 
     /// Runs `ops` in order as one atomic, isolated commit: their writes take
     /// consecutive revisions and no reader sees some without the others. If
-    /// any condition fails nothing is written, and the outcomes come back as
+    /// any condition fails nothing is written, and the outcomes come back in
     /// the error.
-    pub fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, Vec<Outcome>> {
+    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
         bump(&self.inner.counters.batches);
-        let outcomes = self.run(ops);
+        let (outcomes, ticket) = self.run(ops).map_err(BatchError::Storage)?;
+        settled(ticket).await.map_err(BatchError::Storage)?;
         if outcomes
             .iter()
             .any(|outcome| matches!(outcome, Outcome::Rejected { .. }))
         {
-            Err(outcomes)
+            Err(BatchError::Rejected(outcomes))
         } else {
             Ok(outcomes)
         }
@@ -370,35 +704,38 @@ impl Store {
         }
     }
 
-    fn run(&self, ops: &[Op]) -> Vec<Outcome> {
+    /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
+    /// tells when what they wrote or saw is durable.
+    fn run(&self, ops: &[Op]) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();
+        if committer.closing {
+            return Err(StorageError("the store is shutting down".into()));
+        }
         let mut locked = inner.map.lock(ops.iter().map(|op| &*op.key));
         let now = Instant::now();
+        // What this run sees may include writes still on their way to disk.
+        let saw_pending = !committer.pending.is_empty();
 
         // Expired keys the sweeper has not reached yet are expired here first,
-        // as commits of their own, so watchers see the expiry before whatever
+        // as writes of their own, so watchers see the expiry before whatever
         // this batch does to the key.
         for op in ops {
-            if locked
-                .get(&op.key)
-                .is_some_and(|entry| entry.is_expired(now))
-            {
-                committer.commit(&mut locked, &op.key, Change::Expire, now);
-                bump(&inner.counters.expired);
+            if view(&committer.pending, &locked, &op.key).is_some_and(|e| e.is_expired(now)) {
+                committer.write(&mut locked, &op.key, Planned::Expire, now);
             }
         }
 
         // Plan: evaluate every op against the state the ops before it leave,
         // without writing, so a failed condition leaves no trace.
         let mut staged: HashMap<&str, Option<Current>> = HashMap::new();
-        let mut next_revision = committer.revision;
+        let mut next_revision = committer.next;
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut rejected = false;
         for op in ops {
             let current = match staged.get(&*op.key) {
                 Some(staged) => staged.clone(),
-                None => locked.get(&op.key).map(Current::from),
+                None => view(&committer.pending, &locked, &op.key).map(Current::from),
             };
             let outcome = if !op.condition.holds(current.as_ref()) {
                 rejected = true;
@@ -447,32 +784,25 @@ impl Store {
                 if !outcome.is_write() {
                     continue;
                 }
-                let change = match &op.action {
-                    Action::Put { value, ttl } => Change::Put {
+                let planned = match &op.action {
+                    Action::Put { value, ttl } => Planned::Put {
                         value: value.clone(),
                         ttl: *ttl,
                     },
-                    _ => Change::Delete,
+                    _ => Planned::Delete,
                 };
-                committer.commit(&mut locked, &op.key, change, now);
+                committer.write(&mut locked, &op.key, planned, now);
             }
         }
+        drop(locked);
 
-        self.settle(&mut committer);
-        outcomes
-    }
-
-    /// Passes on what commits noted for others: watchers dropped for being
-    /// slow, and a deadline earlier than the sweeper expects.
-    fn settle(&self, committer: &mut Committer) {
-        let lagging = std::mem::take(&mut committer.lagging_watchers);
-        self.inner
-            .counters
-            .lagging_watchers
-            .fetch_add(lagging, Ordering::Relaxed);
-        if std::mem::take(&mut committer.wake_sweeper) {
-            self.inner.sweeper.notify_one();
+        let must_wait = saw_pending || committer.next > committer.revision;
+        let ticket = (committer.durable && must_wait).then(|| committer.ticket());
+        if ticket.is_some() {
+            inner.flush_wanted.notify_one();
         }
+        inner.settle(&mut committer);
+        Ok((outcomes, ticket))
     }
 
     /// Starts watching `keys`. Without `since`, the stream opens with one
@@ -540,25 +870,32 @@ impl Store {
             .fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Expires every key whose deadline has passed; returns the next deadline.
-    fn sweep(&self) -> Option<Instant> {
+    /// Expires keys whose deadline has passed, a chunk at a time.
+    fn sweep(&self) -> Sweep {
         let inner = &*self.inner;
         loop {
             let mut committer = inner.committer.lock();
             let now = Instant::now();
             let due = committer.expiry.due(now, SWEEP_CHUNK);
-            if due.is_empty() {
+            if due.is_empty() || committer.closing {
                 // The sweeper is about to look at the next deadline anyway.
                 committer.wake_sweeper = false;
-                return committer.expiry.next();
+                return Sweep::Sleep(committer.expiry.next().filter(|_| !committer.closing));
             }
             let mut locked = inner.map.lock(due.iter().map(|key| &**key));
             for key in &due {
-                committer.commit(&mut locked, key, Change::Expire, now);
-                bump(&inner.counters.expired);
+                // A due key may already have an expiry or a new write planned.
+                if view(&committer.pending, &locked, key).is_some_and(|e| e.is_expired(now)) {
+                    committer.write(&mut locked, key, Planned::Expire, now);
+                }
             }
             drop(locked);
-            self.settle(&mut committer);
+            if committer.durable {
+                let ticket = committer.ticket();
+                inner.flush_wanted.notify_one();
+                return Sweep::Wait(ticket);
+            }
+            inner.settle(&mut committer);
         }
     }
 
@@ -567,16 +904,22 @@ impl Store {
     /// server drops it on shutdown.
     pub async fn run_expiry(self) {
         loop {
-            let next = self.sweep();
             let notified = self.inner.sweeper.notified();
-            match next {
-                Some(deadline) => {
+            match self.sweep() {
+                Sweep::Wait(ticket) => {
+                    if let Err(err) = settled(Some(ticket)).await {
+                        // The disk refused; retry later rather than spin.
+                        tracing::warn!("expiring keys failed: {err}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Sweep::Sleep(Some(deadline)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline.into()) => {}
                         () = notified => {}
                     }
                 }
-                None => notified.await,
+                Sweep::Sleep(None) => notified.await,
             }
         }
     }
@@ -620,6 +963,11 @@ mod tests {
         })
     }
 
+    /// The answer of an in-memory store, which never waits.
+    fn now<T>(answer: impl Future<Output = T>) -> T {
+        futures_util::FutureExt::now_or_never(answer).expect("an in-memory store answers at once")
+    }
+
     fn put(key: &str, value: &str, ttl: Option<Duration>) -> Op {
         Op {
             key: key.into(),
@@ -634,14 +982,14 @@ mod tests {
     #[test]
     fn an_expired_key_is_never_served_before_the_sweep() {
         let store = store();
-        store.apply(put("k", "v", Some(Duration::from_millis(1))));
+        now(store.apply(put("k", "v", Some(Duration::from_millis(1))))).expect("applies");
         // Time must pass for the TTL to run out; no sweeper runs in this test.
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(store.get("k"), None);
         assert_eq!(store.stats().revision, 1, "nothing expired the key yet");
         // A write to the key first commits the pending expiry.
         assert_eq!(
-            store.apply(put("k", "w", None)),
+            now(store.apply(put("k", "w", None))).expect("applies"),
             Outcome::Created { revision: 3 }
         );
     }
@@ -657,8 +1005,8 @@ mod tests {
             },
             condition: Condition::Value(Some("old".into())),
         };
-        let result = store.batch(&[put("a", "1", None), cas]);
-        assert!(result.is_err());
+        let result = now(store.batch(&[put("a", "1", None), cas]));
+        assert!(matches!(result, Err(BatchError::Rejected(_))));
         assert_eq!(store.get("a"), None);
         assert_eq!(store.stats().revision, 0);
     }
@@ -674,7 +1022,7 @@ mod tests {
             },
             condition: Condition::Value(Some("1".into())),
         };
-        let outcomes = store.batch(&[put("k", "1", None), cas]).expect("applies");
+        let outcomes = now(store.batch(&[put("k", "1", None), cas])).expect("applies");
         assert_eq!(
             outcomes,
             [

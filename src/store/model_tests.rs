@@ -116,48 +116,80 @@ impl Model {
     }
 }
 
+const CONFIG: StoreConfig = StoreConfig {
+    history: 1000,
+    history_bytes: 1 << 20,
+    watch_queue_bytes: 1 << 20,
+};
+
 proptest! {
     #[test]
     fn the_store_behaves_like_the_model(
         batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..40)
     ) {
-        let store = Store::new(StoreConfig {
-            history: 1000,
-            history_bytes: 1 << 20,
-            watch_queue_bytes: 1 << 20,
-        });
-        let mut model = Model::default();
-        for ops in &batches {
-            let (expected, applied) = model.run(ops);
-            let outcomes = if ops.len() == 1 {
-                vec![store.apply(ops[0].clone())]
-            } else {
-                match store.batch(ops) {
-                    Ok(outcomes) => {
-                        prop_assert!(applied);
-                        outcomes
-                    }
-                    Err(outcomes) => {
-                        prop_assert!(!applied);
-                        outcomes
-                    }
-                }
-            };
-            prop_assert_eq!(outcomes, expected);
-            for key in KEYS {
-                prop_assert_eq!(store.get(key), model.map.get(*key).cloned());
-            }
-            prop_assert_eq!(store.stats().revision, model.revision);
-        }
-
-        // The history replays exactly the model's events.
-        let mut watch = store
-            .watch(KEYS.iter().map(|k| Key::from(*k)).collect(), Some(0))
-            .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
-        let mut replayed = Vec::new();
-        while let Some(Some(event)) = watch.next().now_or_never() {
-            replayed.push((event.id, event.kind, event.key.clone(), event.value.clone()));
-        }
-        prop_assert_eq!(replayed, model.events);
+        check(&Store::new(CONFIG), &batches)?;
     }
+
+    #[test]
+    fn a_store_with_a_data_dir_behaves_like_the_model_and_reloads_its_state(
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..20)
+    ) {
+        let dir = tempfile::tempdir().map_err(|err| TestCaseError::fail(err.to_string()))?;
+        let open = || Store::open(CONFIG, dir.path(), Fsync::Always)
+            .map_err(|err| TestCaseError::fail(err.to_string()));
+        let (store, _) = open()?;
+        check(&store, &batches)?;
+        let expected: Vec<_> = KEYS.iter().map(|key| store.get(key)).collect();
+        let revision = store.stats().revision;
+        store.close();
+
+        let (reopened, recovered) = open()?;
+        prop_assert_eq!(recovered.revision, revision);
+        let reloaded: Vec<_> = KEYS.iter().map(|key| reopened.get(key)).collect();
+        prop_assert_eq!(reloaded, expected);
+        reopened.close();
+    }
+}
+
+/// Runs `batches` through `store` and the model side by side.
+fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|err| TestCaseError::fail(err.to_string()))?;
+    let mut model = Model::default();
+    for ops in batches {
+        let (expected, applied) = model.run(ops);
+        let outcomes = if ops.len() == 1 {
+            let outcome = runtime.block_on(store.apply(ops[0].clone()));
+            vec![outcome.map_err(|err| TestCaseError::fail(err.to_string()))?]
+        } else {
+            match runtime.block_on(store.batch(ops)) {
+                Ok(outcomes) => {
+                    prop_assert!(applied);
+                    outcomes
+                }
+                Err(BatchError::Rejected(outcomes)) => {
+                    prop_assert!(!applied);
+                    outcomes
+                }
+                Err(BatchError::Storage(err)) => return Err(TestCaseError::fail(err.to_string())),
+            }
+        };
+        prop_assert_eq!(outcomes, expected);
+        for key in KEYS {
+            prop_assert_eq!(store.get(key), model.map.get(*key).cloned());
+        }
+        prop_assert_eq!(store.stats().revision, model.revision);
+    }
+
+    // The history replays exactly the model's events.
+    let mut watch = store
+        .watch(KEYS.iter().map(|k| Key::from(*k)).collect(), Some(0))
+        .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
+    let mut replayed = Vec::new();
+    while let Some(Some(event)) = watch.next().now_or_never() {
+        replayed.push((event.id, event.kind, event.key.clone(), event.value.clone()));
+    }
+    prop_assert_eq!(replayed, model.events);
+    Ok(())
 }

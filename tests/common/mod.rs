@@ -260,3 +260,5 @@ pub async fn watch_key(server: &TestServer, key: &str, last_event_id: Option<u64
 pub async fn watch_keys(server: &TestServer, keys: &Json) -> Sse {
     Sse::new(server.post_json("/watch", keys).await)
 }
+
+pub mod process;

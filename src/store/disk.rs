@@ -1,0 +1,356 @@
+//! The on-disk copy of the store, kept with `--data-dir`: a redb database.
+//!
+//! redb is a crash-safe embedded B-tree (copy-on-write pages, checksummed
+//! commit slots): a commit is all there or not there after a crash, which
+//! is what makes a group of requests, and a batch inside it, atomic on disk.
+//! The store still serves everything from memory; the disk is written by
+//! the commit path (one redb transaction per group of requests) and read
+//! once, at start.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+use super::{Entry, Key, Value};
+
+/// When a write counts as on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every group of writes is flushed (fdatasync) before any is answered.
+    Always,
+    /// Writes are answered once in redb's memory; a flush runs every second.
+    Interval,
+    /// Like `Interval`, every 30 s: the cadence of an OS's own writeback.
+    Never,
+}
+
+impl Fsync {
+    fn period(self) -> Option<Duration> {
+        match self {
+            Self::Always => None,
+            Self::Interval => Some(Duration::from_secs(1)),
+            Self::Never => Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The database file inside the data dir.
+pub const FILE_NAME: &str = "kv-store.redb";
+
+/// This build's on-disk format. A data dir with a larger number was written
+/// by a newer, incompatible kv-store and is refused.
+pub const FORMAT: u64 = 1;
+
+/// key → [`encode`]d entry.
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// "format" → [`FORMAT`], "revision" → the store revision of the last commit.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// redb's page cache. The full data set lives in the store's own map, so
+/// redb only needs the B-tree paths that writes walk.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// Why a data dir could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process holds the database.
+    InUse(PathBuf),
+    /// Written by a newer kv-store, in a format this build cannot read.
+    NewerFormat {
+        path: PathBuf,
+        found: u64,
+    },
+    Failed {
+        path: PathBuf,
+        error: redb::Error,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InUse(path) => write!(
+                f,
+                "{} is in use by another process (another kv-store on the same --data-dir?)",
+                path.display()
+            ),
+            Self::NewerFormat { path, found } => write!(
+                f,
+                "{} has data format {found}, newer than this kv-store reads ({FORMAT}); \
+                 run a newer kv-store",
+                path.display()
+            ),
+            Self::Failed { path, error } => write!(f, "cannot open {}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// What the data dir held at start.
+pub struct Recovered {
+    pub revision: u64,
+    pub entries: Vec<(Key, Entry)>,
+    /// Keys whose deadline passed while the server was down; removed.
+    pub expired: usize,
+}
+
+/// One write of a commit group, as it goes to disk.
+pub enum DiskWrite<'a> {
+    Put(&'a str, &'a Entry),
+    Remove(&'a str),
+}
+
+/// The open database. Only the commit path's flusher thread touches it.
+pub struct Disk {
+    path: PathBuf,
+    /// `None` after an I/O error: redb refuses every later operation, so the
+    /// next group reopens the file, which recovers the last good commit.
+    db: Option<Database>,
+    fsync: Fsync,
+    /// Whether commits since the last flush are only in redb's memory.
+    unflushed: bool,
+    last_flush: Instant,
+}
+
+impl Disk {
+    /// Opens (or creates) the database in `dir` and reads it back.
+    pub fn open(dir: &Path, fsync: Fsync) -> Result<(Self, Recovered), OpenError> {
+        let path = dir.join(FILE_NAME);
+        let failed = |error: redb::Error| OpenError::Failed {
+            path: path.clone(),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(|err| failed(err.into()))?;
+        let db = match open_database(&path) {
+            Err(redb::Error::DatabaseAlreadyOpen) => return Err(OpenError::InUse(path)),
+            other => other.map_err(failed)?,
+        };
+        let recovered = recover(&db).map_err(failed)?;
+        let recovered = match recovered {
+            Ok(recovered) => recovered,
+            Err(found) => return Err(OpenError::NewerFormat { path, found }),
+        };
+        let disk = Self {
+            path,
+            db: Some(db),
+            fsync,
+            unflushed: false,
+            last_flush: Instant::now(),
+        };
+        Ok((disk, recovered))
+    }
+
+    /// Writes one group of writes as one transaction, ending at `revision`.
+    /// In `Fsync::Always` mode it is on stable storage when this returns.
+    pub fn commit(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
+        let result = self.try_commit(writes, revision);
+        if result.is_err() {
+            self.db = None;
+        }
+        result
+    }
+
+    fn try_commit(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
+        let db = match &mut self.db {
+            Some(db) => db,
+            None => self.db.insert(open_database(&self.path)?),
+        };
+        let mut txn = db.begin_write()?;
+        let durable = self.fsync == Fsync::Always;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        {
+            let mut keys = txn.open_table(KEYS)?;
+            let mut buffer = Vec::new();
+            for write in writes {
+                match write {
+                    DiskWrite::Put(key, entry) => {
+                        encode(entry, &mut buffer);
+                        keys.insert(*key, buffer.as_slice())?;
+                    }
+                    DiskWrite::Remove(key) => {
+                        keys.remove(*key)?;
+                    }
+                }
+            }
+            txn.open_table(META)?.insert("revision", revision)?;
+        }
+        txn.commit()?;
+        if durable {
+            self.last_flush = Instant::now();
+        } else {
+            self.unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// How long until the next periodic flush is due, if one will be.
+    pub fn flush_in(&self) -> Option<Duration> {
+        let period = self.fsync.period()?;
+        self.unflushed
+            .then(|| period.saturating_sub(self.last_flush.elapsed()))
+    }
+
+    /// Makes every commit so far durable (the periodic flush, and shutdown).
+    pub fn flush(&mut self) -> Result<(), redb::Error> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        let result = (|| {
+            let db = self.db.as_ref().ok_or(redb::Error::PreviousIo)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        self.last_flush = Instant::now();
+        match result {
+            Ok(()) => self.unflushed = false,
+            Err(_) => self.db = None,
+        }
+        result
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, redb::Error> {
+    Ok(Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)?)
+}
+
+/// Reads every live key back; `Err(found)` if the format is newer than ours.
+fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
+    let txn = db.begin_write()?;
+    let mut recovered = Recovered {
+        revision: 0,
+        entries: Vec::new(),
+        expired: 0,
+    };
+    {
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get("format")?.map(|v| v.value());
+        match format {
+            Some(found) if found > FORMAT => return Ok(Err(found)),
+            Some(_) => {}
+            None => {
+                meta.insert("format", FORMAT)?;
+            }
+        }
+        recovered.revision = meta.get("revision")?.map_or(0, |v| v.value());
+
+        let mut keys = txn.open_table(KEYS)?;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut expired = Vec::new();
+        for row in keys.iter()? {
+            let (key, bytes) = row?;
+            let Some(entry) = decode(bytes.value(), now, wall) else {
+                return Err(redb::StorageError::Corrupted(format!(
+                    "the entry of key {:?} cannot be read",
+                    key.value()
+                ))
+                .into());
+            };
+            match entry {
+                Some(entry) => recovered.entries.push((Key::from(key.value()), entry)),
+                None => expired.push(key.value().to_owned()),
+            }
+        }
+        for key in &expired {
+            keys.remove(key.as_str())?;
+        }
+        recovered.expired = expired.len();
+    }
+    txn.commit()?;
+    Ok(Ok(recovered))
+}
+
+/// An entry on disk: create revision, mod revision, version, deadline (Unix
+/// milliseconds, 0 for none; wall-clock time, so a key whose deadline passed
+/// while the server was down is gone on start), all little-endian u64, then
+/// the value's bytes.
+fn encode(entry: &Entry, out: &mut Vec<u8>) {
+    out.clear();
+    let deadline = entry.deadline.map_or(0, |deadline| {
+        let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+        let millis = wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        u64::try_from(millis).unwrap_or(u64::MAX).max(1)
+    });
+    for field in [
+        entry.create_revision,
+        entry.mod_revision,
+        entry.version,
+        deadline,
+    ] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.extend_from_slice(entry.value.as_str().as_bytes());
+}
+
+/// The entry in `bytes`: `None` if they are not an entry, `Some(None)` if it
+/// expired at `wall`.
+fn decode(bytes: &[u8], now: Instant, wall: SystemTime) -> Option<Option<Entry>> {
+    let field = |i: usize| {
+        let raw = bytes.get(i * 8..i * 8 + 8)?;
+        Some(u64::from_le_bytes(raw.try_into().ok()?))
+    };
+    let (create_revision, mod_revision, version, deadline) =
+        (field(0)?, field(1)?, field(2)?, field(3)?);
+    let value = Value::from_utf8(bytes.get(32..)?).ok()?;
+    let deadline = match deadline {
+        0 => None,
+        millis => {
+            let at = UNIX_EPOCH + Duration::from_millis(millis);
+            match at.duration_since(wall) {
+                Ok(left) if !left.is_zero() => Some(now.checked_add(left)?),
+                _ => return Some(None),
+            }
+        }
+    };
+    Some(Some(Entry {
+        value,
+        create_revision,
+        mod_revision,
+        version,
+        deadline,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_past_deadlines_expire() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let entry = Entry {
+            value: "héllo".into(),
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+            deadline: Some(now + Duration::from_secs(60)),
+        };
+        let mut bytes = Vec::new();
+        encode(&entry, &mut bytes);
+        let back = decode(&bytes, now, wall).flatten().expect("decodes");
+        assert_eq!(back.value, entry.value);
+        assert_eq!(
+            (back.create_revision, back.mod_revision, back.version),
+            (3, 9, 4)
+        );
+        let left = back.deadline.expect("deadline") - now;
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
+
+        let later = wall + Duration::from_secs(61);
+        assert!(matches!(decode(&bytes, now, later), Some(None)));
+        assert!(decode(&bytes[..20], now, wall).is_none());
+    }
+}

@@ -1,0 +1,76 @@
+//! The server as a separate process (the real binary), for what an
+//! in-process server cannot show: restarts, `kill -9`, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+
+use super::PATIENCE;
+
+pub struct ServerProcess {
+    child: Child,
+    pub url: String,
+}
+
+/// The command for the binary with a data dir, rate limiting off and an
+/// ephemeral port.
+pub fn command(data_dir: &Path, flags: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kv-store"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--rate-limit", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(flags)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until it logs the address it serves.
+    pub fn start(data_dir: &Path, flags: &[&str]) -> Self {
+        let mut child = command(data_dir, flags).spawn().expect("server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (address, found) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            // Keep reading to the end so the server never blocks on its log.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(at) = line.find("listening on http://") {
+                    let rest = &line[at + "listening on ".len()..];
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    sent = address.send(url.to_owned()).is_ok();
+                }
+            }
+        });
+        let url = found
+            .recv_timeout(PATIENCE)
+            .expect("the server logs its address");
+        Self { child, url }
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("exits")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

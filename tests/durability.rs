@@ -1,0 +1,151 @@
+//! `--data-dir`: what survives a restart, and what the server refuses.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{ServerProcess, command};
+use reqwest::{Client, StatusCode};
+
+async fn put(client: &Client, url: &str, key: &str, value: &str) -> u64 {
+    let response = client
+        .put(format!("{url}/store/{key}"))
+        .body(value.to_owned())
+        .send()
+        .await
+        .expect("PUT");
+    assert!(response.status().is_success(), "{}", response.status());
+    revision_of(&response)
+}
+
+fn revision_of(response: &reqwest::Response) -> u64 {
+    let tag = response.headers()["etag"].to_str().expect("ASCII ETag");
+    tag.trim_matches('"').parse().expect("numeric ETag")
+}
+
+async fn get(client: &Client, url: &str, key: &str) -> Option<(String, u64)> {
+    let response = client
+        .get(format!("{url}/store/{key}"))
+        .send()
+        .await
+        .expect("GET");
+    match response.status() {
+        StatusCode::NOT_FOUND => None,
+        StatusCode::OK => {
+            let revision = revision_of(&response);
+            Some((response.text().await.expect("body"), revision))
+        }
+        other => panic!("GET {key}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn keys_revisions_and_deadlines_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = Client::new();
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.clone();
+    put(&client, &url, "kept", "v1").await;
+    let kept = put(&client, &url, "kept", "v2").await;
+    put(&client, &url, "gone", "x").await;
+    let response = client
+        .delete(format!("{url}/store/gone"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let batch = client
+        .post(format!("{url}/batch"))
+        .json(&serde_json::json!([
+            {"method": "PUT", "key": "a", "value": "1"},
+            {"method": "PUT", "key": "b", "value": "2"},
+            {"method": "PUT", "key": "later", "value": "l", "ttl": 3600},
+            {"method": "PUT", "key": "soon", "value": "s", "ttl": 1},
+        ]))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(batch.status(), StatusCode::OK);
+    let written_at = Instant::now();
+    let before: serde_json::Value = client
+        .get(format!("{url}/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(server.stop().success(), "clean exit");
+
+    // `soon` must expire while the server is down: its deadline is wall-clock
+    // time, so only time passing can show it.
+    let left = Duration::from_secs(1).saturating_sub(written_at.elapsed());
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.clone();
+    assert_eq!(get(&client, &url, "kept").await, Some(("v2".into(), kept)));
+    assert_eq!(get(&client, &url, "gone").await, None);
+    assert_eq!(
+        get(&client, &url, "a").await.map(|(v, _)| v),
+        Some("1".into())
+    );
+    assert_eq!(
+        get(&client, &url, "b").await.map(|(v, _)| v),
+        Some("2".into())
+    );
+    assert_eq!(
+        get(&client, &url, "later").await.map(|(v, _)| v),
+        Some("l".into())
+    );
+    assert_eq!(get(&client, &url, "soon").await, None, "expired while down");
+
+    // The revision never goes backwards: ETags stay unique across runs.
+    let after: serde_json::Value = client
+        .get(format!("{url}/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(after["revision"], before["revision"]);
+    let next = put(&client, &url, "kept", "v3").await;
+    assert_eq!(Some(next), before["revision"].as_u64().map(|r| r + 1));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _first = ServerProcess::start(dir.path(), &[]);
+    let second = command(dir.path(), &[])
+        .output()
+        .expect("second server runs");
+    assert_eq!(second.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&second.stdout);
+    assert!(log.contains("in use by another process"), "{log}");
+}
+
+#[test]
+fn a_data_dir_from_a_newer_format_is_refused_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    assert!(ServerProcess::start(dir.path(), &[]).stop().success());
+    {
+        // What a future kv-store would leave behind.
+        let db = redb::Database::open(dir.path().join("kv-store.redb")).expect("opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut meta = txn.open_table(meta).expect("meta table");
+            meta.insert("format", kv_store::store::DISK_FORMAT + 1)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let refused = command(dir.path(), &[]).output().expect("server runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&refused.stdout);
+    assert!(log.contains("newer than this kv-store reads"), "{log}");
+}
