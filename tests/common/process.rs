@@ -37,6 +37,8 @@ impl ServerProcess {
             let mut sent = false;
             // Keep reading to the end so the server never blocks on its log.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Shown with the test's output when it fails.
+                eprintln!("server: {line}");
                 if !sent && let Some(at) = line.find("listening on http://") {
                     let rest = &line[at + "listening on ".len()..];
                     let url = rest.split_whitespace().next().unwrap_or_default();
