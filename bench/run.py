@@ -15,8 +15,10 @@ The CPU figure is what targets are set on: it is immune to time stolen by
 neighbours on a shared machine, where req/s wander by 20% run to run.
 
 Also: /batch throughput (ops/s), latency at about half the GET peak,
-resident memory per key after loading 1M keys, and watch fan-out (memory per
-watcher, time from one PUT until every watcher has its event).
+resident memory per key after loading 1M keys, watch fan-out (memory per
+watcher, time from one PUT until every watcher has its event), durable PUT
+throughput with --data-dir against in memory, and start-up time on a data
+dir of 1M keys.
 
 Needs wrk and taskset (apt-get install wrk util-linux).
 
@@ -31,9 +33,11 @@ import os
 import re
 import resource
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -52,7 +56,7 @@ CEILING_SCENARIOS = {
     "mix": ("mix.lua", 32, "90% GET / 10% PUT over 10k keys"),
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
-ALL = list(CEILING_SCENARIOS) + ["batch", "latency", "memory", "fanout"]
+ALL = list(CEILING_SCENARIOS) + ["batch", "latency", "memory", "fanout", "durable", "recovery"]
 
 
 def raise_fd_limit():
@@ -100,10 +104,10 @@ class Server:
             self.proc.kill()
 
 
-def kv_server():
+def kv_server(*flags):
     return Server(
         [KV_BINARY, "--rate-limit", "0",
-         "--listen", f"127.0.0.1:{KV_PORT}"],
+         "--listen", f"127.0.0.1:{KV_PORT}", *flags],
         KV_PORT,
     )
 
@@ -257,6 +261,50 @@ def fanout_scenario(watchers):
     return json.loads(out)
 
 
+def durable_scenario(rounds, seconds):
+    """PUT of a 100-byte value over 10k keys from 64 connections: in memory
+    against --data-dir with each --fsync mode, alternating, on the machine's
+    own disk (a fresh data dir per round)."""
+    modes = {"memory": [], "always": [], "interval": []}
+    for round_ in range(rounds):
+        order = list(modes) if round_ % 2 == 0 else list(reversed(modes))
+        for mode in order:
+            data_dir = tempfile.mkdtemp(prefix="kv-bench-", dir=os.path.join(ROOT, "target"))
+            flags = [] if mode == "memory" else ["--data-dir", data_dir, "--fsync", mode]
+            server = kv_server(*flags)
+            modes[mode].append(measured(server, "put.lua", seconds, 64))
+            server.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+    memory_rps = median(modes["memory"], "rps")
+    out = {}
+    for mode, results in modes.items():
+        out[mode] = {
+            "rps": median(results, "rps"),
+            "ratio_to_memory": median(results, "rps") / memory_rps,
+            "cpu_us": median(results, "cpu_us"),
+            "p99_ms": median(results, "p99_ms"),
+            "non_2xx": median(results, "non_2xx"),
+        }
+    return out
+
+
+def recovery_scenario(keys):
+    """Start-up time on a data dir holding `keys` keys (15-byte key,
+    100-byte value): from process start until it accepts connections."""
+    data_dir = tempfile.mkdtemp(prefix="kv-bench-", dir=os.path.join(ROOT, "target"))
+    server = kv_server("--data-dir", data_dir)
+    load_keys(keys, "key{:012d}", "v" * 100)
+    server.stop()
+    size = sum(os.path.getsize(os.path.join(data_dir, f)) for f in os.listdir(data_dir))
+    started = time.time()
+    server = kv_server("--data-dir", data_dir)
+    elapsed = time.time() - started
+    rss = server.rss_bytes()
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return {"keys": keys, "data_dir_bytes": size, "start_seconds": elapsed, "rss_bytes": rss}
+
+
 def main():
     global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -287,6 +335,11 @@ def main():
         results["memory"] = memory_scenario(args.keys)
     if "fanout" in only:
         results["fanout"] = fanout_scenario(args.watchers)
+    if "durable" in only:
+        results["durable"] = durable_scenario(args.rounds, args.seconds)
+        print("durable", json.dumps(results["durable"]), file=sys.stderr)
+    if "recovery" in only:
+        results["recovery"] = recovery_scenario(args.keys)
     print(json.dumps(results, indent=2))
 
 

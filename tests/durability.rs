@@ -149,3 +149,22 @@ fn a_data_dir_from_a_newer_format_is_refused_with_exit_code_2() {
     let log = String::from_utf8_lossy(&refused.stdout);
     assert!(log.contains("newer than this kv-store reads"), "{log}");
 }
+
+#[tokio::test]
+async fn interval_mode_commits_answered_writes_on_a_clean_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = Client::new();
+    for mode in ["interval", "never"] {
+        let server = ServerProcess::start(dir.path(), &["--fsync", mode]);
+        let revision = put(&client, &server.url, mode, "answered").await;
+        assert!(server.stop().success(), "clean exit");
+
+        let server = ServerProcess::start(dir.path(), &[]);
+        assert_eq!(
+            get(&client, &server.url, mode).await,
+            Some(("answered".into(), revision)),
+            "--fsync {mode}"
+        );
+        assert!(server.stop().success(), "clean exit");
+    }
+}

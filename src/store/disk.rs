@@ -7,6 +7,7 @@
 //! the commit path (one redb transaction per group of requests) and read
 //! once, at start.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,16 +18,19 @@ use super::{Entry, Key, Value};
 /// When a write counts as on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
-    /// Every group of writes is flushed (fdatasync) before any is answered.
+    /// Every group of writes is committed and flushed (fdatasync) before any
+    /// of it is answered.
     Always,
-    /// Writes are answered once in redb's memory; a flush runs every second.
+    /// Writes are answered at once and committed, as one transaction, every
+    /// second.
     Interval,
     /// Like `Interval`, every 30 s: the cadence of an OS's own writeback.
     Never,
 }
 
 impl Fsync {
-    fn period(self) -> Option<Duration> {
+    /// How often deferred writes are committed; `None`: every group at once.
+    pub fn period(self) -> Option<Duration> {
         match self {
             Self::Always => None,
             Self::Interval => Some(Duration::from_secs(1)),
@@ -102,21 +106,32 @@ pub enum DiskWrite<'a> {
     Remove(&'a str),
 }
 
+impl DiskWrite<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Self::Put(key, _) | Self::Remove(key) => key,
+        }
+    }
+
+    fn entry(&self) -> Option<&Entry> {
+        match self {
+            Self::Put(_, entry) => Some(entry),
+            Self::Remove(_) => None,
+        }
+    }
+}
+
 /// The open database. Only the commit path's flusher thread touches it.
 pub struct Disk {
     path: PathBuf,
     /// `None` after an I/O error: redb refuses every later operation, so the
     /// next group reopens the file, which recovers the last good commit.
     db: Option<Database>,
-    fsync: Fsync,
-    /// Whether commits since the last flush are only in redb's memory.
-    unflushed: bool,
-    last_flush: Instant,
 }
 
 impl Disk {
     /// Opens (or creates) the database in `dir` and reads it back.
-    pub fn open(dir: &Path, fsync: Fsync) -> Result<(Self, Recovered), OpenError> {
+    pub fn open(dir: &Path) -> Result<(Self, Recovered), OpenError> {
         let path = dir.join(FILE_NAME);
         let failed = |error: redb::Error| OpenError::Failed {
             path: path.clone(),
@@ -132,19 +147,31 @@ impl Disk {
             Ok(recovered) => recovered,
             Err(found) => return Err(OpenError::NewerFormat { path, found }),
         };
-        let disk = Self {
-            path,
-            db: Some(db),
-            fsync,
-            unflushed: false,
-            last_flush: Instant::now(),
-        };
+        let disk = Self { path, db: Some(db) };
         Ok((disk, recovered))
     }
 
-    /// Writes one group of writes as one transaction, ending at `revision`.
-    /// In `Fsync::Always` mode it is on stable storage when this returns.
-    pub fn commit(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
+    /// Commits one group of writes, ending at `revision`, as one
+    /// transaction on stable storage.
+    pub fn write(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
+        self.commit(writes.iter().map(|w| (w.key(), w.entry())), revision)
+    }
+
+    /// Commits the latest state of many keys (`None`: removed), as one
+    /// transaction on stable storage (the periodic commit).
+    pub fn write_all(
+        &mut self,
+        keys: &HashMap<Key, Option<Entry>>,
+        revision: u64,
+    ) -> Result<(), redb::Error> {
+        self.commit(keys.iter().map(|(k, e)| (&**k, e.as_ref())), revision)
+    }
+
+    fn commit<'a>(
+        &mut self,
+        writes: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+        revision: u64,
+    ) -> Result<(), redb::Error> {
         let result = self.try_commit(writes, revision);
         if result.is_err() {
             self.db = None;
@@ -152,68 +179,35 @@ impl Disk {
         result
     }
 
-    fn try_commit(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
+    fn try_commit<'a>(
+        &mut self,
+        writes: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+        revision: u64,
+    ) -> Result<(), redb::Error> {
         let db = match &mut self.db {
             Some(db) => db,
             None => self.db.insert(open_database(&self.path)?),
         };
         let mut txn = db.begin_write()?;
-        let durable = self.fsync == Fsync::Always;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut keys = txn.open_table(KEYS)?;
             let mut buffer = Vec::new();
-            for write in writes {
-                match write {
-                    DiskWrite::Put(key, entry) => {
+            for (key, entry) in writes {
+                match entry {
+                    Some(entry) => {
                         encode(entry, &mut buffer);
-                        keys.insert(*key, buffer.as_slice())?;
+                        keys.insert(key, buffer.as_slice())?;
                     }
-                    DiskWrite::Remove(key) => {
-                        keys.remove(*key)?;
+                    None => {
+                        keys.remove(key)?;
                     }
                 }
             }
             txn.open_table(META)?.insert("revision", revision)?;
         }
         txn.commit()?;
-        if durable {
-            self.last_flush = Instant::now();
-        } else {
-            self.unflushed = true;
-        }
         Ok(())
-    }
-
-    /// How long until the next periodic flush is due, if one will be.
-    pub fn flush_in(&self) -> Option<Duration> {
-        let period = self.fsync.period()?;
-        self.unflushed
-            .then(|| period.saturating_sub(self.last_flush.elapsed()))
-    }
-
-    /// Makes every commit so far durable (the periodic flush, and shutdown).
-    pub fn flush(&mut self) -> Result<(), redb::Error> {
-        if !self.unflushed {
-            return Ok(());
-        }
-        let result = (|| {
-            let db = self.db.as_ref().ok_or(redb::Error::PreviousIo)?;
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.commit()?;
-            Ok(())
-        })();
-        self.last_flush = Instant::now();
-        match result {
-            Ok(()) => self.unflushed = false,
-            Err(_) => self.db = None,
-        }
-        result
     }
 }
 

@@ -273,6 +273,19 @@ impl Group {
     }
 }
 
+/// `--fsync interval|never`: writes are applied and answered at once, and
+/// the latest state of each key they touched waits here for the periodic
+/// commit.
+#[derive(Default)]
+struct Deferred {
+    keys: HashMap<Key, Option<Entry>>,
+    revision: u64,
+}
+
+/// How many keys may wait for a periodic commit before one runs early, to
+/// bound the memory they hold.
+const MAX_DEFERRED_KEYS: usize = 100_000;
+
 /// The key's state as planning sees it: planned writes first, then the map.
 fn view<'a>(
     pending: &'a HashMap<Key, Pending>,
@@ -307,7 +320,10 @@ struct Committer {
     next: u64,
     pending: HashMap<Key, Pending>,
     group: Group,
+    /// `--fsync always`: writes wait in groups for the disk before applying.
     durable: bool,
+    /// `--fsync interval|never`: applied writes waiting for the next commit.
+    deferred: Option<Deferred>,
     closing: bool,
     history: History,
     expiry: ExpiryQueue,
@@ -378,6 +394,14 @@ impl Committer {
         );
         self.revision = revision;
         let mut deadline = None;
+        if let Some(deferred) = &mut self.deferred {
+            let entry = match &change {
+                Change::Put(entry) => Some(entry.clone()),
+                Change::Delete | Change::Expire => None,
+            };
+            deferred.keys.insert(key.clone(), entry);
+            deferred.revision = revision;
+        }
         let (kind, value, previous) = match change {
             Change::Put(entry) => {
                 deadline = entry.deadline;
@@ -448,40 +472,38 @@ impl Inner {
         if std::mem::take(&mut committer.wake_sweeper) {
             self.sweeper.notify_one();
         }
+        if committer
+            .deferred
+            .as_ref()
+            .is_some_and(|d| d.keys.len() >= MAX_DEFERRED_KEYS)
+        {
+            self.flush_wanted.notify_one();
+        }
     }
 }
 
-/// The flusher thread (durable mode): takes each group the commit path has
-/// planned, writes it to disk as one transaction, then applies it and
-/// answers its waiters; flushes periodically in the `interval` and `never`
-/// modes. A blocking thread, not a task: redb's calls block on the disk.
-fn flusher(inner: Arc<Inner>, mut disk: Disk) {
+/// The flusher thread. With `--fsync always` it takes each group the commit
+/// path has planned, writes it to disk as one transaction, then applies it
+/// and answers its waiters. Otherwise it commits the deferred writes every
+/// period. A blocking thread, not a task: redb's calls block on the disk.
+fn flusher(inner: Arc<Inner>, mut disk: Disk, period: Option<Duration>) {
+    match period {
+        None => commit_groups(&inner, &mut disk),
+        Some(period) => commit_periodically(&inner, &mut disk, period),
+    }
+}
+
+fn commit_groups(inner: &Inner, disk: &mut Disk) {
     loop {
         let mut committer = inner.committer.lock();
-        while committer.group.is_empty()
-            && !committer.closing
-            && disk.flush_in().is_none_or(|wait| !wait.is_zero())
-        {
-            match disk.flush_in() {
-                Some(wait) => {
-                    inner.flush_wanted.wait_for(&mut committer, wait);
-                }
-                None => inner.flush_wanted.wait(&mut committer),
-            }
+        while committer.group.is_empty() && !committer.closing {
+            inner.flush_wanted.wait(&mut committer);
+        }
+        if committer.group.is_empty() {
+            return; // closing, and nothing left to write
         }
         let group = std::mem::take(&mut committer.group);
-        let closing = committer.closing;
         drop(committer);
-
-        if group.is_empty() {
-            if let Err(err) = disk.flush() {
-                tracing::error!("flushing the data dir failed: {err}");
-            }
-            if closing {
-                return;
-            }
-            continue;
-        }
 
         let result = match group.writes.last() {
             None => Ok(()),
@@ -494,7 +516,7 @@ fn flusher(inner: Arc<Inner>, mut disk: Disk) {
                         Change::Delete | Change::Expire => DiskWrite::Remove(&write.key),
                     })
                     .collect();
-                disk.commit(&writes, last.revision)
+                disk.write(&writes, last.revision)
             }
         };
 
@@ -537,6 +559,42 @@ fn flusher(inner: Arc<Inner>, mut disk: Disk) {
     }
 }
 
+fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
+    loop {
+        let mut committer = inner.committer.lock();
+        let due = Instant::now() + period;
+        while !committer.closing
+            && Instant::now() < due
+            && committer
+                .deferred
+                .as_ref()
+                .is_none_or(|d| d.keys.len() < MAX_DEFERRED_KEYS)
+        {
+            inner.flush_wanted.wait_until(&mut committer, due);
+        }
+        let closing = committer.closing;
+        let Some(deferred) = committer.deferred.as_mut().map(std::mem::take) else {
+            return;
+        };
+        drop(committer);
+        if !deferred.keys.is_empty()
+            && let Err(err) = disk.write_all(&deferred.keys, deferred.revision)
+        {
+            // The writes stay in memory and are retried with the next commit.
+            tracing::error!("committing to the data dir failed: {err}");
+            let mut committer = inner.committer.lock();
+            if let Some(now) = committer.deferred.as_mut() {
+                let later = std::mem::replace(now, deferred);
+                now.keys.extend(later.keys);
+                now.revision = now.revision.max(later.revision);
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
 /// Waits until what a run planned or saw is durable, if it has to.
 async fn settled(ticket: Option<Ticket>) -> Result<(), StorageError> {
     match ticket {
@@ -569,7 +627,7 @@ enum Sweep {
 impl Store {
     /// An in-memory store.
     pub fn new(config: StoreConfig) -> Self {
-        Self::with_state(config, LockMap::new(), ExpiryQueue::default(), 0, false)
+        Self::with_state(config, LockMap::new(), ExpiryQueue::default(), 0, None)
     }
 
     fn with_state(
@@ -577,14 +635,17 @@ impl Store {
         map: LockMap,
         expiry: ExpiryQueue,
         revision: u64,
-        durable: bool,
+        fsync: Option<Fsync>,
     ) -> Self {
         let committer = Committer {
             revision,
             next: revision,
             pending: HashMap::new(),
             group: Group::default(),
-            durable,
+            durable: fsync == Some(Fsync::Always),
+            deferred: fsync
+                .filter(|mode| *mode != Fsync::Always)
+                .map(|_| Deferred::default()),
             closing: false,
             history: History::new(config.history, config.history_bytes),
             expiry,
@@ -612,7 +673,7 @@ impl Store {
         dir: &Path,
         fsync: Fsync,
     ) -> Result<(Self, Recovered), OpenError> {
-        let (disk, mut recovered) = Disk::open(dir, fsync)?;
+        let (disk, mut recovered) = Disk::open(dir)?;
         let map = LockMap::new();
         let mut expiry = ExpiryQueue::default();
         {
@@ -625,11 +686,11 @@ impl Store {
                 locked.insert(key, entry);
             }
         }
-        let store = Self::with_state(config, map, expiry, recovered.revision, true);
+        let store = Self::with_state(config, map, expiry, recovered.revision, Some(fsync));
         let inner = store.inner.clone();
         let handle = std::thread::Builder::new()
             .name("kv-flusher".into())
-            .spawn(move || flusher(inner, disk))
+            .spawn(move || flusher(inner, disk, fsync.period()))
             .map_err(|err| OpenError::Failed {
                 path: dir.to_owned(),
                 error: err.into(),
