@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::process::ServerProcess;
+use common::process::{ServerProcess, status};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -115,50 +115,42 @@ async fn write(
                 )
             }
         };
-        let response = match request.send().await {
-            Ok(response) => response,
+        let Some(revision) = acknowledged(request, writer).await else {
             // The server is gone: this write may or may not have happened.
-            Err(_) => {
-                return Report {
-                    state,
-                    in_flight: Some(effect),
-                    acked: n,
-                    max_revision,
-                };
-            }
-        };
-        let status = response.status();
-        assert!(status.is_success(), "writer {writer}: {status}");
-        let revision = if response.headers().contains_key("etag") {
-            etag(&response)
-        } else if status == StatusCode::OK {
-            // A batch: the highest revision among its results.
-            let results: serde_json::Value = match response.json().await {
-                Ok(results) => results,
-                Err(_) => {
-                    return Report {
-                        state,
-                        in_flight: Some(effect),
-                        acked: n,
-                        max_revision,
-                    };
-                }
+            return Report {
+                state,
+                in_flight: Some(effect),
+                acked: n,
+                max_revision,
             };
-            results
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["revision"].as_u64())
-                .max()
-                .unwrap_or(0)
-        } else {
-            0
         };
         state = applied(&state, &effect);
         max_revision = max_revision.max(revision);
         let _ = acks.send(());
     }
     unreachable!("the loop only ends by returning")
+}
+
+/// Sends a write; its revision once acknowledged, `None` if the server
+/// went away before answering.
+async fn acknowledged(request: reqwest::RequestBuilder, writer: usize) -> Option<u64> {
+    let response = request.send().await.ok()?;
+    let status = response.status();
+    assert!(status.is_success(), "writer {writer}: {status}");
+    if response.headers().contains_key("etag") {
+        return Some(etag(&response));
+    }
+    // A batch: the highest revision among its results.
+    let results: serde_json::Value = response.json().await.ok()?;
+    Some(
+        results
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["revision"].as_u64())
+            .max()
+            .unwrap_or(0),
+    )
 }
 
 async fn read_state(client: &Client, url: &str, writer: usize) -> State {
@@ -230,15 +222,9 @@ async fn acknowledged_writes_survive_kill_9() {
         server.kill();
 
         let server = ServerProcess::start(dir.path(), &[]);
-        let status: serde_json::Value = client
-            .get(format!("{}/status", server.url))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("JSON");
-        let revision = status["revision"].as_u64().expect("revision");
+        let revision = status(&client, &server.url).await["revision"]
+            .as_u64()
+            .expect("revision");
         for (w, handle) in writers.into_iter().enumerate() {
             let report = handle.await.expect("writer task");
             total_acked += report.acked;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{ServerProcess, command};
+use common::process::{ServerProcess, command, status};
 use reqwest::{Client, StatusCode};
 
 async fn put(client: &Client, url: &str, key: &str, value: &str) -> u64 {
@@ -68,14 +68,7 @@ async fn keys_revisions_and_deadlines_survive_a_restart() {
         .expect("batch");
     assert_eq!(batch.status(), StatusCode::OK);
     let written_at = Instant::now();
-    let before: serde_json::Value = client
-        .get(format!("{url}/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("JSON");
+    let before = status(&client, &url).await;
     assert!(server.stop().success(), "clean exit");
 
     // `soon` must expire while the server is down: its deadline is wall-clock
@@ -102,14 +95,7 @@ async fn keys_revisions_and_deadlines_survive_a_restart() {
     assert_eq!(get(&client, &url, "soon").await, None, "expired while down");
 
     // The revision never goes backwards: ETags stay unique across runs.
-    let after: serde_json::Value = client
-        .get(format!("{url}/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("JSON");
+    let after = status(&client, &url).await;
     assert_eq!(after["revision"], before["revision"]);
     let next = put(&client, &url, "kept", "v3").await;
     assert_eq!(Some(next), before["revision"].as_u64().map(|r| r + 1));

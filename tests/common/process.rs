@@ -70,6 +70,18 @@ impl ServerProcess {
     }
 }
 
+/// `GET /status` of a server at `url`.
+pub async fn status(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(format!("{url}/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON status")
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
