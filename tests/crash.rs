@@ -140,6 +140,9 @@ async fn acknowledged(request: reqwest::RequestBuilder, writer: usize) -> Option
     if response.headers().contains_key("etag") {
         return Some(etag(&response));
     }
+    if status != StatusCode::OK {
+        return Some(0); // a DELETE: 204, no ETag
+    }
     // A batch: the highest revision among its results.
     let results: serde_json::Value = response.json().await.ok()?;
     Some(
