@@ -109,6 +109,21 @@ impl Collector for StoreCollector {
                 "Watch streams ended because the client read too slowly",
                 stats.lagging_watchers,
             ),
+            (
+                "disk_commits",
+                "Transactions committed to the data dir (one per group of concurrent writes with --fsync always)",
+                stats.disk_commits,
+            ),
+            (
+                "disk_committed_writes",
+                "Writes those transactions carried (divided by kv_disk_commits_total: the group size)",
+                stats.disk_writes,
+            ),
+            (
+                "disk_errors",
+                "Commits the data dir refused (disk full or an I/O error)",
+                stats.disk_errors,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
@@ -119,6 +134,13 @@ impl Collector for StoreCollector {
                 counter.metric_type(),
             )?)?;
         }
+        let seconds = ConstCounter::new(stats.disk_commit_seconds);
+        seconds.encode(encoder.encode_descriptor(
+            "disk_commit_seconds",
+            "Time spent committing to the data dir, fsync included",
+            None,
+            seconds.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -39,9 +39,31 @@ async fn metrics_count_requests_and_show_the_store() {
         "kv_watch_streams 0",
         "kv_expired_keys_total 0",
         "kv_dropped_watchers_total 0",
+        "kv_disk_commits_total 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn metrics_count_commits_to_the_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_str().expect("UTF-8 path");
+    let server = TestServer::start(&["--data-dir", data_dir]).await;
+    for value in ["1", "2", "3"] {
+        server.put("a", value).await;
+    }
+    let text = scrape(&server).await;
+    // Sequential writes: each is its own group.
+    for line in [
+        "kv_disk_commits_total 3",
+        "kv_disk_committed_writes_total 3",
+        "kv_disk_errors_total 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains("kv_disk_commit_seconds_total "), "{text}");
+    server.stop().await;
 }
 
 #[tokio::test]

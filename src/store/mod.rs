@@ -203,6 +203,24 @@ struct Counters {
     expired: AtomicU64,
     open_watches: AtomicU64,
     lagging_watchers: AtomicU64,
+    disk_commits: AtomicU64,
+    disk_writes: AtomicU64,
+    disk_commit_micros: AtomicU64,
+    disk_errors: AtomicU64,
+}
+
+impl Counters {
+    /// Notes one commit to the data dir of `writes` writes.
+    fn disk_commit(&self, writes: usize, took: Duration, ok: bool) {
+        if ok {
+            bump(&self.disk_commits);
+            self.disk_writes.fetch_add(writes as u64, Ordering::Relaxed);
+        } else {
+            bump(&self.disk_errors);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.disk_commit_micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -210,7 +228,7 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// A point-in-time copy of the store's counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
     pub revision: u64,
     pub oldest_revision: u64,
@@ -225,6 +243,15 @@ pub struct Stats {
     pub expired: u64,
     pub open_watches: u64,
     pub lagging_watchers: u64,
+    /// Transactions committed to the data dir (with `--fsync always`, one
+    /// per group of concurrent writes).
+    pub disk_commits: u64,
+    /// Writes those transactions carried.
+    pub disk_writes: u64,
+    /// Time spent committing (and flushing), successful or not.
+    pub disk_commit_seconds: f64,
+    /// Commits the disk refused.
+    pub disk_errors: u64,
 }
 
 /// What a planned write does to its key.
@@ -530,7 +557,13 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
                         Change::Delete | Change::Expire => DiskWrite::Remove(&write.key),
                     })
                     .collect();
-                disk.write(&writes, last.revision)
+                let started = Instant::now();
+                let result = disk.write(&writes, last.revision);
+                let took = started.elapsed();
+                inner
+                    .counters
+                    .disk_commit(writes.len(), took, result.is_ok());
+                result
             }
         };
 
@@ -591,9 +624,18 @@ fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
             return;
         };
         drop(committer);
-        if !deferred.keys.is_empty()
-            && let Err(err) = disk.write_all(&deferred.keys, deferred.revision)
-        {
+        let started = Instant::now();
+        let result = if deferred.keys.is_empty() {
+            Ok(())
+        } else {
+            let result = disk.write_all(&deferred.keys, deferred.revision);
+            let took = started.elapsed();
+            inner
+                .counters
+                .disk_commit(deferred.keys.len(), took, result.is_ok());
+            result
+        };
+        if let Err(err) = result {
             // The writes stay in memory and are retried with the next commit.
             tracing::error!("committing to the data dir failed: {err}");
             let mut committer = inner.committer.lock();
@@ -1022,6 +1064,10 @@ impl Store {
             expired: load(&c.expired),
             open_watches: load(&c.open_watches),
             lagging_watchers: load(&c.lagging_watchers),
+            disk_commits: load(&c.disk_commits),
+            disk_writes: load(&c.disk_writes),
+            disk_commit_seconds: load(&c.disk_commit_micros) as f64 / 1e6,
+            disk_errors: load(&c.disk_errors),
         }
     }
 }
