@@ -53,14 +53,6 @@ fn applied(state: &State, effect: &[(String, Option<String>)]) -> State {
     after
 }
 
-fn etag(response: &reqwest::Response) -> u64 {
-    response.headers()["etag"]
-        .to_str()
-        .ok()
-        .and_then(|tag| tag.trim_matches('"').parse().ok())
-        .expect("numeric ETag")
-}
-
 /// What a writer leaves when the server dies under it.
 struct Report {
     state: State,
@@ -138,7 +130,7 @@ async fn acknowledged(request: reqwest::RequestBuilder, writer: usize) -> Option
     let status = response.status();
     assert!(status.is_success(), "writer {writer}: {status}");
     if response.headers().contains_key("etag") {
-        return Some(etag(&response));
+        return Some(common::revision(&response));
     }
     if status != StatusCode::OK {
         return Some(0); // a DELETE: 204, no ETag

@@ -5,6 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{ServerProcess, command, status};
+use common::revision;
 use reqwest::{Client, StatusCode};
 
 async fn put(client: &Client, url: &str, key: &str, value: &str) -> u64 {
@@ -15,12 +16,7 @@ async fn put(client: &Client, url: &str, key: &str, value: &str) -> u64 {
         .await
         .expect("PUT");
     assert!(response.status().is_success(), "{}", response.status());
-    revision_of(&response)
-}
-
-fn revision_of(response: &reqwest::Response) -> u64 {
-    let tag = response.headers()["etag"].to_str().expect("ASCII ETag");
-    tag.trim_matches('"').parse().expect("numeric ETag")
+    revision(&response)
 }
 
 async fn get(client: &Client, url: &str, key: &str) -> Option<(String, u64)> {
@@ -32,7 +28,7 @@ async fn get(client: &Client, url: &str, key: &str) -> Option<(String, u64)> {
     match response.status() {
         StatusCode::NOT_FOUND => None,
         StatusCode::OK => {
-            let revision = revision_of(&response);
+            let revision = revision(&response);
             Some((response.text().await.expect("body"), revision))
         }
         other => panic!("GET {key}: {other}"),

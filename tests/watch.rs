@@ -5,15 +5,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Sse, TestServer, etag, problem, watch_key, watch_keys};
+use common::{Sse, TestServer, problem, revision, watch_key, watch_keys};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-
-fn revision_of(response: &reqwest::Response) -> u64 {
-    etag(response)
-        .and_then(|tag| tag.trim_matches('"').parse().ok())
-        .expect("numeric ETag")
-}
 
 #[tokio::test]
 async fn a_watch_sends_a_snapshot_then_every_change() {
@@ -34,11 +28,11 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
     );
     assert_eq!(server.status().await["watch_requests_count"], 1);
 
-    let put = revision_of(&server.put("k", "v1").await);
+    let put = revision(&server.put("k", "v1").await);
     let cas = server
         .post_json("/store/cas/k", &json!({"expected": "v1", "new": "v2"}))
         .await;
-    let cas = revision_of(&cas);
+    let cas = revision(&cas);
     server.put("other", "y").await;
     server.delete("k").await;
 
@@ -94,7 +88,7 @@ async fn a_multi_key_watch_under_concurrent_writers_sees_every_event_in_order() 
                     .send()
                     .await
                     .expect("PUT");
-                revisions.push(revision_of(&response));
+                revisions.push(revision(&response));
             }
             (key, revisions)
         }));

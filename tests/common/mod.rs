@@ -110,6 +110,13 @@ pub fn etag(response: &Response) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The store revision a response's `ETag` carries.
+pub fn revision(response: &Response) -> u64 {
+    etag(response)
+        .and_then(|tag| tag.trim_matches('"').parse().ok())
+        .expect("numeric ETag")
+}
+
 /// Asserts `response` is problem+json with `status`, and returns the body.
 pub async fn problem(response: Response, status: StatusCode) -> Json {
     assert_eq!(response.status(), status, "status");
