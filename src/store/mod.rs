@@ -319,6 +319,11 @@ fn view<'a>(
     locked: &'a Locked<'_>,
     key: &str,
 ) -> Option<&'a Entry> {
+    // In memory (and mostly with a data dir) nothing is pending: skip
+    // hashing the key a second time on the hot path.
+    if pending.is_empty() {
+        return locked.get(key);
+    }
     match pending.get(key) {
         Some(pending) => pending.entry.as_ref(),
         None => locked.get(key),
