@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
-use kv_store::store::{Entry, Key, LockMap, Value};
+use kv_store::store::{Entry, Key, LockMap};
 
 const KEYS: usize = 10_000;
 const THREADS: usize = 2;
@@ -22,45 +22,40 @@ trait Map: Send + Sync + 'static {
     fn put(&self, key: &Key, revision: u64);
 }
 
-fn entry(revision: u64) -> Entry {
-    Entry {
-        value: Value::from("a 100-byte value would be here; the map only moves the handle"),
-        create_revision: revision,
-        mod_revision: revision,
-        version: 1,
-        deadline: None,
-    }
+/// The record every map stores: the store's own, made the same way for all.
+fn entry(key: &str, revision: u64) -> Entry {
+    Entry::new(key, &[b'v'; 100], revision, None)
 }
 
 impl Map for LockMap {
     fn get(&self, key: &str) -> Option<u64> {
-        self.read(key, |e| e.mod_revision)
+        self.read(key, Entry::mod_revision)
     }
 
     fn put(&self, key: &Key, revision: u64) {
-        self.lock([&**key]).insert(key.clone(), entry(revision));
+        self.lock([&**key]).insert(entry(key, revision));
     }
 }
 
 impl Map for RwLock<HashMap<Key, Entry>> {
     fn get(&self, key: &str) -> Option<u64> {
         let map = self.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key).map(|e| e.mod_revision)
+        map.get(key).map(Entry::mod_revision)
     }
 
     fn put(&self, key: &Key, revision: u64) {
         let mut map = self.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(key.clone(), entry(revision));
+        map.insert(key.clone(), entry(key, revision));
     }
 }
 
 impl Map for DashMap<Key, Entry> {
     fn get(&self, key: &str) -> Option<u64> {
-        DashMap::get(self, key).map(|e| e.mod_revision)
+        DashMap::get(self, key).map(|e| e.mod_revision())
     }
 
     fn put(&self, key: &Key, revision: u64) {
-        self.insert(key.clone(), entry(revision));
+        self.insert(key.clone(), entry(key, revision));
     }
 }
 

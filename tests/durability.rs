@@ -132,6 +132,65 @@ fn a_data_dir_from_a_newer_format_is_refused_with_exit_code_2() {
     assert!(log.contains("newer than this kv-store reads"), "{log}");
 }
 
+/// Writes a data dir the way kv-store 0.1 with format 1 left it: entries of
+/// create revision, mod revision, version, deadline (u64 each), value.
+fn write_format_1(dir: &std::path::Path, entries: &[(&str, u64, u64, &str)], revision: u64) {
+    let db = redb::Database::create(dir.join("kv-store.redb")).expect("creates");
+    let txn = db.begin_write().expect("write");
+    {
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        let mut meta = txn.open_table(meta).expect("meta table");
+        meta.insert("format", 1).expect("insert");
+        meta.insert("revision", revision).expect("insert");
+        let keys: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("keys");
+        let mut keys = txn.open_table(keys).expect("keys table");
+        for (key, mod_revision, deadline_ms, value) in entries {
+            let mut bytes = Vec::new();
+            for field in [1, *mod_revision, 1, *deadline_ms] {
+                bytes.extend_from_slice(&field.to_le_bytes());
+            }
+            bytes.extend_from_slice(value.as_bytes());
+            keys.insert(*key, bytes.as_slice()).expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_format_1_data_dir_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unix_ms = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+    };
+    let now = std::time::SystemTime::now();
+    let in_an_hour = unix_ms(now + Duration::from_secs(3600));
+    let a_minute_ago = unix_ms(now - Duration::from_secs(60));
+    write_format_1(
+        dir.path(),
+        &[
+            ("plain", 4, 0, "old value"),
+            ("later", 9, in_an_hour, "l"),
+            ("past", 7, a_minute_ago, "p"),
+        ],
+        9,
+    );
+    let client = Client::new();
+    for run in ["upgrades", "reads the upgraded dir"] {
+        let server = ServerProcess::start(dir.path(), &[]);
+        let url = server.url.clone();
+        let plain = get(&client, &url, "plain").await;
+        assert_eq!(plain, Some(("old value".to_owned(), 4)), "{run}");
+        let later = get(&client, &url, "later").await;
+        assert_eq!(later, Some(("l".to_owned(), 9)), "{run}");
+        // Its deadline was read, at the old layout's offset.
+        assert_eq!(get(&client, &url, "past").await, None, "{run}");
+        assert_eq!(status(&client, &url).await["revision"], 9, "{run}");
+        assert!(server.stop().success(), "{run}: clean exit");
+    }
+}
+
 #[tokio::test]
 async fn interval_mode_commits_answered_writes_on_a_clean_stop() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -224,7 +224,7 @@ impl KeysApi {
                 }
                 other => Problem::invalid_request(format!("cannot read the body: {other}")),
             })?;
-        let value = Value::from_utf8(&bytes)
+        let value = Value::from_utf8(bytes)
             .map_err(|err| Problem::invalid_request(format!("the value is not UTF-8: {err}")))?;
         let op = Op {
             key: key.clone(),

@@ -80,9 +80,9 @@ impl Example for WatchEvent {
 impl From<&Event> for WatchEvent {
     fn from(event: &Event) -> Self {
         Self {
-            key: event.key.to_string(),
-            value: event.value.as_ref().map(|v| v.as_str().to_owned()),
-            revision: event.revision,
+            key: event.key().to_owned(),
+            value: event.value().map(str::to_owned),
+            revision: event.revision(),
             event: event.kind.as_str(),
             id: event.id,
         }
@@ -172,7 +172,7 @@ impl WatchApi {
             })
         })?;
         let stream = watch
-            .map(|event| WatchEvent::from(&*event))
+            .map(|event| WatchEvent::from(&event))
             .take_until(self.0.shutdown.clone().cancelled_owned())
             .boxed();
         Ok(WatchResponse::Events(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Entry, Key, Value};
+use super::{Entry, Key};
 
 /// When a write counts as on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +43,9 @@ impl Fsync {
 pub const FILE_NAME: &str = "kv-store.redb";
 
 /// This build's on-disk format. A data dir with a larger number was written
-/// by a newer, incompatible kv-store and is refused.
-pub const FORMAT: u64 = 1;
+/// by a newer, incompatible kv-store and is refused; one with format 1 is
+/// rewritten in this format when opened.
+pub const FORMAT: u64 = 2;
 
 /// key → [`encode`]d entry.
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -95,7 +96,7 @@ impl std::error::Error for OpenError {}
 /// What the data dir held at start.
 pub struct Recovered {
     pub revision: u64,
-    pub entries: Vec<(Key, Entry)>,
+    pub entries: Vec<Entry>,
     /// Keys whose deadline passed while the server was down; removed.
     pub expired: usize,
 }
@@ -228,12 +229,13 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
     {
         let mut meta = txn.open_table(META)?;
         let format = meta.get("format")?.map(|v| v.value());
-        match format {
+        let layout = match format {
             Some(found) if found > FORMAT => return Ok(Err(found)),
-            Some(_) => {}
-            None => {
-                meta.insert("format", FORMAT)?;
-            }
+            Some(1) => Layout::V1,
+            _ => Layout::V2,
+        };
+        if format != Some(FORMAT) {
+            meta.insert("format", FORMAT)?;
         }
         recovered.revision = meta.get("revision")?.map_or(0, |v| v.value());
 
@@ -242,7 +244,7 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
         let mut expired = Vec::new();
         for row in keys.iter()? {
             let (key, bytes) = row?;
-            let Some(entry) = decode(bytes.value(), now, wall) else {
+            let Some(entry) = decode(key.value(), bytes.value(), &layout, now, wall) else {
                 return Err(redb::StorageError::Corrupted(format!(
                     "the entry of key {:?} cannot be read",
                     key.value()
@@ -250,12 +252,19 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
                 .into());
             };
             match entry {
-                Some(entry) => recovered.entries.push((Key::from(key.value()), entry)),
+                Some(entry) => recovered.entries.push(entry),
                 None => expired.push(key.value().to_owned()),
             }
         }
         for key in &expired {
             keys.remove(key.as_str())?;
+        }
+        if layout != Layout::V2 {
+            let mut buffer = Vec::new();
+            for entry in &recovered.entries {
+                encode(entry, &mut buffer);
+                keys.insert(entry.key(), buffer.as_slice())?;
+            }
         }
         recovered.expired = expired.len();
     }
@@ -263,13 +272,37 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
     Ok(Ok(recovered))
 }
 
-/// An entry on disk: create revision, mod revision, version, deadline (Unix
-/// milliseconds, 0 for none; wall-clock time, so a key whose deadline passed
-/// while the server was down is gone on start), all little-endian u64, then
-/// the value's bytes.
+/// Where an entry's fields sit in its bytes: little-endian u64 fields, then
+/// the value's UTF-8 bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct Layout {
+    mod_revision: usize,
+    deadline: usize,
+    value: usize,
+}
+
+impl Layout {
+    /// Format 1: create revision, mod revision, version, deadline, value.
+    /// (The create revision and version were never served and are dropped.)
+    const V1: Self = Self {
+        mod_revision: 8,
+        deadline: 24,
+        value: 32,
+    };
+    /// Format 2: mod revision, deadline, value.
+    const V2: Self = Self {
+        mod_revision: 0,
+        deadline: 8,
+        value: 16,
+    };
+}
+
+/// An entry on disk, in [`Layout::V2`]. The deadline is in Unix
+/// milliseconds, 0 for none: wall-clock time, so a key whose deadline
+/// passed while the server was down is gone on start.
 fn encode(entry: &Entry, out: &mut Vec<u8>) {
     out.clear();
-    let deadline = entry.deadline.map_or(0, |deadline| {
+    let deadline = entry.deadline().map_or(0, |deadline| {
         let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
         let millis = wall
             .duration_since(UNIX_EPOCH)
@@ -277,27 +310,28 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
             .as_millis();
         u64::try_from(millis).unwrap_or(u64::MAX).max(1)
     });
-    for field in [
-        entry.create_revision,
-        entry.mod_revision,
-        entry.version,
-        deadline,
-    ] {
-        out.extend_from_slice(&field.to_le_bytes());
-    }
-    out.extend_from_slice(entry.value.as_str().as_bytes());
+    out.extend_from_slice(&entry.mod_revision().to_le_bytes());
+    out.extend_from_slice(&deadline.to_le_bytes());
+    out.extend_from_slice(entry.value_str().as_bytes());
 }
 
-/// The entry in `bytes`: `None` if they are not an entry, `Some(None)` if it
-/// expired at `wall`.
-fn decode(bytes: &[u8], now: Instant, wall: SystemTime) -> Option<Option<Entry>> {
-    let field = |i: usize| {
-        let raw = bytes.get(i * 8..i * 8 + 8)?;
+/// The entry of `key` in `bytes`: `None` if they are not an entry,
+/// `Some(None)` if it expired at `wall`.
+fn decode(
+    key: &str,
+    bytes: &[u8],
+    layout: &Layout,
+    now: Instant,
+    wall: SystemTime,
+) -> Option<Option<Entry>> {
+    let field = |at: usize| {
+        let raw = bytes.get(at..at + 8)?;
         Some(u64::from_le_bytes(raw.try_into().ok()?))
     };
-    let (create_revision, mod_revision, version, deadline) =
-        (field(0)?, field(1)?, field(2)?, field(3)?);
-    let value = Value::from_utf8(bytes.get(32..)?).ok()?;
+    let mod_revision = field(layout.mod_revision)?;
+    let deadline = field(layout.deadline)?;
+    let value = bytes.get(layout.value..)?;
+    std::str::from_utf8(value).ok()?;
     let deadline = match deadline {
         0 => None,
         millis => {
@@ -308,13 +342,7 @@ fn decode(bytes: &[u8], now: Instant, wall: SystemTime) -> Option<Option<Entry>>
             }
         }
     };
-    Some(Some(Entry {
-        value,
-        create_revision,
-        mod_revision,
-        version,
-        deadline,
-    }))
+    Some(Some(Entry::new(key, value, mod_revision, deadline)))
 }
 
 #[cfg(test)]
@@ -325,26 +353,44 @@ mod tests {
     fn entries_round_trip_and_past_deadlines_expire() {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let entry = Entry {
-            value: "héllo".into(),
-            create_revision: 3,
-            mod_revision: 9,
-            version: 4,
-            deadline: Some(now + Duration::from_secs(60)),
-        };
+        let entry = Entry::new(
+            "k",
+            "héllo".as_bytes(),
+            9,
+            Some(now + Duration::from_secs(60)),
+        );
         let mut bytes = Vec::new();
         encode(&entry, &mut bytes);
-        let back = decode(&bytes, now, wall).flatten().expect("decodes");
-        assert_eq!(back.value, entry.value);
+        let back = decode("k", &bytes, &Layout::V2, now, wall)
+            .flatten()
+            .expect("decodes");
         assert_eq!(
-            (back.create_revision, back.mod_revision, back.version),
-            (3, 9, 4)
+            (back.key(), back.value_str(), back.mod_revision()),
+            ("k", "héllo", 9)
         );
-        let left = back.deadline.expect("deadline") - now;
+        let left = back.deadline().expect("deadline") - now;
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
 
         let later = wall + Duration::from_secs(61);
-        assert!(matches!(decode(&bytes, now, later), Some(None)));
-        assert!(decode(&bytes[..20], now, wall).is_none());
+        assert!(matches!(
+            decode("k", &bytes, &Layout::V2, now, later),
+            Some(None)
+        ));
+        assert!(decode("k", &bytes[..12], &Layout::V2, now, wall).is_none());
+    }
+
+    #[test]
+    fn format_1_entries_still_read() {
+        let mut bytes = Vec::new();
+        for field in [3u64, 9, 4, 0] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(b"old");
+        let now = Instant::now();
+        let back = decode("k", &bytes, &Layout::V1, now, SystemTime::now())
+            .flatten()
+            .expect("decodes");
+        assert_eq!((back.value_str(), back.mod_revision()), ("old", 9));
+        assert_eq!(back.deadline(), None);
     }
 }

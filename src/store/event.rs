@@ -1,6 +1,6 @@
 //! Change events: what watchers receive and what the history keeps.
 
-use super::{Key, Value};
+use super::{Entry, Key};
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +27,8 @@ impl EventKind {
 /// plus a fixed allowance for the event itself and its queue slot.
 const EVENT_OVERHEAD: usize = 96;
 
-/// One event on one key.
+/// One event on one key. Cheap to clone (a reference count), and small: the
+/// history keeps the last hundred thousand of them by value.
 #[derive(Clone, Debug)]
 pub struct Event {
     /// The store revision the event stands at: its own revision for a
@@ -35,18 +36,77 @@ pub struct Event {
     /// watcher resumes after it.
     pub id: u64,
     pub kind: EventKind,
-    pub key: Key,
-    /// The value after the event; `None` after a delete or expiry, and in a
-    /// snapshot of an absent key.
-    pub value: Option<Value>,
-    /// The key's `mod_revision` after the event (for a delete or expiry, the
-    /// revision of the removal); `None` in a snapshot of an absent key.
-    pub revision: Option<u64>,
+    state: State,
+}
+
+/// The key's state after the event.
+#[derive(Clone, Debug)]
+enum State {
+    /// The key's record: shared with the map, not copied.
+    Live(Entry),
+    /// The key is absent: deleted or expired at the event's own revision, or
+    /// absent when a snapshot was taken.
+    Gone(Key),
 }
 
 impl Event {
+    /// A put, or a snapshot of a live key.
+    pub fn live(id: u64, kind: EventKind, entry: Entry) -> Self {
+        let state = State::Live(entry);
+        Self { id, kind, state }
+    }
+
+    /// A delete or expiry at revision `id`, or a snapshot of an absent key.
+    pub fn gone(id: u64, kind: EventKind, key: Key) -> Self {
+        let state = State::Gone(key);
+        Self { id, kind, state }
+    }
+
+    pub fn key(&self) -> &str {
+        match &self.state {
+            State::Live(entry) => entry.key(),
+            State::Gone(key) => key,
+        }
+    }
+
+    /// The value after the event; `None` after a delete or expiry, and in a
+    /// snapshot of an absent key.
+    pub fn value(&self) -> Option<&str> {
+        match &self.state {
+            State::Live(entry) => Some(entry.value_str()),
+            State::Gone(_) => None,
+        }
+    }
+
+    /// The key's `mod_revision` after the event (for a delete or expiry, the
+    /// revision of the removal); `None` in a snapshot of an absent key.
+    pub fn revision(&self) -> Option<u64> {
+        match &self.state {
+            State::Live(entry) => Some(entry.mod_revision()),
+            State::Gone(_) => (self.kind != EventKind::Snapshot).then_some(self.id),
+        }
+    }
+
     /// The memory the event is counted as holding.
     pub fn cost(&self) -> usize {
-        EVENT_OVERHEAD + self.key.len() + self.value.as_ref().map_or(0, |v| v.as_str().len())
+        EVENT_OVERHEAD + self.key().len() + self.value().map_or(0, str::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_fits_in_four_words() {
+        assert!(size_of::<Event>() <= 32, "{} bytes", size_of::<Event>());
+    }
+
+    #[test]
+    fn a_removal_stands_at_its_own_revision() {
+        let deleted = Event::gone(7, EventKind::Delete, "k".into());
+        assert_eq!((deleted.key(), deleted.revision()), ("k", Some(7)));
+        let absent = Event::gone(7, EventKind::Snapshot, "k".into());
+        assert_eq!((absent.value(), absent.revision()), (None, None));
     }
 }

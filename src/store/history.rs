@@ -1,7 +1,6 @@
 //! The bounded history of recent events that watch resume replays from.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use super::Event;
 
@@ -14,7 +13,7 @@ use super::Event;
 /// `r` sits at index `r - oldest`: finding where a resume starts is
 /// arithmetic, not a search.
 pub struct History {
-    events: VecDeque<Arc<Event>>,
+    events: VecDeque<Event>,
     capacity: usize,
     bytes: usize,
     max_bytes: usize,
@@ -30,7 +29,7 @@ impl History {
         }
     }
 
-    pub fn push(&mut self, event: Arc<Event>) {
+    pub fn push(&mut self, event: Event) {
         self.bytes += event.cost();
         self.events.push_back(event);
         while self.events.len() > self.capacity
@@ -50,7 +49,7 @@ impl History {
 
     /// Events with a revision above `after`, oldest first. The caller checks
     /// that the history reaches back far enough.
-    pub fn after(&self, after: u64, current: u64) -> impl Iterator<Item = &Arc<Event>> {
+    pub fn after(&self, after: u64, current: u64) -> impl Iterator<Item = &Event> {
         let oldest = self.oldest_revision(current);
         let skip = (after + 1).saturating_sub(oldest);
         self.events.range(
@@ -66,14 +65,8 @@ mod tests {
     use super::*;
     use crate::store::EventKind;
 
-    fn event(id: u64) -> Arc<Event> {
-        Arc::new(Event {
-            id,
-            kind: EventKind::Delete,
-            key: "k".into(),
-            value: None,
-            revision: Some(id),
-        })
+    fn event(id: u64) -> Event {
+        Event::gone(id, EventKind::Delete, "k".into())
     }
 
     #[test]

@@ -1,46 +1,25 @@
 //! `LockMap`: the store's concurrent map from key to entry.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Instant;
 
+use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
-use super::Value;
+pub use super::entry::Entry;
 
-/// A key. Shared (`Arc`) because the map, the expiry queue, the history and
-/// every watch event name the same key without copying it.
+/// A key. Shared (`Arc`) because an operation, the expiry queue and the
+/// events of a delete name the same key without copying it. (The map keeps
+/// its own copy inside each [`Entry`].)
 pub type Key = Arc<str>;
-
-/// What the store keeps for one key.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub value: Value,
-    /// Store revision of the write that created the key.
-    pub create_revision: u64,
-    /// Store revision of the latest write to the key; the key's ETag.
-    pub mod_revision: u64,
-    /// Number of writes since the key was created (1 after creation).
-    pub version: u64,
-    /// When the key expires, if it has a TTL.
-    pub deadline: Option<Instant>,
-}
-
-impl Entry {
-    /// Whether the entry's TTL ran out at `now`. An expired entry is never
-    /// served, even before the sweeper removes it.
-    pub fn is_expired(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|deadline| deadline <= now)
-    }
-}
 
 const SHARDS: usize = 64;
 
-type Shard = HashMap<Key, Entry>;
+/// A shard: entries found by their own key, so a slot is one pointer.
+type Shard = HashTable<Entry>;
 
-/// The store's concurrent map: a fixed set of shards, each a `HashMap` behind
-/// its own reader-writer lock.
+/// The store's concurrent map: a fixed set of shards, each a hash table of
+/// [`Entry`]s behind its own reader-writer lock.
 ///
 /// Sharding keeps readers of one key from waiting on a writer of another. The
 /// locks are `parking_lot`'s, chosen for their fairness: a steady flood of
@@ -59,26 +38,38 @@ pub struct LockMap {
 impl LockMap {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        // The modulo keeps the low bits, which are well mixed by SipHash.
-        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    /// The key's hash (SipHash, randomly keyed: keys come from clients, who
+    /// must not be able to aim them all at one bucket). One hash serves
+    /// both the choice of shard and the shard's table.
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard_of(hash: u64) -> usize {
+        // Bits the tables do not use: they take the low bits for the bucket
+        // and the top seven for the tag.
+        ((hash >> 32) % SHARDS as u64) as usize
     }
 
     /// Runs `f` on the key's entry under the shard's read lock.
     pub fn read<R>(&self, key: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
-        let shard = self.shards[self.shard_of(key)].read();
-        shard.get(key).map(f)
+        let hash = self.hash(key);
+        let shard = self.shards[Self::shard_of(hash)].read();
+        shard.find(hash, |entry| entry.key() == key).map(f)
     }
 
     /// Write-locks the shards holding `keys`, in shard order so that two
     /// writers can never deadlock on each other.
     pub fn lock<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Locked<'_> {
-        let mut indexes: Vec<usize> = keys.into_iter().map(|key| self.shard_of(key)).collect();
+        let mut indexes: Vec<usize> = keys
+            .into_iter()
+            .map(|key| Self::shard_of(self.hash(key)))
+            .collect();
         indexes.sort_unstable();
         indexes.dedup();
         let guards = indexes
@@ -107,32 +98,50 @@ pub struct Locked<'a> {
 }
 
 impl Locked<'_> {
-    fn shard(&self, key: &str) -> &Shard {
-        let index = self.map.shard_of(key);
+    /// The key's hash and its shard's position among the guards.
+    fn locate(&self, key: &str) -> (u64, usize) {
+        let hash = self.map.hash(key);
+        let index = LockMap::shard_of(hash);
         match self.guards.binary_search_by_key(&index, |(i, _)| *i) {
-            Ok(position) => &self.guards[position].1,
-            Err(_) => unreachable!("key {key:?} used without locking its shard"),
-        }
-    }
-
-    fn shard_mut(&mut self, key: &str) -> &mut Shard {
-        let index = self.map.shard_of(key);
-        match self.guards.binary_search_by_key(&index, |(i, _)| *i) {
-            Ok(position) => &mut self.guards[position].1,
+            Ok(position) => (hash, position),
             Err(_) => unreachable!("key {key:?} used without locking its shard"),
         }
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.shard(key).get(key)
+        let (hash, position) = self.locate(key);
+        self.guards[position]
+            .1
+            .find(hash, |entry| entry.key() == key)
     }
 
-    pub fn insert(&mut self, key: Key, entry: Entry) -> Option<Entry> {
-        self.shard_mut(&key).insert(key, entry)
+    /// Puts `entry` under its key; returns the entry it replaced.
+    pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
+        let (hash, position) = self.locate(entry.key());
+        let shard = &mut self.guards[position].1;
+        let map = self.map;
+        match shard.entry(
+            hash,
+            |other| other.key() == entry.key(),
+            |other| map.hash(other.key()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                Some(std::mem::replace(slot.get_mut(), entry))
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+                None
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        self.shard_mut(key).remove(key)
+        let (hash, position) = self.locate(key);
+        let shard = &mut self.guards[position].1;
+        match shard.find_entry(hash, |entry| entry.key() == key) {
+            Ok(slot) => Some(slot.remove().0),
+            Err(_) => None,
+        }
     }
 }
 
@@ -144,14 +153,8 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    fn entry(text: &str, revision: u64) -> Entry {
-        Entry {
-            value: Value::from(text),
-            create_revision: revision,
-            mod_revision: revision,
-            version: 1,
-            deadline: None,
-        }
+    fn entry(key: &str, text: &str, revision: u64) -> Entry {
+        Entry::new(key, text.as_bytes(), revision, None)
     }
 
     #[test]
@@ -161,14 +164,14 @@ mod tests {
         {
             let mut locked = map.lock(keys);
             for (i, key) in keys.iter().enumerate() {
-                locked.insert(Key::from(*key), entry(key, i as u64));
+                locked.insert(entry(key, key, i as u64));
             }
-            assert_eq!(locked.get("b").map(|e| e.mod_revision), Some(1));
+            assert_eq!(locked.get("b").map(Entry::mod_revision), Some(1));
             assert!(locked.remove("c").is_some());
         }
         assert_eq!(map.count(), 2);
         assert_eq!(
-            map.read("a", |e| e.value.as_str().to_owned()).as_deref(),
+            map.read("a", |e| e.value_str().to_owned()).as_deref(),
             Some("a")
         );
         assert!(map.read("c", |_| ()).is_none());
@@ -178,7 +181,7 @@ mod tests {
     /// `work` cannot finish: the starvation the seed's design allowed.
     fn finishes_under_flood(flood: fn(&LockMap), work: fn(&LockMap)) {
         let map = Arc::new(LockMap::new());
-        map.lock(["hot"]).insert(Key::from("hot"), entry("0", 0));
+        map.lock(["hot"]).insert(entry("hot", "0", 0));
         let stop = Arc::new(AtomicBool::new(false));
         let flooders: Vec<_> = (0..4)
             .map(|_| {
@@ -206,13 +209,13 @@ mod tests {
     }
 
     fn read_hot(map: &LockMap) {
-        map.read("hot", |e| e.mod_revision);
+        map.read("hot", Entry::mod_revision);
     }
 
     fn write_hot(map: &LockMap) {
         let mut locked = map.lock(["hot"]);
-        let revision = locked.get("hot").map_or(0, |e| e.mod_revision) + 1;
-        locked.insert(Key::from("hot"), entry("w", revision));
+        let revision = locked.get("hot").map_or(0, Entry::mod_revision) + 1;
+        locked.insert(entry("hot", "w", revision));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! revisions, the history and watch events cannot disagree.
 
 mod disk;
+mod entry;
 mod event;
 mod expiry;
 mod history;
@@ -48,8 +49,8 @@ pub struct Current {
 impl From<&Entry> for Current {
     fn from(entry: &Entry) -> Self {
         Self {
-            value: entry.value.clone(),
-            revision: entry.mod_revision,
+            value: entry.value(),
+            revision: entry.mod_revision(),
         }
     }
 }
@@ -374,15 +375,9 @@ impl Committer {
         let revision = self.next;
         let change = match planned {
             Planned::Put { value, ttl } => {
-                let previous = view(&self.pending, locked, key);
-                Change::Put(Entry {
-                    value,
-                    create_revision: previous.map_or(revision, |p| p.create_revision),
-                    mod_revision: revision,
-                    version: previous.map_or(1, |p| p.version + 1),
-                    // A deadline past what `Instant` can hold is no deadline.
-                    deadline: ttl.and_then(|ttl| now.checked_add(ttl)),
-                })
+                // A deadline past what `Instant` can hold is no deadline.
+                let deadline = ttl.and_then(|ttl| now.checked_add(ttl));
+                Change::Put(Entry::new(key, value.as_bytes(), revision, deadline))
             }
             Planned::Delete => Change::Delete,
             Planned::Expire => Change::Expire,
@@ -425,7 +420,6 @@ impl Committer {
             "writes apply in revision order"
         );
         self.revision = revision;
-        let mut deadline = None;
         if let Some(deferred) = &mut self.deferred {
             let entry = match &change {
                 Change::Put(entry) => Some(entry.clone()),
@@ -434,35 +428,28 @@ impl Committer {
             deferred.keys.insert(key.clone(), entry);
             deferred.revision = revision;
         }
-        let (kind, value, previous) = match change {
+        let (event, previous) = match change {
             Change::Put(entry) => {
-                deadline = entry.deadline;
-                let value = entry.value.clone();
-                (
-                    EventKind::Put,
-                    Some(value),
-                    locked.insert(key.clone(), entry),
-                )
+                if let Some(deadline) = entry.deadline() {
+                    self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
+                }
+                let event = Event::live(revision, EventKind::Put, entry.clone());
+                (event, locked.insert(entry))
             }
-            Change::Delete => (EventKind::Delete, None, locked.remove(&key)),
-            Change::Expire => {
-                self.expired += 1;
-                (EventKind::Expire, None, locked.remove(&key))
+            Change::Delete | Change::Expire => {
+                let kind = if matches!(change, Change::Expire) {
+                    self.expired += 1;
+                    EventKind::Expire
+                } else {
+                    EventKind::Delete
+                };
+                let previous = locked.remove(&key);
+                (Event::gone(revision, kind, key.clone()), previous)
             }
         };
-        if let Some(previous) = previous.and_then(|p| p.deadline) {
+        if let Some(previous) = previous.and_then(|p| p.deadline()) {
             self.expiry.remove(previous, &key);
         }
-        if let Some(deadline) = deadline {
-            self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
-        }
-        let event = Arc::new(Event {
-            id: revision,
-            kind,
-            key,
-            value,
-            revision: Some(revision),
-        });
         self.lagging_watchers += self.watchers.publish(&event);
         self.history.push(event);
     }
@@ -698,6 +685,7 @@ impl Store {
         revision: u64,
         fsync: Option<Fsync>,
     ) -> Self {
+        entry::start_clock();
         let committer = Committer {
             revision,
             next: revision,
@@ -734,17 +722,19 @@ impl Store {
         dir: &Path,
         fsync: Fsync,
     ) -> Result<(Self, Recovered), OpenError> {
+        // Deadlines read back are counted from the clock's start.
+        entry::start_clock();
         let (disk, mut recovered) = Disk::open(dir)?;
         let map = LockMap::new();
         let mut expiry = ExpiryQueue::default();
         {
             let entries = std::mem::take(&mut recovered.entries);
-            let mut locked = map.lock(entries.iter().map(|(key, _)| &**key));
-            for (key, entry) in entries {
-                if let Some(deadline) = entry.deadline {
-                    expiry.insert(deadline, key.clone());
+            let mut locked = map.lock(entries.iter().map(Entry::key));
+            for entry in entries {
+                if let Some(deadline) = entry.deadline() {
+                    expiry.insert(deadline, Key::from(entry.key()));
                 }
-                locked.insert(key, entry);
+                locked.insert(entry);
             }
         }
         let store = Self::with_state(config, map, expiry, recovered.revision, Some(fsync));
@@ -935,7 +925,7 @@ impl Store {
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();
         let current = committer.revision;
-        let first: Vec<Arc<Event>> = match since {
+        let first: Vec<Event> = match since {
             Some(since) => {
                 let oldest = committer.history.oldest_revision(current);
                 if since > current {
@@ -948,7 +938,7 @@ impl Store {
                 committer
                     .history
                     .after(since, current)
-                    .filter(|event| watched.contains(&*event.key))
+                    .filter(|event| watched.contains(event.key()))
                     .cloned()
                     .collect()
             }
@@ -958,17 +948,12 @@ impl Store {
                     .map(|key| {
                         let live = inner
                             .map
-                            .read(key, |entry| {
-                                (!entry.is_expired(now)).then(|| Current::from(entry))
-                            })
+                            .read(key, |entry| (!entry.is_expired(now)).then(|| entry.clone()))
                             .flatten();
-                        Arc::new(Event {
-                            id: current,
-                            kind: EventKind::Snapshot,
-                            key: key.clone(),
-                            revision: live.as_ref().map(|c| c.revision),
-                            value: live.map(|c| c.value),
-                        })
+                        match live {
+                            Some(entry) => Event::live(current, EventKind::Snapshot, entry),
+                            None => Event::gone(current, EventKind::Snapshot, key.clone()),
+                        }
                     })
                     .collect()
             }

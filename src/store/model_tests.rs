@@ -188,7 +188,12 @@ fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
         .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
     let mut replayed = Vec::new();
     while let Some(Some(event)) = watch.next().now_or_never() {
-        replayed.push((event.id, event.kind, event.key.clone(), event.value.clone()));
+        replayed.push((
+            event.id,
+            event.kind,
+            Key::from(event.key()),
+            event.value().map(Value::from),
+        ));
     }
     prop_assert_eq!(replayed, model.events);
     Ok(())

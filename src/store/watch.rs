@@ -13,7 +13,7 @@ use super::{Event, Key, Store};
 
 struct Slot {
     keys: Box<[Key]>,
-    tx: mpsc::UnboundedSender<Arc<Event>>,
+    tx: mpsc::UnboundedSender<Event>,
     /// Bytes of events sent and not yet taken by the stream; shared with
     /// the [`Watch`].
     queued: Arc<AtomicUsize>,
@@ -81,8 +81,8 @@ impl Watchers {
 
     /// Hands the event to every watcher of its key; returns how many were
     /// dropped for being too slow.
-    pub fn publish(&mut self, event: &Arc<Event>) -> u64 {
-        let Some(ids) = self.by_key.get(&event.key) else {
+    pub fn publish(&mut self, event: &Event) -> u64 {
+        let Some(ids) = self.by_key.get(event.key()) else {
             return 0;
         };
         let cost = event.cost();
@@ -112,7 +112,7 @@ impl Watchers {
 
 /// The receiving end of a watcher's queue.
 pub struct Receiver {
-    rx: mpsc::UnboundedReceiver<Arc<Event>>,
+    rx: mpsc::UnboundedReceiver<Event>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -120,14 +120,14 @@ pub struct Receiver {
 /// then live events. It ends when the watcher falls too far behind; dropping
 /// it unregisters the watcher.
 pub struct Watch {
-    pub(super) first: std::vec::IntoIter<Arc<Event>>,
+    pub(super) first: std::vec::IntoIter<Event>,
     pub(super) live: Receiver,
     pub(super) id: u64,
     pub(super) store: Store,
 }
 
 impl Stream for Watch {
-    type Item = Arc<Event>;
+    type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(event) = self.first.next() {
