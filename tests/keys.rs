@@ -387,3 +387,68 @@ async fn status_reports_the_seed_fields_and_revisions() {
     assert_eq!(status["watch_requests_count"], 0);
     assert_eq!(status["batch_requests_count"], 0);
 }
+
+/// A key sent plainly (`/store/k`) is served by the fast path; the same key
+/// percent-encoded (`/store/%6B`) takes the long way through poem-openapi's
+/// router. Two servers get the same requests, one each way, and must answer
+/// alike (status, the headers a client reads, and body) every time.
+#[tokio::test]
+async fn the_fast_path_answers_as_the_operations_do() {
+    let flags = ["--max-value-bytes", "8"];
+    let (fast, long) = (
+        TestServer::start(&flags).await,
+        TestServer::start(&flags).await,
+    );
+    /// Method, query, headers, body.
+    type Case = (
+        Method,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [u8],
+    );
+    let requests: &[Case] = &[
+        (Method::GET, "", &[], b""),
+        (Method::PUT, "", &[], b"v1"),
+        (Method::PUT, "", &[], b"v2"),
+        (Method::GET, "", &[], b""),
+        (Method::GET, "", &[("If-None-Match", "\"3\", \"2\"")], b""),
+        (Method::GET, "", &[("If-Match", "\"1\"")], b""),
+        (Method::GET, "", &[("If-Match", "*")], b""),
+        (Method::PUT, "", &[("If-Match", "\"1\"")], b"x"),
+        (Method::PUT, "", &[("If-None-Match", "*")], b"x"),
+        (Method::PUT, "?ttl=60", &[("If-Match", "\"2\"")], b"v3"),
+        (Method::PUT, "", &[], &[0xff, 0xfe]),
+        (Method::PUT, "", &[], b"too large"),
+        (Method::PUT, "?ttl=0", &[], b"x"),
+        (Method::PUT, "", &[("If-Match", "")], b"v4"),
+        (Method::GET, "", &[], b""),
+    ];
+    for (method, query, headers, body) in requests {
+        let mut answers = Vec::new();
+        for (server, path) in [(&fast, "/store/k"), (&long, "/store/%6B")] {
+            let mut request = server
+                .request(method.clone(), &format!("{path}{query}"))
+                .body(body.to_vec());
+            for (name, value) in *headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.expect("request");
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap_or("(not text)").to_owned())
+            };
+            let seen = (
+                response.status(),
+                header("content-type"),
+                header("etag"),
+                header("content-length"),
+            );
+            answers.push((seen, response.text().await.expect("body")));
+        }
+        let what = format!("{method} {query} {headers:?}");
+        assert_eq!(answers[0], answers[1], "{what}: fast path vs poem-openapi");
+    }
+    assert_eq!(fast.status().await["revision"], 4);
+}

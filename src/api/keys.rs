@@ -167,27 +167,8 @@ impl KeysApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
-        let key = self.0.key(&key)?;
-        let current = self.0.store.get(&key);
-        if let Some(header) = given(if_match.as_deref()) {
-            let must = Condition::Revision {
-                must: Some(parse_etags(header, false)),
-                must_not: None,
-            };
-            if !must.holds(current.as_ref()) {
-                return Err(condition_failed(&key, current).into());
-            }
-        }
-        let current = current.ok_or_else(|| Problem::not_found(&key))?;
-        let tag = etag(current.revision);
-        if let Some(header) = given(if_none_match.as_deref())
-            && parse_etags(header, true).contains(current.revision)
-        {
-            return Ok(GetResponse::NotModified(tag));
-        }
-        Ok(GetResponse::Ok(TextValue(current.value.bytes()), tag))
+        self.get(&key, if_none_match.as_deref(), if_match.as_deref())
     }
-
     /// Write a key
     ///
     /// Stores the request body (UTF-8 text, any Content-Type) as the key's
@@ -212,40 +193,8 @@ impl KeysApi {
         if_none_match: Header<Option<String>>,
         body: ValueBody,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
-        let key = self.0.key(&key)?;
-        let limit = self.0.limits.max_value_bytes;
-        let bytes = body
-            .0
-            .into_bytes_limit(limit)
-            .await
-            .map_err(|err| match err {
-                ReadBodyError::PayloadTooLarge => {
-                    Problem::too_large(format!("the value is larger than {limit} bytes"))
-                }
-                other => Problem::invalid_request(format!("cannot read the body: {other}")),
-            })?;
-        let value = Value::from_utf8(bytes)
-            .map_err(|err| Problem::invalid_request(format!("the value is not UTF-8: {err}")))?;
-        let op = Op {
-            key: key.clone(),
-            action: Action::Put {
-                value,
-                ttl: ttl.0.map(Duration::from_secs),
-            },
-            condition: write_condition(if_match.as_deref(), if_none_match.as_deref()),
-        };
-        match self
-            .0
-            .store
-            .apply(op)
-            .await
-            .map_err(|err| Problem::insufficient_storage(&err))?
-        {
-            Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
-            Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),
-            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
-            other => Err(unexpected(other).into()),
-        }
+        let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
+        self.put(&key, ttl.0, if_match, if_none_match, body.0).await
     }
 
     /// Delete a key
@@ -327,6 +276,80 @@ impl KeysApi {
             Outcome::Rejected { current: None } if expects_value => {
                 Err(Problem::not_found(&key).into())
             }
+            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
+            other => Err(unexpected(other).into()),
+        }
+    }
+}
+
+/// The operations' work once their input is extracted, shared by the
+/// poem-openapi operations above and the [fast path](super::fast_path).
+impl KeysApi {
+    pub(super) fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, ApiError<GetErrors>> {
+        let key = self.0.key(key)?;
+        let current = self.0.store.get(&key);
+        if let Some(header) = given(if_match) {
+            let must = Condition::Revision {
+                must: Some(parse_etags(header, false)),
+                must_not: None,
+            };
+            if !must.holds(current.as_ref()) {
+                return Err(condition_failed(&key, current).into());
+            }
+        }
+        let current = current.ok_or_else(|| Problem::not_found(&key))?;
+        let tag = etag(current.revision);
+        if let Some(header) = given(if_none_match)
+            && parse_etags(header, true).contains(current.revision)
+        {
+            return Ok(GetResponse::NotModified(tag));
+        }
+        Ok(GetResponse::Ok(TextValue(current.value.bytes()), tag))
+    }
+
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        ttl: Option<u64>,
+        if_match: Option<&str>,
+        if_none_match: Option<&str>,
+        body: poem::Body,
+    ) -> Result<PutResponse, ApiError<PutErrors>> {
+        let key = self.0.key(key)?;
+        let limit = self.0.limits.max_value_bytes;
+        let bytes = body
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|err| match err {
+                ReadBodyError::PayloadTooLarge => {
+                    Problem::too_large(format!("the value is larger than {limit} bytes"))
+                }
+                other => Problem::invalid_request(format!("cannot read the body: {other}")),
+            })?;
+        let value = Value::from_utf8(bytes)
+            .map_err(|err| Problem::invalid_request(format!("the value is not UTF-8: {err}")))?;
+        let op = Op {
+            key: key.clone(),
+            action: Action::Put {
+                value,
+                ttl: ttl.map(Duration::from_secs),
+            },
+            condition: write_condition(if_match, if_none_match),
+        };
+        match self
+            .0
+            .store
+            .apply(op)
+            .await
+            .map_err(|err| Problem::insufficient_storage(&err))?
+        {
+            Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
+            Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),
             Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
             other => Err(unexpected(other).into()),
         }

@@ -7,6 +7,7 @@
 mod batch;
 mod body;
 mod conditional;
+mod fast_path;
 mod keys;
 mod problem;
 mod status;
@@ -19,6 +20,7 @@ use poem::http::Method;
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
+pub use fast_path::FastPath;
 pub use problem::Problem;
 
 use batch::BatchApi;

@@ -176,19 +176,20 @@ pub const TOO_MANY_REQUESTS: (u16, &str) = (
 
 /// An operation's error: a [`Problem`], documented in the spec under the
 /// statuses `S` lists. One schema for every error status keeps generated
-/// clients simple (one error type per operation).
-pub struct ApiError<S>(pub Problem, PhantomData<fn() -> S>);
+/// clients simple (one error type per operation). Boxed: a `Problem` is
+/// large and errors are rare, and every operation's future and result
+/// carries room for one.
+pub struct ApiError<S>(pub Box<Problem>, PhantomData<fn() -> S>);
 
 impl<S> From<Problem> for ApiError<S> {
     fn from(problem: Problem) -> Self {
-        Self(problem, PhantomData)
+        Self(Box::new(problem), PhantomData)
     }
 }
 
-/// Helpers return problems boxed: a `Problem` is large and errors are rare.
 impl<S> From<Box<Problem>> for ApiError<S> {
     fn from(problem: Box<Problem>) -> Self {
-        Self(*problem, PhantomData)
+        Self(problem, PhantomData)
     }
 }
 

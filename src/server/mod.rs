@@ -16,7 +16,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, Context, Limits};
+use crate::api::{self, Context, FastPath, Limits};
 use crate::config::{Config, FsyncMode};
 use crate::metrics::Metrics;
 use crate::store::{Fsync, OpenError, Store, StoreConfig};
@@ -47,18 +47,20 @@ pub fn app(
         ["/openapi.json", "/openapi.yaml"].map(|path| (path.to_owned(), vec![Method::GET])),
     );
     let metrics = context.metrics.clone();
+    let keys = context.clone();
     let api = api::service(context);
     let docs = api.swagger_ui();
     let spec_json = api.spec_endpoint();
     let spec_yaml = api.spec_endpoint_yaml();
-    Route::new()
+    let app = Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec_json)
         .at("/openapi.yaml", spec_yaml)
         .at("/store/", errors::empty_key)
         .at("/store/cas/", errors::empty_key)
-        .at("/watch_key/", errors::empty_key)
+        .at("/watch_key/", errors::empty_key);
+    FastPath::new(app, keys)
         .with(body_limit)
         .with(rate_limit)
         .with(RecordMetrics(metrics))

@@ -1,0 +1,157 @@
+//! A shortcut to the two hottest operations, past poem's router.
+
+use poem::http::{HeaderName, Method, Uri, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::OperationId;
+
+use super::keys::KeysApi;
+use super::{Context, MAX_TTL_SECONDS};
+
+/// Serves `GET` and `PUT /store/{key}` in their common shapes without going
+/// through poem's router and poem-openapi's per-operation dispatch, and
+/// passes every other request to `inner` (the full API).
+///
+/// Why: for a GET of a 100-byte value, routing a request through nested
+/// `Route`s and boxed operation endpoints cost more CPU than everything
+/// kv-store itself does (BENCHMARKS.md has the profile). This layer only
+/// extracts the path, query and headers: the answer comes from the same
+/// [`KeysApi`] methods the poem-openapi operations call, so the response is
+/// the same either way, and the spec still comes from those operations. It
+/// takes the shortcut only where extraction is trivial (a plain key segment
+/// without percent-encoding, no query but `ttl`, each header at most once
+/// and visible ASCII); anything else takes the long way, where poem-openapi
+/// parses it or answers the error.
+pub struct FastPath<E> {
+    inner: E,
+    keys: KeysApi,
+}
+
+impl<E> FastPath<E> {
+    pub fn new(inner: E, context: Context) -> Self {
+        Self {
+            inner,
+            keys: KeysApi(context),
+        }
+    }
+}
+
+impl<E: Endpoint> Endpoint for FastPath<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let Some(shortcut) = Shortcut::of(&req) else {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        };
+        let Shortcut {
+            operation,
+            key,
+            if_match,
+            if_none_match,
+        } = shortcut;
+        let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
+        let (mut response, operation) = match operation {
+            Operation::Get => {
+                let answer = self.keys.get(&key, if_none_match, if_match);
+                (respond(answer), "get_key")
+            }
+            Operation::Put { ttl } => {
+                let body = req.take_body();
+                let answer = self.keys.put(&key, ttl, if_match, if_none_match, body);
+                (respond(answer.await), "put_key")
+            }
+        };
+        // What poem-openapi sets on its operations' answers, for the metrics.
+        response.set_data(OperationId(operation));
+        Ok(response)
+    }
+}
+
+/// An operation's answer, success or problem, as a response.
+fn respond<T: IntoResponse, E: IntoResponse>(answer: Result<T, E>) -> Response {
+    answer.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+enum Operation {
+    Get,
+    Put { ttl: Option<u64> },
+}
+
+/// A request the fast path takes, extracted.
+struct Shortcut {
+    operation: Operation,
+    key: String,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Shortcut {
+    fn of(req: &Request) -> Option<Self> {
+        let operation = match *req.method() {
+            Method::GET if req.uri().query().is_none() => Operation::Get,
+            Method::PUT => Operation::Put {
+                ttl: put_ttl(req.uri().query())?,
+            },
+            _ => return None,
+        };
+        Some(Self {
+            operation,
+            key: plain_key(req.uri())?.to_owned(),
+            if_match: single_header(req, &header::IF_MATCH)?,
+            if_none_match: single_header(req, &header::IF_NONE_MATCH)?,
+        })
+    }
+}
+
+/// The key of `/store/{key}` if it is one segment without percent-encoding
+/// (poem decodes the rest).
+fn plain_key(uri: &Uri) -> Option<&str> {
+    let key = uri.path().strip_prefix("/store/")?;
+    (!key.is_empty() && !key.contains(['/', '%'])).then_some(key)
+}
+
+/// A PUT's query: none, or a valid `ttl` alone. `None`: the long way.
+fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
+    let Some(query) = query else {
+        return Some(None);
+    };
+    let seconds: u64 = query.strip_prefix("ttl=")?.parse().ok()?;
+    (1..=MAX_TTL_SECONDS)
+        .contains(&seconds)
+        .then_some(Some(seconds))
+}
+
+/// The header's value if it is absent or sent once as text; `None` when
+/// poem-openapi should judge it.
+fn single_header(req: &Request, name: &HeaderName) -> Option<Option<String>> {
+    let mut values = req.headers().get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Some(None),
+        (Some(value), None) => Some(Some(value.to_str().ok()?.to_owned())),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_only_plain_keys() {
+        let key = |uri: &'static str| plain_key(&Uri::from_static(uri)).map(str::to_owned);
+        assert_eq!(key("/store/k1").as_deref(), Some("k1"));
+        assert_eq!(key("/store/a%2Fb"), None);
+        assert_eq!(key("/store/"), None);
+        assert_eq!(key("/store/cas/k"), None);
+        assert_eq!(key("/status"), None);
+    }
+
+    #[test]
+    fn takes_only_a_valid_ttl() {
+        assert_eq!(put_ttl(None), Some(None));
+        assert_eq!(put_ttl(Some("ttl=60")), Some(Some(60)));
+        assert_eq!(put_ttl(Some("ttl=0")), None);
+        assert_eq!(put_ttl(Some("ttl=x")), None);
+        assert_eq!(put_ttl(Some("ttl=60&x=1")), None);
+        assert_eq!(put_ttl(Some("x=1")), None);
+    }
+}
