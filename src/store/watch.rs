@@ -1,6 +1,6 @@
 //! Watch fan-out: who watches which key, and the stream each watcher reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +33,9 @@ pub struct Watchers {
     max_queued: usize,
     next_id: u64,
     slots: HashMap<u64, Slot>,
-    by_key: HashMap<Key, Vec<u64>>,
+    /// A set, not a list: a key may have ten thousand watchers, and each
+    /// one leaving must not scan the others.
+    by_key: HashMap<Key, HashSet<u64>>,
 }
 
 impl Watchers {
@@ -54,7 +56,7 @@ impl Watchers {
         self.next_id += 1;
         let id = self.next_id;
         for key in &keys {
-            self.by_key.entry(key.clone()).or_default().push(id);
+            self.by_key.entry(key.clone()).or_default().insert(id);
         }
         let slot = Slot {
             keys,
@@ -71,7 +73,7 @@ impl Watchers {
         };
         for key in &slot.keys {
             if let Some(ids) = self.by_key.get_mut(key) {
-                ids.retain(|other| *other != id);
+                ids.remove(&id);
                 if ids.is_empty() {
                     self.by_key.remove(key);
                 }
