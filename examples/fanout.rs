@@ -30,6 +30,24 @@ fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 async fn connect(server: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (index / PER_SOURCE) as u8);
     let socket = TcpSocket::new_v4()?;
@@ -111,6 +129,7 @@ async fn main() -> std::io::Result<()> {
     let mut writer = TcpStream::connect(server).await?;
     writer.set_nodelay(true)?;
     let put = format!("PUT /store/{KEY} HTTP/1.1\r\nHost: bench\r\nContent-Length: 5\r\n\r\nhello");
+    let cpu_before = cpu_ticks(pid);
     let started = Instant::now();
     let _ = start_tx.send(started);
     writer.write_all(put.as_bytes()).await?;
@@ -124,6 +143,7 @@ async fn main() -> std::io::Result<()> {
             break;
         }
     }
+    let burst_cpu_ms = (cpu_ticks(pid) - cpu_before) as f64 * 10.0;
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| {
         latencies
@@ -133,7 +153,7 @@ async fn main() -> std::io::Result<()> {
     };
     println!(
         "{{\"watchers\": {watchers}, \"received\": {}, \"rss_before\": {before}, \"rss_after\": {after}, \
-         \"bytes_per_watcher\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}}}",
+         \"bytes_per_watcher\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}, \"server_cpu_ms\": {burst_cpu_ms:.0}}}",
         latencies.len(),
         after.saturating_sub(before) as f64 / watchers as f64,
         at(0.50),
