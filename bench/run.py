@@ -14,7 +14,8 @@ each scenario it prints, against the ceiling measured in the same round:
 The CPU figure is what targets are set on: it is immune to time stolen by
 neighbours on a shared machine, where req/s wander by 20% run to run.
 
-Also: /batch throughput (ops/s), latency at about half the GET peak,
+Also: reads alone against reads with 10% writes on the same server
+(does the map let writers slow readers?), /batch throughput (ops/s), latency at about half the GET peak,
 resident memory per key after loading 1M keys, watch fan-out (memory per
 watcher, time from one PUT until every watcher has its event), durable PUT
 throughput with --data-dir against in memory, and start-up time on a data
@@ -56,7 +57,8 @@ CEILING_SCENARIOS = {
     "mix": ("mix.lua", 32, "90% GET / 10% PUT over 10k keys"),
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
-ALL = list(CEILING_SCENARIOS) + ["batch", "latency", "memory", "fanout", "durable", "recovery"]
+ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
+                                 "durable", "recovery"]
 
 
 def raise_fd_limit():
@@ -208,6 +210,27 @@ def ceiling_scenario(name, rounds, seconds):
     }
 
 
+def concurrency_scenario(rounds, seconds):
+    """Does a write load slow readers down? The same server and 10k keys,
+    rounds alternating between GETs only and 90% GET / 10% PUT."""
+    server = kv_server()
+    prepare_kv("mix")
+    reads, mixed = [], []
+    for round_ in range(rounds):
+        order = (("reads", "0"), ("mixed", "10"))
+        for which, every in order if round_ % 2 == 0 else reversed(order):
+            result = measured(server, "mix.lua", seconds, 32, {"WRITE_EVERY": every})
+            (reads if which == "reads" else mixed).append(result)
+    server.stop()
+    reads_rps, mixed_rps = median(reads, "rps"), median(mixed, "rps")
+    return {
+        "reads_only_rps": reads_rps, "mixed_rps": mixed_rps,
+        "mixed_get_rps": mixed_rps * 0.9,
+        "mixed_to_reads_only": mixed_rps / reads_rps,
+        "reads_only_cpu_us": median(reads, "cpu_us"), "mixed_cpu_us": median(mixed, "cpu_us"),
+    }
+
+
 def batch_scenario(rounds, seconds):
     out = {}
     for kind in ("get", "put"):
@@ -327,6 +350,9 @@ def main():
         if name in only:
             results[name] = ceiling_scenario(name, args.rounds, args.seconds)
             print(name, json.dumps(results[name]), file=sys.stderr)
+    if "concurrency" in only:
+        results["concurrency"] = concurrency_scenario(args.rounds, args.seconds)
+        print("concurrency", json.dumps(results["concurrency"]), file=sys.stderr)
     if "batch" in only:
         results["batch"] = batch_scenario(args.rounds, args.seconds)
     if "latency" in only:
