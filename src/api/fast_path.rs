@@ -39,30 +39,37 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        let Some(shortcut) = Shortcut::of(&req) else {
-            return self.inner.call(req).await.map(IntoResponse::into_response);
-        };
-        let Shortcut {
-            operation,
-            key,
-            if_match,
-            if_none_match,
-        } = shortcut;
-        let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
-        let (mut response, operation) = match operation {
-            Operation::Get => {
-                let answer = self.keys.get(&key, if_none_match, if_match);
+        let (mut response, operation) = match *req.method() {
+            Method::GET => {
+                let Some(get) = Get::of(&req) else {
+                    return self.long_way(req).await;
+                };
+                let answer = self.keys.get(get.key, get.if_none_match, get.if_match);
                 (respond(answer), "get_key")
             }
-            Operation::Put { ttl } => {
+            Method::PUT => {
+                let Some(put) = Put::of(&req) else {
+                    return self.long_way(req).await;
+                };
+                let (if_match, if_none_match) =
+                    (put.if_match.as_deref(), put.if_none_match.as_deref());
                 let body = req.take_body();
-                let answer = self.keys.put(&key, ttl, if_match, if_none_match, body);
+                let answer = self
+                    .keys
+                    .put(&put.key, put.ttl, if_match, if_none_match, body);
                 (respond(answer.await), "put_key")
             }
+            _ => return self.long_way(req).await,
         };
         // What poem-openapi sets on its operations' answers, for the metrics.
         response.set_data(OperationId(operation));
         Ok(response)
+    }
+}
+
+impl<E: Endpoint> FastPath<E> {
+    async fn long_way(&self, req: Request) -> poem::Result<Response> {
+        self.inner.call(req).await.map(IntoResponse::into_response)
     }
 }
 
@@ -71,33 +78,42 @@ fn respond<T: IntoResponse, E: IntoResponse>(answer: Result<T, E>) -> Response {
     answer.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
-enum Operation {
-    Get,
-    Put { ttl: Option<u64> },
+/// A GET the fast path takes, extracted.
+struct Get<'a> {
+    key: &'a str,
+    if_none_match: Option<&'a str>,
+    if_match: Option<&'a str>,
 }
 
-/// A request the fast path takes, extracted.
-struct Shortcut {
-    operation: Operation,
+impl<'a> Get<'a> {
+    fn of(req: &'a Request) -> Option<Self> {
+        if req.uri().query().is_some() {
+            return None;
+        }
+        Some(Self {
+            key: plain_key(req.uri())?,
+            if_none_match: single_header(req, &header::IF_NONE_MATCH)?,
+            if_match: single_header(req, &header::IF_MATCH)?,
+        })
+    }
+}
+
+/// A PUT the fast path takes, extracted (owned: its body is taken next).
+struct Put {
     key: String,
+    ttl: Option<u64>,
     if_match: Option<String>,
     if_none_match: Option<String>,
 }
 
-impl Shortcut {
+impl Put {
     fn of(req: &Request) -> Option<Self> {
-        let operation = match *req.method() {
-            Method::GET if req.uri().query().is_none() => Operation::Get,
-            Method::PUT => Operation::Put {
-                ttl: put_ttl(req.uri().query())?,
-            },
-            _ => return None,
-        };
+        let owned = |header: Option<&str>| header.map(str::to_owned);
         Some(Self {
-            operation,
             key: plain_key(req.uri())?.to_owned(),
-            if_match: single_header(req, &header::IF_MATCH)?,
-            if_none_match: single_header(req, &header::IF_NONE_MATCH)?,
+            ttl: put_ttl(req.uri().query())?,
+            if_match: owned(single_header(req, &header::IF_MATCH)?),
+            if_none_match: owned(single_header(req, &header::IF_NONE_MATCH)?),
         })
     }
 }
@@ -122,11 +138,11 @@ fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
 
 /// The header's value if it is absent or sent once as text; `None` when
 /// poem-openapi should judge it.
-fn single_header(req: &Request, name: &HeaderName) -> Option<Option<String>> {
+fn single_header<'a>(req: &'a Request, name: &HeaderName) -> Option<Option<&'a str>> {
     let mut values = req.headers().get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Some(None),
-        (Some(value), None) => Some(Some(value.to_str().ok()?.to_owned())),
+        (Some(value), None) => Some(Some(value.to_str().ok()?)),
         (Some(_), Some(_)) => None,
     }
 }

@@ -291,18 +291,18 @@ impl KeysApi {
         if_none_match: Option<&str>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
-        let key = self.0.key(key)?;
-        let current = self.0.store.get(&key);
+        self.0.check_key(key)?;
+        let current = self.0.store.get(key);
         if let Some(header) = given(if_match) {
             let must = Condition::Revision {
                 must: Some(parse_etags(header, false)),
                 must_not: None,
             };
             if !must.holds(current.as_ref()) {
-                return Err(condition_failed(&key, current).into());
+                return Err(condition_failed(key, current).into());
             }
         }
-        let current = current.ok_or_else(|| Problem::not_found(&key))?;
+        let current = current.ok_or_else(|| Problem::not_found(key))?;
         let tag = etag(current.revision);
         if let Some(header) = given(if_none_match)
             && parse_etags(header, true).contains(current.revision)

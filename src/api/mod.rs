@@ -67,8 +67,14 @@ pub struct Context {
 }
 
 impl Context {
-    /// Checks a key from a request against the limits.
+    /// Checks a key from a request against the limits, and makes it a [`Key`].
     fn key(&self, key: &str) -> Result<Key, Box<Problem>> {
+        self.check_key(key)?;
+        Ok(Key::from(key))
+    }
+
+    /// Checks a key from a request against the limits.
+    fn check_key(&self, key: &str) -> Result<(), Box<Problem>> {
         if key.is_empty() {
             return Err(Problem::invalid_request("the key is empty").into());
         }
@@ -80,7 +86,7 @@ impl Context {
             ))
             .into());
         }
-        Ok(Key::from(key))
+        Ok(())
     }
 
     /// Checks a TTL from a JSON body: whole seconds from 1 to
