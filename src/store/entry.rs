@@ -3,7 +3,6 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use triomphe::{Arc, ThinArc};
 
 use super::Value;
@@ -104,20 +103,27 @@ impl Entry {
     }
 
     pub fn key(&self) -> &str {
-        let bytes = &self.0.slice[self.key_start()..self.value_start()];
         // Built from a `&str` in `new` and never changed.
-        std::str::from_utf8(bytes).unwrap_or_default()
+        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
+    }
+
+    /// The key's bytes, for comparing without checking UTF-8 again.
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.0.slice[self.key_start()..self.value_start()]
     }
 
     pub fn value_str(&self) -> &str {
-        let bytes = &self.0.slice[self.value_start()..];
         // Checked UTF-8 when it was given to `new`, and never changed.
-        std::str::from_utf8(bytes).unwrap_or_default()
+        std::str::from_utf8(self.value_bytes()).unwrap_or_default()
     }
 
-    /// The value, sharing this record's allocation rather than copying it.
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.0.slice[self.value_start()..]
+    }
+
+    /// The value, sharing this record rather than copying it.
     pub fn value(&self) -> Value {
-        Value::shared(Bytes::from_owner(ValueOf(self.clone())))
+        Value::of(self.clone())
     }
 
     pub fn mod_revision(&self) -> u64 {
@@ -148,15 +154,6 @@ impl std::fmt::Debug for Entry {
             .field("mod_revision", &self.mod_revision())
             .field("deadline", &self.deadline())
             .finish()
-    }
-}
-
-/// An entry seen as its value's bytes, for `Bytes::from_owner`.
-struct ValueOf(Entry);
-
-impl AsRef<[u8]> for ValueOf {
-    fn as_ref(&self) -> &[u8] {
-        self.0.value_str().as_bytes()
     }
 }
 

@@ -89,7 +89,11 @@ impl Event {
 
     /// The memory the event is counted as holding.
     pub fn cost(&self) -> usize {
-        EVENT_OVERHEAD + self.key().len() + self.value().map_or(0, str::len)
+        let value = match &self.state {
+            State::Live(entry) => entry.value_bytes().len(),
+            State::Gone(_) => 0,
+        };
+        EVENT_OVERHEAD + self.key().len() + value
     }
 }
 

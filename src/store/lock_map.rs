@@ -60,7 +60,9 @@ impl LockMap {
     pub fn read<R>(&self, key: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         let hash = self.hash(key);
         let shard = self.shards[Self::shard_of(hash)].read();
-        shard.find(hash, |entry| entry.key() == key).map(f)
+        shard
+            .find(hash, |entry| entry.key_bytes() == key.as_bytes())
+            .map(f)
     }
 
     /// Write-locks the shards holding `keys`, in shard order so that two
@@ -112,7 +114,7 @@ impl Locked<'_> {
         let (hash, position) = self.locate(key);
         self.guards[position]
             .1
-            .find(hash, |entry| entry.key() == key)
+            .find(hash, |entry| entry.key_bytes() == key.as_bytes())
     }
 
     /// Puts `entry` under its key; returns the entry it replaced.
@@ -122,7 +124,7 @@ impl Locked<'_> {
         let map = self.map;
         match shard.entry(
             hash,
-            |other| other.key() == entry.key(),
+            |other| other.key_bytes() == entry.key_bytes(),
             |other| map.hash(other.key()),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
@@ -138,7 +140,7 @@ impl Locked<'_> {
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let (hash, position) = self.locate(key);
         let shard = &mut self.guards[position].1;
-        match shard.find_entry(hash, |entry| entry.key() == key) {
+        match shard.find_entry(hash, |entry| entry.key_bytes() == key.as_bytes()) {
             Ok(slot) => Some(slot.remove().0),
             Err(_) => None,
         }
