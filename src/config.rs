@@ -1,8 +1,8 @@
 //! Command-line and environment configuration.
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -32,12 +32,15 @@ pub enum FsyncMode {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "kv-store", version, about, args_override_self = true)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000")]
-    pub listen: SocketAddr,
+    /// Address to listen on: IP:PORT or HOST:PORT (the host name is
+    /// resolved; the first address that binds is used).
+    #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000",
+          value_parser = listen_address)]
+    pub listen: String,
 
     /// Requests per second allowed per client IP; 0 turns rate limiting off.
-    #[arg(long, env = "KV_RATE_LIMIT", default_value_t = 1000)]
+    #[arg(long, env = "KV_RATE_LIMIT", default_value_t = 1000,
+          allow_negative_numbers = true, value_parser = whole_number)]
     pub rate_limit: u32,
 
     /// Requests a client may send at once before the rate applies [default:
@@ -82,11 +85,45 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_bytes: u64,
 
-    /// Bytes of events a watch stream may fall behind before the server ends
-    /// it (the client then resumes with Last-Event-ID).
+    /// Bytes a watch stream may hold (events queued for it and encoded
+    /// frames not yet written to its socket) before the server ends it and
+    /// closes its connection (the client then resumes with Last-Event-ID).
     #[arg(long, env = "KV_WATCH_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_queue_bytes: u64,
+
+    /// Time a request's head (request line and headers) may take to
+    /// arrive, from its first byte (or from the connection's start).
+    #[arg(long, env = "KV_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// Time a request body may go without a byte arriving.
+    #[arg(long, env = "KV_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_timeout: Duration,
+
+    /// Time a connection with no request in flight stays open (watch
+    /// streams are in flight while open, and send heartbeats).
+    #[arg(long, env = "KV_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Most client connections open at once; one more is answered 503 and
+    /// closed [default: the open-file limit (raised to its hard limit at
+    /// start) less 64].
+    #[arg(long, env = "KV_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Most watch streams open at once; one more is answered 503.
+    #[arg(long, env = "KV_MAX_WATCHES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_watches: u64,
+
+    /// Bytes all watch streams together may hold (queued events and
+    /// encoded frames not yet written); past it the streams furthest
+    /// behind are ended first [default: a quarter of the machine's memory].
+    #[arg(long, env = "KV_WATCH_MEMORY",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_memory: Option<u64>,
 
     /// Take the client IP for rate limiting from X-Forwarded-For (only
     /// behind a proxy you trust: clients can forge the header).
@@ -110,4 +147,36 @@ pub struct Config {
     /// Write the OpenAPI spec (JSON) to stdout and exit.
     #[arg(long)]
     pub print_openapi: bool,
+}
+
+/// A duration such as `10s`, `500ms` or `1m 30s`.
+fn duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err}; write a duration such as 10s, 500ms or 2m"))?;
+    if duration.is_zero() {
+        return Err("must be longer than 0".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A whole number from 0 to `u32::MAX`, with a message that says so.
+fn whole_number(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number from 0 to {}", u32::MAX))
+}
+
+/// `HOST:PORT` or `IP:PORT` (`[::1]:3000` for IPv6); the host is resolved
+/// when the server binds.
+fn listen_address(text: &str) -> Result<String, String> {
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not HOST:PORT or IP:PORT (e.g. localhost:3000, 0.0.0.0:3000, [::1]:3000)"
+        ))
+    }
 }

@@ -2,6 +2,8 @@
 //! pass, and the store's state, read only when `/metrics` is scraped.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -26,6 +28,37 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_025, 2.0, 18))
 }
 
+/// Connection counts, kept by the listener.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    open: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl ConnectionCounters {
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused at `--max-connections` so far.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
 /// The server's metrics. Recording a request costs a label lookup and a few
 /// atomic adds; the store's figures cost nothing until a scrape reads them.
 pub struct Metrics {
@@ -34,7 +67,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, connections: Arc<ConnectionCounters>) -> Self {
         let mut registry = Registry::with_prefix("kv");
         let requests: Family<RequestLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
@@ -46,6 +79,7 @@ impl Metrics {
             requests.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store)));
+        registry.register_collector(Box::new(ConnectionCollector(connections)));
         Self { registry, requests }
     }
 
@@ -145,6 +179,30 @@ impl Collector for StoreCollector {
     }
 }
 
+/// Reads the connection counts when a scrape asks for them.
+#[derive(Debug)]
+struct ConnectionCollector(Arc<ConnectionCounters>);
+
+impl Collector for ConnectionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let open = ConstGauge::new(i64::try_from(self.0.open()).unwrap_or(i64::MAX));
+        open.encode(encoder.encode_descriptor(
+            "connections",
+            "Client connections open now",
+            None,
+            open.metric_type(),
+        )?)?;
+        let rejected = ConstCounter::new(self.0.rejected_total());
+        rejected.encode(encoder.encode_descriptor(
+            "rejected_connections",
+            "Connections answered 503 and closed because --max-connections were open",
+            None,
+            rejected.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,11 +210,12 @@ mod tests {
 
     #[test]
     fn encodes_requests_and_store_state() {
-        let metrics = Metrics::new(Store::new(StoreConfig {
+        let store = Store::new(StoreConfig {
             history: 10,
             history_bytes: 1 << 20,
             watch_queue_bytes: 1 << 20,
-        }));
+        });
+        let metrics = Metrics::new(store, Arc::default());
         metrics.observe("get_key", 200, 0.000_1);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(
@@ -164,5 +223,7 @@ mod tests {
         ));
         assert!(text.contains("kv_keys 0"), "{text}");
         assert!(text.contains("kv_expired_keys_total 0"), "{text}");
+        assert!(text.contains("kv_connections 0"), "{text}");
+        assert!(text.contains("kv_rejected_connections_total 0"), "{text}");
     }
 }

@@ -27,6 +27,9 @@ fn bad_flag_values_exit_2_with_a_message() {
         (vec!["--log-format", "xml"], vec![]),
         (vec!["--max-key-bytes", "0"], vec![]),
         (vec!["--history", "-5"], vec![]),
+        (vec!["--header-timeout", "soon"], vec![]),
+        (vec!["--idle-timeout", "0s"], vec![]),
+        (vec!["--max-connections", "0"], vec![]),
         (vec!["--no-such-flag"], vec![]),
         (vec![], vec![("KV_MAX_BATCH_OPS", "many")]),
     ] {
@@ -36,6 +39,17 @@ fn bad_flag_values_exit_2_with_a_message() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_negative_rate_limit_says_what_is_wrong() {
+    let output = run(&["--rate-limit", "-1"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"-1\" is not a whole number from 0 to 4294967295"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, TOO_LARGE,
-    TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, REQUEST_TIMEOUT,
+    TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
@@ -126,6 +126,7 @@ impl ErrorStatuses for BatchErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
         CONFLICT,
+        REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,

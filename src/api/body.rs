@@ -194,3 +194,22 @@ impl<T: Serialize + Send> IntoResponse for JsonReply<T> {
         }
     }
 }
+
+/// Whether reading a body failed because it stopped arriving (the
+/// connection layer's `--body-timeout` ends the read with `TimedOut`,
+/// which poem may wrap in `io::Error`s of its own).
+pub fn timed_out(err: &poem::error::ReadBodyError) -> bool {
+    let poem::error::ReadBodyError::Io(io) = err else {
+        return false;
+    };
+    let mut next = Some(io);
+    while let Some(io) = next {
+        if io.kind() == std::io::ErrorKind::TimedOut {
+            return true;
+        }
+        next = io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>());
+    }
+    false
+}

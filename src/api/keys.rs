@@ -12,7 +12,7 @@ use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, NOT_FOUND, PRECONDITION_FAILED,
-    Problem, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
@@ -32,6 +32,7 @@ impl ErrorStatuses for PutErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
         PRECONDITION_FAILED,
+        REQUEST_TIMEOUT,
         TOO_LARGE,
         TOO_MANY_REQUESTS,
         INSUFFICIENT_STORAGE,
@@ -55,6 +56,7 @@ impl ErrorStatuses for CasErrors {
         BAD_REQUEST,
         NOT_FOUND,
         PRECONDITION_FAILED,
+        REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
@@ -329,6 +331,7 @@ impl KeysApi {
                 ReadBodyError::PayloadTooLarge => {
                     Problem::too_large(format!("the value is larger than {limit} bytes"))
                 }
+                other if super::body::timed_out(&other) => Problem::request_timeout(),
                 other => Problem::invalid_request(format!("cannot read the body: {other}")),
             })?;
         let value = Value::from_utf8(bytes)

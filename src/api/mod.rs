@@ -172,7 +172,7 @@ fn detached() -> OpenApiService<Api, ()> {
         watch_queue_bytes: 1,
     });
     service(Context {
-        metrics: Arc::new(Metrics::new(store.clone())),
+        metrics: Arc::new(Metrics::new(store.clone(), Arc::default())),
         store,
         limits: Limits {
             max_key_bytes: 0,

@@ -87,6 +87,16 @@ impl Problem {
         )
     }
 
+    /// A request body stopped arriving for longer than `--body-timeout`.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            "the request body stopped arriving for longer than --body-timeout",
+        )
+    }
+
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
@@ -162,6 +172,10 @@ pub const NOT_FOUND: (u16, &str) = (404, "The key does not exist (or has expired
 pub const PRECONDITION_FAILED: (u16, &str) = (
     412,
     "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",
+);
+pub const REQUEST_TIMEOUT: (u16, &str) = (
+    408,
+    "The request body stopped arriving for longer than the server's body timeout.",
 );
 pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");

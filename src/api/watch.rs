@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::body::{BodyExample, JsonBody};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, Problem, TOO_LARGE, TOO_MANY_REQUESTS,
+    ApiError, BAD_REQUEST, ErrorStatuses, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
@@ -114,6 +114,7 @@ impl ErrorStatuses for WatchKeysErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
         GONE,
+        REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,

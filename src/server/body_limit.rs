@@ -1,13 +1,15 @@
 //! A bound on every request body, so no request can make the server buffer
-//! more than `--max-request-bytes`.
+//! more than `--max-request-bytes`; and the answer to a body that stopped
+//! arriving (`--body-timeout`, enforced by the connection).
 
 use std::io;
 
 use futures_util::StreamExt;
 use poem::error::ReadBodyError;
-use poem::http::{Version, header};
+use poem::http::{HeaderValue, Version, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 
+use super::body_timeout::BodyTimedOut;
 use crate::api::Problem;
 
 /// The error a limited body stream ends with once the limit is passed.
@@ -60,15 +62,26 @@ impl<E> BodyLimited<E> {
     }
 }
 
-/// Whether a body read failed on our limit. poem wraps the stream's error in
-/// `io::Error`s of its own, so the chain is walked.
-fn is_too_large(err: &poem::Error) -> bool {
+/// 408 for a body that stopped arriving; the connection is closed after it,
+/// as the rest of the body would be read as the next request.
+fn timed_out() -> Response {
+    let mut response = Problem::request_timeout().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Whether a body read failed with an error of type `T` that a body layer
+/// put there. poem wraps the stream's error in `io::Error`s of its own, so
+/// the chain is walked.
+fn failed_with<T: std::error::Error + 'static>(err: &poem::Error) -> bool {
     let Some(ReadBodyError::Io(io)) = err.downcast_ref::<ReadBodyError>() else {
         return false;
     };
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(io);
     while let Some(err) = next {
-        if err.is::<TooLarge>() {
+        if err.is::<T>() {
             return true;
         }
         next = match err.downcast_ref::<io::Error>() {
@@ -110,7 +123,8 @@ impl<E: Endpoint> Endpoint for BodyLimited<E> {
         }
         match self.inner.call(req).await {
             Ok(response) => Ok(response.into_response()),
-            Err(err) if is_too_large(&err) => Ok(self.too_large()),
+            Err(err) if failed_with::<TooLarge>(&err) => Ok(self.too_large()),
+            Err(err) if failed_with::<BodyTimedOut>(&err) => Ok(timed_out()),
             Err(err) => Err(err),
         }
     }
@@ -125,9 +139,10 @@ mod tests {
     fn recognises_its_own_error_only() {
         let wrapped = io::Error::other(io::Error::other(TooLarge));
         let ours = poem::Error::from(ReadBodyError::Io(wrapped));
-        assert!(is_too_large(&ours));
+        assert!(failed_with::<TooLarge>(&ours));
+        assert!(!failed_with::<BodyTimedOut>(&ours));
         let other = poem::Error::from(ReadBodyError::Io(io::Error::other("reset")));
-        assert!(!is_too_large(&other));
+        assert!(!failed_with::<TooLarge>(&other));
         assert_eq!(ours.status(), StatusCode::BAD_REQUEST, "poem's own status");
     }
 }

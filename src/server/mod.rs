@@ -1,9 +1,14 @@
 //! The server layer: listener, routes, middleware and shutdown.
 
 mod body_limit;
+mod body_timeout;
+mod connection;
 mod errors;
+mod guarded_io;
+mod listener;
 mod observe;
 mod rate_limit;
+mod raw_response;
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,23 +16,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::Method;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, Route};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, FastPath, Limits};
 use crate::config::{Config, FsyncMode};
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionCounters, Metrics};
 use crate::store::{Fsync, OpenError, Store, StoreConfig};
 
 pub use body_limit::BodyLimit;
+use connection::ConnConfig;
+pub use connection::ConnHandle;
 use errors::{AllowTable, Problems};
+use guarded_io::Timeouts;
 use observe::RecordMetrics;
 pub use rate_limit::RateLimit;
 
-/// How long shutdown waits for open connections before dropping them; with
-/// watch streams ended at once, it is only a bound for slow requests.
+/// How long shutdown waits for requests in flight before closing their
+/// connections; with watch streams ended at once, it is only a bound for
+/// slow requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// How long shutdown may take in all before [`run`] returns anyway.
@@ -41,7 +50,7 @@ pub fn app(
     context: Context,
     rate_limit: RateLimit,
     body_limit: BodyLimit,
-) -> impl Endpoint + 'static {
+) -> impl Endpoint<Output = poem::Response> + 'static {
     let mut routes = api::routes();
     routes.extend(
         ["/openapi.json", "/openapi.yaml"].map(|path| (path.to_owned(), vec![Method::GET])),
@@ -100,7 +109,7 @@ pub struct Running {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<io::Result<()>>,
+    server: JoinHandle<()>,
     store: Store,
 }
 
@@ -119,7 +128,7 @@ impl Running {
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(io::Error::other)?;
-        served?
+        served
     }
 }
 
@@ -155,6 +164,52 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
+/// Binds the first address `listen` resolves to that accepts a bind.
+async fn bind(listen: &str) -> Result<TcpListener, StartError> {
+    let addrs = tokio::net::lookup_host(listen).await.map_err(|err| {
+        StartError::Io(io::Error::new(
+            err.kind(),
+            format!("cannot resolve --listen {listen:?} (write HOST:PORT or IP:PORT): {err}"),
+        ))
+    })?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) => {
+                last = Some(io::Error::new(
+                    err.kind(),
+                    format!("cannot bind {addr}: {err}"),
+                ))
+            }
+        }
+    }
+    Err(StartError::Io(last.unwrap_or_else(|| {
+        io::Error::other(format!("--listen {listen:?} resolves to no address"))
+    })))
+}
+
+/// The connection limit: `--max-connections`, or derived from the open-file
+/// limit (raised to its hard limit first).
+fn max_connections(config: &Config) -> usize {
+    let fd_limit = listener::raise_fd_limit();
+    let max = match (config.max_connections, fd_limit) {
+        (Some(max), Some(limit)) => {
+            if max + listener::RESERVED_FDS > limit {
+                tracing::warn!(
+                    "--max-connections {max} is close to the open-file limit {limit}: accepting \
+                     may run out of descriptors (it backs off and logs when it does)"
+                );
+            }
+            max
+        }
+        (Some(max), None) => max,
+        (None, Some(limit)) => listener::default_max_connections(limit),
+        (None, None) => 1024,
+    };
+    usize::try_from(max).unwrap_or(usize::MAX)
+}
+
 /// Opens the store, binds `config.listen` and serves the store there until
 /// [`Running::stop`].
 pub async fn start(config: &Config) -> Result<Running, StartError> {
@@ -165,20 +220,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let store = tokio::task::spawn_blocking(move || open_store(&owned))
         .await
         .map_err(io::Error::other)??;
-    let acceptor = match TcpListener::bind(config.listen).into_acceptor().await {
-        Ok(acceptor) => acceptor,
+    let listener = match bind(&config.listen).await {
+        Ok(listener) => listener,
         Err(err) => {
             tokio::task::spawn_blocking(move || store.close())
                 .await
                 .map_err(io::Error::other)?;
-            return Err(err.into());
+            return Err(err);
         }
     };
-    let local_addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|addr| addr.as_socket_addr().copied())
-        .ok_or_else(|| io::Error::other("the listener has no TCP address"))?;
+    let local_addr = listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(
@@ -186,8 +237,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .clone()
             .run_until_cancelled_owned(store.clone().run_expiry()),
     );
+    let connections = Arc::new(ConnectionCounters::default());
     let context = Context {
-        metrics: Arc::new(Metrics::new(store.clone())),
+        metrics: Arc::new(Metrics::new(store.clone(), connections.clone())),
         store: store.clone(),
         limits: Limits {
             max_key_bytes: config.max_key_bytes as usize,
@@ -207,14 +259,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let body_limit = BodyLimit {
         max: (config.max_request_bytes as usize).max(config.max_value_bytes as usize),
     };
+    let timeouts = Timeouts {
+        header: config.header_timeout,
+        body: config.body_timeout,
+        idle: config.idle_timeout,
+    };
     let app = app(context, rate_limit, body_limit);
-    let server = tokio::spawn(
-        poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            app,
-            shutdown.clone().cancelled_owned(),
-            Some(SHUTDOWN_GRACE),
-        ),
-    );
+    let conn_config = Arc::new(ConnConfig::new(app, local_addr, timeouts));
+    let server = tokio::spawn(listener::run(
+        listener,
+        conn_config,
+        max_connections(config),
+        connections,
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
     Ok(Running {
         local_addr,
         shutdown,

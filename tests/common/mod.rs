@@ -29,7 +29,12 @@ pub struct TestServer {
 impl TestServer {
     /// A server with rate limiting off (unless `flags` set it) and `flags`.
     pub async fn start(flags: &[&str]) -> Self {
-        let mut args = vec!["kv-store", "--listen", "127.0.0.1:0", "--rate-limit", "0"];
+        Self::start_at("127.0.0.1:0", flags).await
+    }
+
+    /// A server listening on `listen` (a port of 0: any free one).
+    pub async fn start_at(listen: &str, flags: &[&str]) -> Self {
+        let mut args = vec!["kv-store", "--listen", listen, "--rate-limit", "0"];
         args.extend_from_slice(flags);
         let config = Config::try_parse_from(args).expect("valid test flags");
         let running = server::start(&config).await.expect("server starts");

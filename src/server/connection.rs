@@ -1,0 +1,176 @@
+//! Serving one accepted connection: HTTP/1.1 or HTTP/2 (prior knowledge)
+//! through hyper, each request handed to the poem application.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use poem::http::uri::Scheme;
+use poem::http::{self, Version, header};
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::{Body, Endpoint, Request, Response};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::body_timeout::TimedBody;
+use super::guarded_io::{ConnShared, GuardedIo, Timeouts};
+
+/// Everything a connection needs from the server.
+pub struct ConnConfig<E> {
+    pub app: E,
+    pub local_addr: SocketAddr,
+    pub timeouts: Timeouts,
+    pub builder: auto::Builder<TokioExecutor>,
+}
+
+impl<E> ConnConfig<E> {
+    pub fn new(app: E, local_addr: SocketAddr, timeouts: Timeouts) -> Self {
+        Self {
+            app,
+            local_addr,
+            timeouts,
+            builder: auto::Builder::new(TokioExecutor::new()),
+        }
+    }
+}
+
+/// The connection a request came in on, as the application sees it (a
+/// request extension): a watch stream that must go ends the whole
+/// connection through it, even when the client never reads again.
+#[derive(Clone)]
+pub struct ConnHandle(pub CancellationToken);
+
+/// Serves `stream` until the client leaves, a deadline passes or the
+/// connection is aborted through its [`ConnHandle`] (both close it at once),
+/// or `shutdown` (then requests in flight finish first).
+pub async fn serve<E>(
+    config: Arc<ConnConfig<E>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    E: Endpoint<Output = Response> + 'static,
+{
+    // Answers go out in one writev; waiting for an ACK (Nagle) only adds
+    // latency to small responses.
+    let _ = stream.set_nodelay(true);
+    let shared = Arc::new(ConnShared::default());
+    let abort = CancellationToken::new();
+    let io = GuardedIo::new(stream, shared.clone(), config.timeouts, abort.clone());
+    let service = {
+        let config = config.clone();
+        let abort = abort.clone();
+        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let in_flight = InFlight::start(shared.clone());
+            let config = config.clone();
+            let abort = ConnHandle(abort.clone());
+            async move {
+                let request = poem_request(req, &config, peer, abort);
+                let response: http::Response<BoxBody<Bytes, std::io::Error>> =
+                    config.app.get_response(request).await.into();
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        })
+    };
+    let conn = config.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        () = abort.cancelled() => return,
+        () = shutdown.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn => {}
+        () = abort.cancelled() => {}
+    }
+}
+
+/// The poem request for a hyper one, its body under `--body-timeout`.
+fn poem_request<E>(
+    req: http::Request<Incoming>,
+    config: &ConnConfig<E>,
+    peer: SocketAddr,
+    abort: ConnHandle,
+) -> Request {
+    let mut request = Request::from((
+        req,
+        LocalAddr(config.local_addr.into()),
+        RemoteAddr(peer.into()),
+        Scheme::HTTP,
+    ));
+    if may_have_body(&request) {
+        let body = BoxBody::from(request.take_body());
+        let timed = TimedBody::new(body, config.timeouts.body);
+        request.set_body(Body::from(BoxBody::new(timed)));
+    }
+    request.extensions_mut().insert(abort);
+    request
+}
+
+/// Whether a request can carry a body (HTTP/1 needs Content-Length or
+/// Transfer-Encoding for one).
+fn may_have_body(request: &Request) -> bool {
+    let headers = request.headers();
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() != b"0",
+        None => {
+            request.version() >= Version::HTTP_2 || headers.contains_key(header::TRANSFER_ENCODING)
+        }
+    }
+}
+
+/// Counts a request as in flight from the moment hyper hands it over until
+/// its response body is done with: the connection's idle deadline does not
+/// run meanwhile (a watch stream is in flight as long as it is open).
+struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    fn start(shared: Arc<ConnShared>) -> Self {
+        shared.request_started();
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it.
+struct Tracked {
+    body: BoxBody<Bytes, std::io::Error>,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

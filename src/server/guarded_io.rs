@@ -1,0 +1,283 @@
+//! A connection's socket as hyper sees it: read deadlines between and
+//! during request heads, and hyper's bare parse-error answers replaced by
+//! problem+json.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::raw_response::{self, RawProblem};
+
+/// The three deadlines a connection lives under.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From a request's first byte (or the connection's start) to the end
+    /// of its head.
+    pub header: Duration,
+    /// Between two reads of a request body.
+    pub body: Duration,
+    /// With no request in flight, until the next one starts.
+    pub idle: Duration,
+}
+
+/// What a connection shares with the requests it serves.
+#[derive(Default)]
+pub struct ConnShared {
+    /// Requests whose response has not been written to the end (a watch
+    /// stream stays in flight while it is open).
+    in_flight: AtomicUsize,
+    /// The read that waits while requests are in flight: woken when the
+    /// last one ends, as hyper does not read again by itself.
+    reader: AtomicWaker,
+}
+
+impl ConnShared {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn request_ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.reader.wake();
+        }
+    }
+}
+
+/// Where the connection is between requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight and no byte of the next one: `idle` applies.
+    Idle,
+    /// A request head has started (or the connection is new): `header`
+    /// applies.
+    Head,
+    /// A request is in flight: no read deadline (bodies have their own).
+    Busy,
+}
+
+/// Which protocol the client speaks, known from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Unknown,
+    Http1,
+    /// HTTP/2 with prior knowledge: frames such as PING arrive outside
+    /// requests, so only the idle deadline applies, and answers cannot be
+    /// written raw.
+    Http2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// The socket hyper reads and writes, with the deadlines of [`Timeouts`].
+///
+/// Why here: hyper's HTTP/1 connection has no idle timeout, and its header
+/// timeout cannot tell a slow head from an idle keep-alive connection. The
+/// socket sees every byte and, through [`ConnShared::in_flight`], whether a
+/// request is being served, which is all it takes. A stalled head gets a
+/// 408 problem+json written straight to the socket, then the connection is
+/// closed; an idle connection is closed without a word, as HTTP/1.1 allows.
+///
+/// It also reports vectored writes, so hyper queues response body chunks
+/// (shared `Bytes`, e.g. one watch event's frame for ten thousand watchers)
+/// instead of copying each into a per-connection buffer.
+pub struct GuardedIo {
+    io: TcpStream,
+    shared: Arc<ConnShared>,
+    timeouts: Timeouts,
+    phase: Phase,
+    protocol: Protocol,
+    deadline: Pin<Box<Sleep>>,
+    /// Cancelled when a deadline passes; the connection's task then drops
+    /// the connection.
+    expired: CancellationToken,
+    /// A problem+json answer standing in for one hyper wrote; drained
+    /// before anything else is written.
+    replacement: Option<Bytes>,
+}
+
+impl GuardedIo {
+    pub fn new(
+        io: TcpStream,
+        shared: Arc<ConnShared>,
+        timeouts: Timeouts,
+        expired: CancellationToken,
+    ) -> Self {
+        Self {
+            io,
+            shared,
+            timeouts,
+            phase: Phase::Head,
+            protocol: Protocol::Unknown,
+            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+            expired,
+            replacement: None,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.shared.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        if self.phase == phase {
+            return;
+        }
+        self.phase = phase;
+        let after = match phase {
+            Phase::Idle => self.timeouts.idle,
+            Phase::Head => self.timeouts.header,
+            Phase::Busy => return,
+        };
+        self.deadline.as_mut().reset(Instant::now() + after);
+    }
+
+    fn on_read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.protocol == Protocol::Unknown {
+            let n = bytes.len().min(H2_PREFACE.len());
+            self.protocol = if bytes[..n] == H2_PREFACE[..n] {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            };
+            if self.protocol == Protocol::Http2 {
+                self.enter(Phase::Idle);
+            }
+        }
+        if self.phase == Phase::Idle && self.protocol == Protocol::Http1 && !self.busy() {
+            self.enter(Phase::Head);
+        }
+    }
+
+    /// A read found nothing: the connection waits on the client.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.busy() {
+            self.enter(Phase::Busy);
+            self.shared.reader.register(cx.waker());
+            // The last request may have ended meanwhile.
+            if self.busy() {
+                return Poll::Pending;
+            }
+        }
+        if self.phase == Phase::Busy {
+            self.enter(Phase::Idle);
+        }
+        ready!(self.deadline.as_mut().poll(cx));
+        if self.phase == Phase::Head && self.protocol != Protocol::Http2 {
+            // Best effort: a fresh connection's send buffer has room, and
+            // a client that cannot take 300 bytes gets the close alone.
+            let _ = self
+                .io
+                .try_write(&raw_response::problem(RawProblem::HeaderTimeout));
+        }
+        // hyper keeps an idle connection open after an end of stream or a
+        // read error on it: the connection's task closes the socket.
+        self.expired.cancel();
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Writes what is left of a replacement answer.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(pending) = &mut self.replacement {
+            if pending.is_empty() {
+                self.replacement = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// hyper answers a head it cannot parse with an empty 400, 414 or 431
+    /// of its own; no request reached the server then. Returns the
+    /// problem+json answer to write instead.
+    fn replacement_for(&self, head: &[u8]) -> Option<Bytes> {
+        if self.protocol != Protocol::Http1 || self.busy() {
+            return None;
+        }
+        raw_response::replace_parse_error(head)
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.on_read(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.poll_deadline(cx),
+        }
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if let Some(replacement) = this.replacement_for(buf) {
+            this.replacement = Some(replacement);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if let Some(first) = bufs.iter().find(|buf| !buf.is_empty())
+            && let Some(replacement) = this.replacement_for(first)
+        {
+            this.replacement = Some(replacement);
+            return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,331 @@
+//! Careless and hostile clients: stalled heads and bodies, idle
+//! connections, too many connections, bytes hyper cannot parse.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{PATIENCE, TestServer, json, watch_key};
+use reqwest::StatusCode;
+use serde_json::Value as Json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Short deadlines, so a test waits a fraction of a second for them.
+const SHORT: &[&str] = &[
+    "--header-timeout",
+    "300ms",
+    "--body-timeout",
+    "300ms",
+    "--idle-timeout",
+    "300ms",
+];
+
+/// A raw HTTP/1.1 answer: status, headers (lower-case names), body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts a problem+json answer with `status`; returns its body.
+    fn problem(&self, status: u16) -> Json {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let body: Json = serde_json::from_slice(&self.body).expect("JSON problem");
+        assert_eq!(body["status"], status);
+        assert!(body["detail"].is_string() && body["type"].is_string());
+        body
+    }
+}
+
+/// Reads until the server closes the connection (within [`PATIENCE`]).
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    bytes
+}
+
+/// Parses one HTTP/1.1 response with a Content-Length from `bytes`.
+fn parse(bytes: &[u8]) -> Raw {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Raw {
+        status,
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Sends `bytes` on a new connection and reads the answer to the close.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Raw {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    parse(&read_to_close(&mut stream).await)
+}
+
+#[tokio::test]
+async fn a_stalled_head_is_answered_408_and_closed() {
+    let server = TestServer::start(SHORT).await;
+    for partial in [&b"GET /store/k HTTP/1.1\r\nHost: x\r\n"[..], b"", b"GE"] {
+        let answer = exchange(server.addr, partial).await;
+        answer.problem(408);
+        assert_eq!(answer.header("connection"), Some("close"));
+    }
+    // The server still serves.
+    assert_eq!(server.put("k", "v").await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_closed() {
+    let server = TestServer::start(SHORT).await;
+    let put = b"PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part";
+    exchange(server.addr, put).await.problem(408);
+    let chunked = b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n5\r\n[{\"me\r\n";
+    exchange(server.addr, chunked).await.problem(408);
+    let cas = b"POST /store/cas/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 50\r\n\r\n{\"expected\":";
+    exchange(server.addr, cas).await.problem(408);
+    // Nothing was written by any of them.
+    assert_eq!(server.get("/store/k").await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let server = TestServer::start(SHORT).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    // One answer, then nothing until the server closes the connection.
+    let bytes = read_to_close(&mut stream).await;
+    let answer = parse(&bytes);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"OK");
+}
+
+#[tokio::test]
+async fn a_watch_stream_outlives_the_idle_timeout() {
+    let server = TestServer::start(SHORT).await;
+    let mut watch = watch_key(&server, "k", None).await;
+    assert_eq!(watch.next().await.expect("snapshot").event, "snapshot");
+    // Deliberately longer than --idle-timeout: the stream must stay open.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.put("k", "v").await;
+    let event = watch.next().await.expect("the stream is still open");
+    assert_eq!((event.event.as_str(), event.value()), ("put", Some("v")));
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_a_client_gets_503_at_once() {
+    let server = TestServer::start(&["--max-connections", "3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = [0u8; 256];
+        let n = stream.read(&mut answer).await.expect("answer");
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // The fourth is answered without sending anything, and closed.
+    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
+    let refused = parse(&read_to_close(&mut fourth).await);
+    refused.problem(503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // Once one leaves, a client gets in again; the metrics tell the story.
+    held.pop();
+    let metrics = loop {
+        let response = server.get("/metrics").await;
+        if response.status() == StatusCode::OK {
+            break response.text().await.expect("metrics");
+        }
+        // The server has not yet seen the close: answered 503 at once.
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    };
+    assert!(metrics.contains("kv_connections 3"), "{metrics}");
+    assert!(
+        metrics.contains("kv_rejected_connections_total "),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("kv_rejected_connections_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn what_hyper_cannot_parse_is_still_problem_json() {
+    let server = TestServer::start(&[]).await;
+    let cases: [(&[u8], u16); 5] = [
+        (b"GE(T /store/k HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /store/<>\"{}|^ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /store/\x01k HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (
+            b"GET /store/k HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",
+            400,
+        ),
+        (b"GET /store/k HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    ];
+    for (request, status) in cases {
+        let answer = exchange(server.addr, request).await;
+        let body = answer.problem(status);
+        assert_eq!(body["type"], "urn:kv-store:problem:invalid-request");
+    }
+    let mut huge = b"GET /store/k HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..2000 {
+        huge.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(200)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    exchange(server.addr, &huge).await.problem(431);
+}
+
+#[tokio::test]
+async fn listen_takes_a_host_name() {
+    let server = TestServer::start_at("localhost:0", &[]).await;
+    assert!(server.addr.ip().is_loopback());
+    let status = json(server.get("/status").await).await;
+    assert_eq!(status["revision"], 0);
+}
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let field = |i: usize| fields[i].parse::<u64>().expect("a number");
+    field(11) + field(12)
+}
+
+/// A child process that is killed when the test ends, failed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    if !std::path::Path::new("/proc/self/stat").exists() {
+        eprintln!("SKIPPED: no /proc here to read the server's CPU time from");
+        return;
+    }
+    // A hard limit of 40 descriptors, which the server cannot raise, and a
+    // connection limit above it: accepting runs out of descriptors.
+    let script = format!(
+        "ulimit -n 40 && exec {} --listen 127.0.0.1:0 --rate-limit 0 --max-connections 1000",
+        env!("CARGO_BIN_EXE_kv-store")
+    );
+    let mut child = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh runs"),
+    );
+    let stdout = child.0.stdout.take().expect("piped");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("server: {line}");
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let url = loop {
+        let line = seen
+            .recv_timeout(PATIENCE)
+            .expect("the server logs its address");
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    let addr: SocketAddr = url.parse().expect("an address");
+
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    let logged = loop {
+        let line = seen
+            .recv_timeout(PATIENCE)
+            .expect("the server logs the exhaustion");
+        if line.contains("out of file descriptors") {
+            break line;
+        }
+    };
+    assert!(logged.contains("ulimit -n"), "{logged}");
+
+    // While the descriptors stay exhausted the accept loop must not spin.
+    // Over a deliberate second a spinning loop burns ~100 ticks; a backing
+    // off one a few.
+    let before = cpu_ticks(child.0.id());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(child.0.id()) - before;
+    assert!(used < 50, "the server used {used} ticks of CPU in 1 s");
+
+    // Once clients leave, the server serves again.
+    drop(held);
+    let client = reqwest::Client::new();
+    let served = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(response) = client.get(format!("http://{addr}/healthz")).send().await
+                && response.status() == StatusCode::OK
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    served.expect("the server serves again once descriptors are free");
+}
