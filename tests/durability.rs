@@ -209,3 +209,85 @@ async fn interval_mode_commits_answered_writes_on_a_clean_stop() {
         assert!(server.stop().success(), "clean exit");
     }
 }
+
+/// Starts the server on `dir` and expects it to refuse with exit code 2 and
+/// a log naming the database file and `says`.
+fn assert_refused(dir: &std::path::Path, says: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command(dir, &[]).spawn().expect("server runs");
+    let stdout = child.stdout.take().expect("piped");
+    let mut log = String::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.contains("listening on") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on the data dir: {log}{line}");
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("kv-store.redb"), "names the file: {log}");
+    assert!(log.contains(says), "{says:?}: {log}");
+}
+
+/// A data dir holding a few keys, one with `value`, cleanly stopped.
+async fn stopped_data_dir(value: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = Client::new();
+    let server = ServerProcess::start(dir.path(), &[]);
+    for i in 0..20 {
+        put(&client, &server.url, &format!("k{i}"), "filler").await;
+    }
+    put(&client, &server.url, "target", value).await;
+    assert!(server.stop().success(), "clean exit");
+    dir
+}
+
+#[tokio::test]
+async fn a_changed_byte_in_a_cleanly_closed_data_dir_is_refused() {
+    let value = "a value whose bytes are easy to find on disk";
+    let dir = stopped_data_dir(value).await;
+    let file = dir.path().join("kv-store.redb");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let at = bytes
+        .windows(value.len())
+        .position(|w| w == value.as_bytes())
+        .expect("the value is in the file");
+    // "a value" -> "b value": still UTF-8, the kind of change only a
+    // checksum notices.
+    bytes[at] ^= 0x03;
+    std::fs::write(&file, &bytes).expect("write");
+    assert_refused(dir.path(), "damaged");
+}
+
+#[tokio::test]
+async fn an_empty_or_truncated_database_file_is_refused() {
+    let dir = stopped_data_dir("v").await;
+    let file = dir.path().join("kv-store.redb");
+    let length = std::fs::metadata(&file).expect("metadata").len();
+    let bytes = std::fs::read(&file).expect("read");
+    std::fs::write(&file, &bytes[..(length / 2) as usize]).expect("truncate");
+    assert_refused(dir.path(), "damaged");
+    std::fs::write(&file, b"").expect("empty");
+    assert_refused(dir.path(), "is empty");
+    std::fs::remove_file(&file).expect("remove");
+    assert_refused(dir.path(), "already reached revision 21");
+}
+
+#[tokio::test]
+async fn an_older_copy_of_the_database_is_refused() {
+    let dir = stopped_data_dir("v").await;
+    let file = dir.path().join("kv-store.redb");
+    let old = std::fs::read(&file).expect("read");
+    let client = Client::new();
+    let server = ServerProcess::start(dir.path(), &[]);
+    put(&client, &server.url, "later", "x").await;
+    assert!(server.stop().success(), "clean exit");
+    std::fs::write(&file, old).expect("put the old copy back");
+    assert_refused(
+        dir.path(),
+        "is at revision 21, but this data dir already reached revision 22",
+    );
+}

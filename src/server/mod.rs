@@ -81,8 +81,9 @@ pub fn app(
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The data dir is in use or in a format this build cannot read: a
-    /// configuration problem (exit code 2).
+    /// The data dir cannot be used: in use, damaged, older than it should
+    /// be, in a newer format, or unreadable (exit code 2: an operator must
+    /// act).
     DataDir(OpenError),
     Io(io::Error),
 }
@@ -148,10 +149,7 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
         FsyncMode::Never => Fsync::Never,
     };
     let started = std::time::Instant::now();
-    let (store, recovered) = Store::open(store_config, dir, fsync).map_err(|err| match err {
-        OpenError::Failed { .. } => StartError::Io(io::Error::other(err.to_string())),
-        other => StartError::DataDir(other),
-    })?;
+    let (store, recovered) = Store::open(store_config, dir, fsync).map_err(StartError::DataDir)?;
     tracing::info!(
         "loaded {} keys at revision {} from {} in {:?} ({} expired while the server was down; fsync {:?})",
         store.stats().keys,

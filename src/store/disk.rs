@@ -42,6 +42,13 @@ impl Fsync {
 /// The database file inside the data dir.
 pub const FILE_NAME: &str = "kv-store.redb";
 
+/// A small file beside the database holding the revision the data dir had
+/// when a server last opened or cleanly closed it. A database found at an
+/// older revision (an old copy put back, or redb rolling a damaged last
+/// commit back) is refused instead of reusing revisions clients hold as
+/// ETags and watch ids.
+pub const MARKER_NAME: &str = "kv-store.revision";
+
 /// This build's on-disk format. A data dir with a larger number was written
 /// by a newer, incompatible kv-store and is refused; one with format 1 is
 /// rewritten in this format when opened.
@@ -66,6 +73,21 @@ pub enum OpenError {
         path: PathBuf,
         found: u64,
     },
+    /// redb's checksums do not match: the file was changed outside redb or
+    /// damaged on disk, and cannot be repaired.
+    Corrupt {
+        path: PathBuf,
+        detail: String,
+    },
+    /// The database file is empty (truncated, or never written).
+    Empty(PathBuf),
+    /// The database is at an older revision than the marker says the data
+    /// dir reached, or missing while the marker says there was data.
+    RevisionBackwards {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     Failed {
         path: PathBuf,
         error: redb::Error,
@@ -84,6 +106,30 @@ impl std::fmt::Display for OpenError {
                 f,
                 "{} has data format {found}, newer than this kv-store reads ({FORMAT}); \
                  run a newer kv-store",
+                path.display()
+            ),
+            Self::Corrupt { path, detail } => write!(
+                f,
+                "{} is damaged ({detail}): its checksums do not match what redb wrote. Restore \
+                 the data dir from a backup, or move the file away to start an empty store",
+                path.display()
+            ),
+            Self::Empty(path) => write!(
+                f,
+                "{} is empty (0 bytes): it was truncated. Restore it from a backup, or delete \
+                 it and {MARKER_NAME} beside it to start an empty store",
+                path.display()
+            ),
+            Self::RevisionBackwards {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{} is at revision {found}, but this data dir already reached revision \
+                 {expected} ({MARKER_NAME}): the file is older than the data dir (an old copy \
+                 restored, or a damaged last commit rolled back). Restore the newest copy; to \
+                 serve this older data anyway, delete {MARKER_NAME}",
                 path.display()
             ),
             Self::Failed { path, error } => write!(f, "cannot open {}: {error}", path.display()),
@@ -125,31 +171,97 @@ impl DiskWrite<'_> {
 /// The open database. Only the commit path's flusher thread touches it.
 pub struct Disk {
     path: PathBuf,
+    /// [`MARKER_NAME`] in the data dir.
+    marker: PathBuf,
     /// `None` after an I/O error: redb refuses every later operation, so the
     /// next group reopens the file, which recovers the last good commit.
     db: Option<Database>,
 }
 
 impl Disk {
-    /// Opens (or creates) the database in `dir` and reads it back.
+    /// Opens (or creates) the database in `dir`, verifies every page's
+    /// checksum and reads it back.
     pub fn open(dir: &Path) -> Result<(Self, Recovered), OpenError> {
         let path = dir.join(FILE_NAME);
+        let marker = dir.join(MARKER_NAME);
         let failed = |error: redb::Error| OpenError::Failed {
             path: path.clone(),
             error,
         };
         std::fs::create_dir_all(dir).map_err(|err| failed(err.into()))?;
-        let db = match open_database(&path) {
-            Err(redb::Error::DatabaseAlreadyOpen) => return Err(OpenError::InUse(path)),
-            other => other.map_err(failed)?,
-        };
-        let recovered = recover(&db).map_err(failed)?;
+        let reached = read_marker(&marker).map_err(|err| failed(err.into()))?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => return Err(OpenError::Empty(path)),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(expected) = reached.filter(|&r| r > 0) {
+                    return Err(OpenError::RevisionBackwards {
+                        path,
+                        found: 0,
+                        expected,
+                    });
+                }
+            }
+            Err(err) => return Err(failed(err.into())),
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|err| match redb::Error::from(err) {
+                redb::Error::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
+                redb::Error::Corrupted(detail) => OpenError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                },
+                // A file cut short ends before the pages its header names.
+                redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    OpenError::Corrupt {
+                        path: path.clone(),
+                        detail: format!("it is shorter than its header says: {io}"),
+                    }
+                }
+                other => failed(other),
+            })?;
+        let recovered = recover(&db).map_err(|err| match err {
+            redb::Error::Corrupted(detail) => OpenError::Corrupt {
+                path: path.clone(),
+                detail,
+            },
+            other => failed(other),
+        })?;
         let recovered = match recovered {
             Ok(recovered) => recovered,
             Err(found) => return Err(OpenError::NewerFormat { path, found }),
         };
-        let disk = Self { path, db: Some(db) };
+        let newest_entry = recovered
+            .entries
+            .iter()
+            .map(Entry::mod_revision)
+            .max()
+            .unwrap_or(0);
+        let expected = reached.unwrap_or(0).max(newest_entry);
+        if recovered.revision < expected {
+            return Err(OpenError::RevisionBackwards {
+                path,
+                found: recovered.revision,
+                expected,
+            });
+        }
+        write_marker(&marker, recovered.revision).map_err(|err| failed(err.into()))?;
+        let disk = Self {
+            path,
+            marker,
+            db: Some(db),
+        };
         Ok((disk, recovered))
+    }
+
+    /// Records `revision` as the one the data dir reached, at a clean stop.
+    pub fn close(&mut self, revision: u64) {
+        if let Err(err) = write_marker(&self.marker, revision) {
+            tracing::warn!("cannot write {}: {err}", self.marker.display());
+        }
     }
 
     /// Commits one group of writes, ending at `revision`, as one
@@ -216,6 +328,34 @@ fn open_database(path: &Path) -> Result<Database, redb::Error> {
     Ok(Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)?)
+}
+
+/// The revision in the marker file, if there is one.
+fn read_marker(marker: &Path) -> std::io::Result<Option<u64>> {
+    match std::fs::read_to_string(marker) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} does not hold a revision: {text:?}", marker.display()),
+            )
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Replaces the marker file with `revision`, atomically and durably.
+fn write_marker(marker: &Path, revision: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let staged = marker.with_extension("revision.new");
+    let mut file = std::fs::File::create(&staged)?;
+    writeln!(file, "{revision}")?;
+    file.sync_all()?;
+    std::fs::rename(&staged, marker)?;
+    if let Some(dir) = marker.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads every live key back; `Err(found)` if the format is newer than ours.

@@ -520,7 +520,11 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
             inner.flush_wanted.wait(&mut committer);
         }
         if committer.group.is_empty() {
-            return; // closing, and nothing left to write
+            // Closing, and nothing left to write: all that applied is on disk.
+            let revision = committer.revision;
+            drop(committer);
+            disk.close(revision);
+            return;
         }
         // Each flush costs about the same CPU whatever its size, and on a
         // busy core the writers that would fill this group may not have run
@@ -627,14 +631,21 @@ fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
                 .disk_commit(deferred.keys.len(), took, result.is_ok());
             result
         };
-        if let Err(err) = result {
-            // The writes stay in memory and are retried with the next commit.
-            tracing::error!("committing to the data dir failed: {err}");
-            let mut committer = inner.committer.lock();
-            if let Some(now) = committer.deferred.as_mut() {
-                let later = std::mem::replace(now, deferred);
-                now.keys.extend(later.keys);
-                now.revision = now.revision.max(later.revision);
+        match result {
+            Ok(()) if closing => {
+                disk.close(inner.committer.lock().revision);
+                return;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                // The writes stay in memory and are retried with the next commit.
+                tracing::error!("committing to the data dir failed: {err}");
+                let mut committer = inner.committer.lock();
+                if let Some(now) = committer.deferred.as_mut() {
+                    let later = std::mem::replace(now, deferred);
+                    now.keys.extend(later.keys);
+                    now.revision = now.revision.max(later.revision);
+                }
             }
         }
         if closing {
