@@ -109,3 +109,76 @@ async fn forwarded_for_is_used_only_when_trusted() {
         "the header is ignored"
     );
 }
+
+#[tokio::test]
+async fn a_bad_ttl_reads_the_same_in_the_query_and_in_a_batch() {
+    let server = TestServer::start(&[]).await;
+    for ttl in ["0", "abc", "1.5", "-1", "3153600001"] {
+        let response = server
+            .request(Method::PUT, &format!("/store/k?ttl={ttl}"))
+            .body("v")
+            .send()
+            .await
+            .expect("PUT");
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(
+            body["detail"],
+            format!("ttl {ttl} is not a whole number of seconds from 1 to 3153600000")
+        );
+    }
+    let batch = server
+        .post_json(
+            "/batch",
+            &serde_json::json!([{"method": "PUT", "key": "a", "value": "1", "ttl": 0}]),
+        )
+        .await;
+    let body = problem(batch, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        body["detail"],
+        "operation 0: ttl 0 is not a whole number of seconds from 1 to 3153600000"
+    );
+    let watch = server.get("/watch_key/k?since=soon").await;
+    let body = problem(watch, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        body["detail"],
+        "since soon is not a revision (a whole number from 0)"
+    );
+}
+
+#[tokio::test]
+async fn broken_percent_encodings_in_a_key_are_400() {
+    let server = TestServer::start(&[]).await;
+    for path in ["/store/%ZZ", "/store/a%2", "/store/cas/%G1"] {
+        let body = problem(server.get(path).await, StatusCode::BAD_REQUEST).await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("broken percent-encoding"),
+            "{path}: {detail}"
+        );
+    }
+    let response = server
+        .request(Method::PUT, "/store/%C3%28")
+        .body("v")
+        .send()
+        .await
+        .expect("PUT");
+    let body = problem(response, StatusCode::BAD_REQUEST).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not UTF-8"), "{detail}");
+    // A literal % is sent as %25, and a valid encoding still works.
+    assert_eq!(server.put("%25ZZ", "v").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server
+            .get("/store/%25ZZ")
+            .await
+            .text()
+            .await
+            .ok()
+            .as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        server.put("%C3%A9", "v").await.status(),
+        StatusCode::CREATED
+    );
+}

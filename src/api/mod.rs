@@ -47,6 +47,17 @@ enum ApiTags {
 /// `ttl` fields repeat it, as attributes take only literals.
 const MAX_TTL_SECONDS: u64 = 3_153_600_000;
 
+/// What is wrong with a `ttl`, in the same words wherever it was given
+/// (query or JSON body).
+pub fn bad_ttl(given: impl std::fmt::Display) -> String {
+    format!("ttl {given} is not a whole number of seconds from 1 to {MAX_TTL_SECONDS}")
+}
+
+/// What is wrong with a `since` revision given in the query.
+pub fn bad_since(given: impl std::fmt::Display) -> String {
+    format!("since {given} is not a revision (a whole number from 0)")
+}
+
 /// Request limits the API enforces.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -94,10 +105,7 @@ impl Context {
     fn ttl(&self, ttl: Option<u64>) -> Result<Option<Duration>, Box<Problem>> {
         match ttl {
             Some(seconds) if !(1..=MAX_TTL_SECONDS).contains(&seconds) => {
-                Err(Problem::invalid_request(format!(
-                    "ttl {seconds} is out of range: 1 to {MAX_TTL_SECONDS} seconds"
-                ))
-                .into())
+                Err(Problem::invalid_request(bad_ttl(seconds)).into())
             }
             ttl => Ok(ttl.map(Duration::from_secs)),
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
-use crate::api::Problem;
+use crate::api::{self, Problem};
 
 /// `/store/` and the like: a key-taking path with the key left out.
 #[poem::handler]
@@ -80,6 +80,9 @@ impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
+        if let Err(problem) = check_path(req.uri().path()) {
+            return Ok(problem.into_response());
+        }
         // A `Uri` clone shares its bytes; the path is only read on error.
         let uri = req.uri().clone();
         match self.inner.call(req).await {
@@ -121,7 +124,7 @@ impl<E> ProblemsEndpoint<E> {
                 "Unsupported media type",
                 format!("{err}; send Content-Type: application/json"),
             ),
-            StatusCode::BAD_REQUEST => Problem::invalid_request(err.to_string()),
+            StatusCode::BAD_REQUEST => Problem::invalid_request(bad_request_detail(&err, uri)),
             status if status.is_server_error() => {
                 tracing::error!(%status, error = %err, "request failed");
                 Problem::internal("the server failed to handle the request")
@@ -134,6 +137,55 @@ impl<E> ProblemsEndpoint<E> {
             ),
         };
         problem.into_response()
+    }
+}
+
+/// A path whose percent-encoding is broken (`%ZZ`, a lone `%`) or decodes
+/// to bytes that are not UTF-8 (`%C3%28`). The router would take the first
+/// literally and refuse the second with a vague message.
+fn check_path(path: &str) -> Result<(), Box<Problem>> {
+    if !path.contains('%') {
+        return Ok(());
+    }
+    let bytes = path.as_bytes();
+    for (at, _) in path.match_indices('%') {
+        let escape = bytes.get(at + 1..at + 3);
+        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            let shown: String = path[at..].chars().take(3).collect();
+            return Err(Box::new(Problem::invalid_request(format!(
+                "the path has a broken percent-encoding at {shown:?}: % must be followed by two \
+                 hex digits (send a literal % as %25)"
+            ))));
+        }
+    }
+    if percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(Box::new(Problem::invalid_request(
+            "the path is not UTF-8 once percent-decoded: keys are UTF-8 text, so encode each \
+             character's UTF-8 bytes (é is %C3%A9)",
+        )));
+    }
+    Ok(())
+}
+
+/// The detail of a 400 from the framework: for the query parameters whose
+/// parser speaks in type names, the words the API uses elsewhere.
+fn bad_request_detail(err: &poem::Error, uri: &Uri) -> String {
+    let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() else {
+        return err.to_string();
+    };
+    let given = uri
+        .query()
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix(param.name)?.strip_prefix('='))
+        .unwrap_or_default();
+    match param.name {
+        "ttl" => api::bad_ttl(given),
+        "since" => api::bad_since(given),
+        _ => err.to_string(),
     }
 }
 
@@ -161,5 +213,14 @@ mod tests {
         );
         assert!(table.allow("/store/").is_none());
         assert!(table.allow("/elsewhere").is_none());
+    }
+
+    #[test]
+    fn broken_percent_encodings_are_refused() {
+        assert!(check_path("/store/a%2Fb").is_ok());
+        assert!(check_path("/store/%C3%A9").is_ok());
+        for path in ["/store/%ZZ", "/store/a%", "/store/a%2", "/store/%C3%28"] {
+            assert!(check_path(path).is_err(), "{path}");
+        }
     }
 }
