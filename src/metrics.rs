@@ -127,6 +127,11 @@ impl Collector for StoreCollector {
                 "Watch streams open now",
                 stats.open_watches,
             ),
+            (
+                "watch_bytes",
+                "Bytes of events and encoded frames watch streams hold now (bounded by --watch-memory)",
+                stats.watch_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
@@ -140,7 +145,7 @@ impl Collector for StoreCollector {
             ),
             (
                 "dropped_watchers",
-                "Watch streams ended because the client read too slowly",
+                "Watch streams ended because the client read too slowly (or the watchers' memory was full)",
                 stats.lagging_watchers,
             ),
             (
@@ -214,6 +219,8 @@ mod tests {
             history: 10,
             history_bytes: 1 << 20,
             watch_queue_bytes: 1 << 20,
+            watch_memory: 1 << 30,
+            max_watches: 1000,
         });
         let metrics = Metrics::new(store, Arc::default());
         metrics.observe("get_key", 200, 0.000_1);

@@ -329,3 +329,72 @@ async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     .await;
     served.expect("the server serves again once descriptors are free");
 }
+
+/// A metric's value in the Prometheus text `metrics`.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+#[tokio::test]
+async fn watchers_that_never_read_are_dropped_and_their_sockets_closed() {
+    const WATCHERS: usize = 20;
+    let server = TestServer::start(&[
+        "--watch-queue-bytes",
+        "3145728",
+        "--max-value-bytes",
+        "2097152",
+    ])
+    .await;
+    let mut sockets = Vec::new();
+    for _ in 0..WATCHERS {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // A small receive window, so the server's writes stall early.
+        socket.set_recv_buffer_size(4096).expect("buffer size");
+        let mut stream = socket.connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /watch_key/big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        sockets.push(stream);
+    }
+    // Every watcher is registered once the store counts it.
+    tokio::time::timeout(PATIENCE, async {
+        while json(server.get("/status").await).await["watch_requests_count"] != WATCHERS {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every watch opens");
+    let value = "x".repeat(1 << 20);
+    let mut peak = 0;
+    for _ in 0..12 {
+        assert!(server.put("big", &value).await.status().is_success());
+        let metrics = server.get("/metrics").await.text().await.expect("metrics");
+        peak = peak.max(metric(&metrics, "kv_watch_bytes"));
+    }
+    // Each watcher is charged at most its bound plus one event; the frames
+    // are shared, so the real total is far below the sum.
+    assert!(
+        peak <= (WATCHERS * (3 << 20)) as u64,
+        "watchers held {peak} bytes"
+    );
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    assert_eq!(
+        metric(&metrics, "kv_dropped_watchers_total"),
+        WATCHERS as u64
+    );
+    // The server closed every socket though no client read: reading now
+    // finds what the kernel buffered, then the end.
+    for mut stream in sockets {
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut sink))
+            .await
+            .expect("the server closed the connection");
+    }
+    let status = json(server.get("/status").await).await;
+    assert_eq!(status["watch_requests_count"], 0);
+}

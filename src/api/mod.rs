@@ -10,6 +10,7 @@ mod conditional;
 mod fast_path;
 mod keys;
 mod problem;
+mod sse;
 mod status;
 mod watch;
 
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fast_path::FastPath;
 pub use problem::Problem;
+pub use watch::ConnectionCloser;
 
 use batch::BatchApi;
 use keys::KeysApi;
@@ -178,6 +180,8 @@ fn detached() -> OpenApiService<Api, ()> {
         history: 1,
         history_bytes: 1,
         watch_queue_bytes: 1,
+        watch_memory: 1 << 30,
+        max_watches: 1000,
     });
     service(Context {
         metrics: Arc::new(Metrics::new(store.clone(), Arc::default())),

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
+use poem::Request;
 use poem::http::StatusCode;
-use poem::web::sse::Event as SseEvent;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::EventStream;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use schemars::JsonSchema;
@@ -18,8 +18,17 @@ use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS,
     UNSUPPORTED_MEDIA_TYPE,
 };
+use super::sse::SseFrames;
 use super::{ApiTags, Context};
-use crate::store::{Event, Key, WatchError};
+use crate::store::{Key, WatchError};
+use tokio_util::sync::CancellationToken;
+
+/// The connection a request came in on, as a request extension the server
+/// layer adds: cancelling it closes the connection. A watch stream hands it
+/// to the store, which cancels it when it drops the watcher, so what is
+/// queued for a client that stopped reading is freed at once.
+#[derive(Clone)]
+pub struct ConnectionCloser(pub CancellationToken);
 
 /// How often an idle stream sends a comment, so that a dead client is
 /// noticed and proxies keep the connection open.
@@ -46,16 +55,6 @@ pub struct WatchEvent {
     #[oai(nullable)]
     #[schemars(required)]
     pub revision: Option<u64>,
-    /// The SSE event name.
-    #[oai(skip)]
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub event: &'static str,
-    /// The SSE id.
-    #[oai(skip)]
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub id: u64,
 }
 
 /// The body of `POST /watch`: the keys to watch.
@@ -71,32 +70,14 @@ impl Example for WatchEvent {
             key: "key1".to_owned(),
             value: Some("value1".to_owned()),
             revision: Some(7),
-            event: "put",
-            id: 7,
         }
     }
 }
 
-impl From<&Event> for WatchEvent {
-    fn from(event: &Event) -> Self {
-        Self {
-            key: event.key().to_owned(),
-            value: event.value().map(str::to_owned),
-            revision: event.revision(),
-            event: event.kind.as_str(),
-            id: event.id,
-        }
-    }
-}
-
-impl WatchEvent {
-    fn to_sse(&self) -> SseEvent {
-        let data = serde_json::to_string(self).unwrap_or_default();
-        SseEvent::message(data)
-            .event_type(self.event)
-            .id(self.id.to_string())
-    }
-}
+pub const UNAVAILABLE: (u16, &str) = (
+    503,
+    "The server holds its most watch streams (`--max-watches`); retry later.",
+);
 
 pub const GONE: (u16, &str) = (
     410,
@@ -106,7 +87,8 @@ pub const GONE: (u16, &str) = (
 
 pub struct WatchKeyErrors;
 impl ErrorStatuses for WatchKeyErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[BAD_REQUEST, GONE, TOO_MANY_REQUESTS];
+    const STATUSES: &'static [(u16, &'static str)] =
+        &[BAD_REQUEST, GONE, TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 
 pub struct WatchKeysErrors;
@@ -118,6 +100,7 @@ impl ErrorStatuses for WatchKeysErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
+        UNAVAILABLE,
     ];
 }
 
@@ -125,7 +108,7 @@ impl ErrorStatuses for WatchKeysErrors {
 pub enum WatchResponse {
     /// A Server-Sent Events stream of [`WatchEvent`]s.
     #[oai(status = 200)]
-    Events(EventStream<BoxStream<'static, WatchEvent>>),
+    Events(SseFrames<WatchEvent>),
 }
 
 pub struct WatchApi(pub Context);
@@ -133,6 +116,7 @@ pub struct WatchApi(pub Context);
 impl WatchApi {
     fn open(
         &self,
+        req: &Request,
         keys: Vec<Key>,
         last_event_id: Option<&str>,
         since: Option<u64>,
@@ -149,8 +133,20 @@ impl WatchApi {
             })?),
             None => since,
         };
-        let watch = self.0.store.watch(keys, since).map_err(|err| {
+        let closer = req
+            .extensions()
+            .get::<ConnectionCloser>()
+            .map_or_else(CancellationToken::new, |closer| closer.0.clone());
+        let watch = self.0.store.watch(keys, since, closer).map_err(|err| {
             let (detail, oldest) = match err {
+                WatchError::TooMany { max } => {
+                    return Box::new(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too-many-watches",
+                        "Too many watches",
+                        format!("the server holds its most watch streams ({max}); retry later"),
+                    ));
+                }
                 WatchError::Compacted { oldest } => (
                     format!(
                         "the history starts at revision {oldest}; events after {} are gone",
@@ -172,15 +168,8 @@ impl WatchApi {
                 ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
             })
         })?;
-        let stream = watch
-            .map(|event| WatchEvent::from(&event))
-            .take_until(self.0.shutdown.clone().cancelled_owned())
-            .boxed();
-        Ok(WatchResponse::Events(
-            EventStream::new(stream)
-                .keep_alive(HEARTBEAT)
-                .to_event(|event| event.to_sse()),
-        ))
+        let stream = watch.take_until(self.0.shutdown.clone().cancelled_owned());
+        Ok(WatchResponse::Events(SseFrames::new(stream, HEARTBEAT)))
     }
 }
 
@@ -193,11 +182,12 @@ impl WatchApi {
     /// To resume after a disconnect, send the last event's id as
     /// `Last-Event-ID` (or `?since=` from a browser's EventSource): no
     /// snapshot is sent and every missed event is replayed. 410 if the
-    /// history no longer reaches back that far. Comments are sent every 15 s
-    /// on an idle stream.
+    /// history no longer reaches back that far. A comment is sent after 15 s
+    /// without an event.
     #[oai(path = "/watch_key/:key", method = "get", operation_id = "watch_key")]
     async fn watch_key(
         &self,
+        req: &Request,
         /// The key (one path segment; send `/` as `%2F`).
         #[oai(validator(min_length = 1))]
         key: Path<String>,
@@ -208,7 +198,7 @@ impl WatchApi {
         since: Query<Option<u64>>,
     ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
         let key = self.0.key(&key)?;
-        Ok(self.open(vec![key], last_event_id.as_deref(), since.0)?)
+        Ok(self.open(req, vec![key], last_event_id.as_deref(), since.0)?)
     }
 
     /// Watch several keys
@@ -218,6 +208,7 @@ impl WatchApi {
     #[oai(path = "/watch", method = "post", operation_id = "watch_keys")]
     async fn watch_keys(
         &self,
+        req: &Request,
         /// The keys to watch.
         keys: JsonBody<Vec<String>>,
         /// Resume after this revision (the `id` of the last event received).
@@ -237,13 +228,14 @@ impl WatchApi {
             ))
             .into());
         }
+        let mut seen = HashSet::with_capacity(keys.len());
         let mut checked: Vec<Key> = Vec::with_capacity(keys.len());
         for key in keys.iter() {
-            let key = self.0.key(key)?;
-            if !checked.contains(&key) {
-                checked.push(key);
+            self.0.check_key(key)?;
+            if seen.insert(key.as_str()) {
+                checked.push(Key::from(key.as_str()));
             }
         }
-        Ok(self.open(checked, last_event_id.as_deref(), since.0)?)
+        Ok(self.open(req, checked, last_event_id.as_deref(), since.0)?)
     }
 }

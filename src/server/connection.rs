@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body_timeout::TimedBody;
 use super::guarded_io::{ConnShared, GuardedIo, Timeouts};
+use crate::api::ConnectionCloser;
 
 /// Everything a connection needs from the server.
 pub struct ConnConfig<E> {
@@ -42,14 +43,8 @@ impl<E> ConnConfig<E> {
     }
 }
 
-/// The connection a request came in on, as the application sees it (a
-/// request extension): a watch stream that must go ends the whole
-/// connection through it, even when the client never reads again.
-#[derive(Clone)]
-pub struct ConnHandle(pub CancellationToken);
-
 /// Serves `stream` until the client leaves, a deadline passes or the
-/// connection is aborted through its [`ConnHandle`] (both close it at once),
+/// connection is aborted through its [`ConnectionCloser`] (both close it at once),
 /// or `shutdown` (then requests in flight finish first).
 pub async fn serve<E>(
     config: Arc<ConnConfig<E>>,
@@ -71,7 +66,7 @@ pub async fn serve<E>(
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let in_flight = InFlight::start(shared.clone());
             let config = config.clone();
-            let abort = ConnHandle(abort.clone());
+            let abort = ConnectionCloser(abort.clone());
             async move {
                 let request = poem_request(req, &config, peer, abort);
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
@@ -102,7 +97,7 @@ fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,
     peer: SocketAddr,
-    abort: ConnHandle,
+    abort: ConnectionCloser,
 ) -> Request {
     let mut request = Request::from((
         req,

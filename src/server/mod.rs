@@ -28,7 +28,6 @@ use crate::store::{Fsync, OpenError, Store, StoreConfig};
 
 pub use body_limit::BodyLimit;
 use connection::ConnConfig;
-pub use connection::ConnHandle;
 use errors::{AllowTable, Problems};
 use guarded_io::Timeouts;
 use observe::RecordMetrics;
@@ -133,12 +132,31 @@ impl Running {
     }
 }
 
+/// The machine's memory in bytes (1 GiB where it cannot be read), for the
+/// default `--watch-memory`.
+fn machine_memory() -> usize {
+    const FALLBACK: usize = 1 << 30;
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return FALLBACK;
+    };
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<usize>().ok())
+        .map_or(FALLBACK, |kib| kib.saturating_mul(1024))
+}
+
 /// The store `config` asks for: in memory, or loaded from `--data-dir`.
 fn open_store(config: &Config) -> Result<Store, StartError> {
     let store_config = StoreConfig {
         history: config.history as usize,
         history_bytes: config.history_bytes as usize,
         watch_queue_bytes: config.watch_queue_bytes as usize,
+        watch_memory: config
+            .watch_memory
+            .map_or_else(|| machine_memory() / 4, |bytes| bytes as usize),
+        max_watches: usize::try_from(config.max_watches).unwrap_or(usize::MAX),
     };
     let Some(dir) = &config.data_dir else {
         return Ok(Store::new(store_config));

@@ -31,12 +31,13 @@ pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 pub use event::{Event, EventKind};
 pub use lock_map::{Entry, Key, LockMap, Locked};
 pub use value::Value;
-pub use watch::Watch;
+pub use watch::{Charge, Delivery, SharedFrame, Watch};
 
 use disk::{Disk, DiskWrite};
 use expiry::ExpiryQueue;
 use history::History;
-use watch::Watchers;
+use tokio_util::sync::CancellationToken;
+use watch::{WatchLimits, Watchers};
 
 /// A key's value and revision, as reads and failed conditions report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +189,8 @@ pub enum WatchError {
     /// The requested revision is newer than the store: it comes from another
     /// run of the server, whose history is gone.
     Unknown { current: u64, oldest: u64 },
+    /// `--max-watches` streams are open.
+    TooMany { max: usize },
 }
 
 /// Counters for `/status`, kept with relaxed atomics: they are statistics,
@@ -244,6 +247,8 @@ pub struct Stats {
     pub expired: u64,
     pub open_watches: u64,
     pub lagging_watchers: u64,
+    /// Bytes of events and encoded frames the watchers pin now.
+    pub watch_bytes: u64,
     /// Transactions committed to the data dir (with `--fsync always`, one
     /// per group of concurrent writes).
     pub disk_commits: u64,
@@ -462,9 +467,13 @@ pub struct StoreConfig {
     pub history: usize,
     /// How many bytes of keys and values the history may hold.
     pub history_bytes: usize,
-    /// How many bytes of events a watcher may fall behind before its stream
-    /// is ended.
+    /// How many bytes a watcher may be charged (queued events, frames not
+    /// yet written) before its stream is ended.
     pub watch_queue_bytes: usize,
+    /// How many bytes of events and frames all watchers together may pin.
+    pub watch_memory: usize,
+    /// How many watch streams may be open at once.
+    pub max_watches: usize,
 }
 
 struct Inner {
@@ -709,7 +718,11 @@ impl Store {
             closing: false,
             history: History::new(config.history, config.history_bytes),
             expiry,
-            watchers: Watchers::new(config.watch_queue_bytes),
+            watchers: Watchers::new(WatchLimits {
+                per_watcher: config.watch_queue_bytes,
+                total: config.watch_memory,
+                watchers: config.max_watches,
+            }),
             wake_sweeper: false,
             lagging_watchers: 0,
             expired: 0,
@@ -931,8 +944,14 @@ impl Store {
     /// Starts watching `keys`. Without `since`, the stream opens with one
     /// snapshot per key; with it, it replays every event on those keys after
     /// revision `since`. Live events follow either way, with no gap and no
-    /// duplicate.
-    pub fn watch(&self, keys: Vec<Key>, since: Option<u64>) -> Result<Watch, WatchError> {
+    /// duplicate. If the store drops the watcher (too slow, or the watchers'
+    /// memory is full) it cancels `closer`.
+    pub fn watch(
+        &self,
+        keys: Vec<Key>,
+        since: Option<u64>,
+        closer: CancellationToken,
+    ) -> Result<Watch, WatchError> {
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();
         let current = committer.revision;
@@ -969,7 +988,10 @@ impl Store {
                     .collect()
             }
         };
-        let (id, live) = committer.watchers.register(keys.into_boxed_slice());
+        let (id, live) = committer
+            .watchers
+            .register(keys.into_boxed_slice(), closer)
+            .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
         drop(committer);
         bump(&inner.counters.open_watches);
         Ok(Watch {
@@ -1044,10 +1066,11 @@ impl Store {
 
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
-        let (revision, oldest_revision) = {
+        let (revision, oldest_revision, watch_bytes) = {
             let committer = inner.committer.lock();
             let revision = committer.revision;
-            (revision, committer.history.oldest_revision(revision))
+            let oldest = committer.history.oldest_revision(revision);
+            (revision, oldest, committer.watchers.total_bytes() as u64)
         };
         let c = &inner.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -1065,6 +1088,7 @@ impl Store {
             expired: load(&c.expired),
             open_watches: load(&c.open_watches),
             lagging_watchers: load(&c.lagging_watchers),
+            watch_bytes,
             disk_commits: load(&c.disk_commits),
             disk_writes: load(&c.disk_writes),
             disk_commit_seconds: load(&c.disk_commit_micros) as f64 / 1e6,
@@ -1082,6 +1106,8 @@ mod tests {
             history: 100,
             history_bytes: 1 << 20,
             watch_queue_bytes: 1 << 20,
+            watch_memory: 1 << 30,
+            max_watches: 100,
         })
     }
 

@@ -120,6 +120,8 @@ const CONFIG: StoreConfig = StoreConfig {
     history: 1000,
     history_bytes: 1 << 20,
     watch_queue_bytes: 1 << 20,
+    watch_memory: 1 << 30,
+    max_watches: 1000,
 };
 
 proptest! {
@@ -184,10 +186,15 @@ fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
 
     // The history replays exactly the model's events.
     let mut watch = store
-        .watch(KEYS.iter().map(|k| Key::from(*k)).collect(), Some(0))
+        .watch(
+            KEYS.iter().map(|k| Key::from(*k)).collect(),
+            Some(0),
+            tokio_util::sync::CancellationToken::new(),
+        )
         .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
     let mut replayed = Vec::new();
-    while let Some(Some(event)) = watch.next().now_or_never() {
+    while let Some(Some(delivery)) = watch.next().now_or_never() {
+        let event = delivery.event;
         replayed.push((
             event.id,
             event.kind,
