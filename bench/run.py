@@ -19,7 +19,8 @@ Also: reads alone against reads with 10% writes on the same server
 resident memory per key after loading 1M keys, watch fan-out (memory per
 watcher, time from one PUT until every watcher has its event), durable PUT
 throughput with --data-dir against in memory, and start-up time on a data
-dir of 1M keys.
+dir of 1M keys, and what hostile clients cost (stalled heads and bodies,
+descriptor exhaustion, watchers that never read, memory after a bulk delete).
 
 Needs wrk and taskset (apt-get install wrk util-linux).
 
@@ -58,7 +59,7 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery"]
+                                 "durable", "recovery", "hostile"]
 
 
 def raise_fd_limit():
@@ -69,8 +70,11 @@ def raise_fd_limit():
 class Server:
     """A server process pinned to the server core."""
 
-    def __init__(self, argv, port):
+    def __init__(self, argv, port, fd_limit=None):
         self.port = port
+        if fd_limit:
+            # sh's ulimit sets the hard limit too: the server cannot raise it.
+            argv = ["sh", "-c", f"ulimit -n {fd_limit} && exec \"$0\" \"$@\""] + argv
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE] + argv,
             stdout=subprocess.DEVNULL,
@@ -106,11 +110,12 @@ class Server:
             self.proc.kill()
 
 
-def kv_server(*flags):
+def kv_server(*flags, fd_limit=None):
     return Server(
         [KV_BINARY, "--rate-limit", "0",
          "--listen", f"127.0.0.1:{KV_PORT}", *flags],
         KV_PORT,
+        fd_limit,
     )
 
 
@@ -328,6 +333,147 @@ def recovery_scenario(keys):
     return {"keys": keys, "data_dir_bytes": size, "start_seconds": elapsed, "rss_bytes": rss}
 
 
+def metric(name):
+    text = http("GET", KV_PORT, "/metrics").decode()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def connect_many(count, payload=b""):
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", KV_PORT))
+        if payload:
+            s.sendall(payload)
+        socks.append(s)
+    return socks
+
+
+def close_all(socks):
+    for s in socks:
+        s.close()
+
+
+def wait_until(predicate, limit):
+    started = time.time()
+    while time.time() - started < limit:
+        if predicate():
+            return time.time() - started
+        time.sleep(0.1)
+    return None
+
+
+def hostile_scenario():
+    """Issue 10's table, again: what careless and hostile clients cost the
+    server now, and how fast it lets go."""
+    out = {}
+    mib = 1 << 20
+
+    # Stalled heads and silent connections (--header-timeout 10 s, the
+    # default).
+    server = kv_server()
+    base = server.rss_bytes()
+    socks = connect_many(2000, b"GET /store/k HTTP/1.1\r\nHost: x\r\n")
+    socks += connect_many(2000)
+    time.sleep(0.5)
+    held = server.rss_bytes()
+    open_now = metric("kv_connections")
+    closed = wait_until(lambda: metric("kv_connections") <= 1, 30)
+    out["stalled_heads"] = {"connections": 4000, "open_before_timeout": open_now,
+                            "rss_delta_per_conn": (held - base) / 4000,
+                            "all_closed_after_s": closed,
+                            "rss_after_close": server.rss_bytes()}
+    close_all(socks)
+    server.stop()
+
+    # Stalled bodies: 2000 PUTs declaring 1 MiB, sending 256 KiB, then
+    # nothing (--body-timeout 2s).
+    server = kv_server("--body-timeout", "2s")
+    base = server.rss_bytes()
+    head = f"PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: {mib}\r\n\r\n".encode()
+    socks = connect_many(2000, head + b"x" * (256 * 1024))
+    time.sleep(1)
+    held = server.rss_bytes()
+    answered = 0
+    for s in socks:
+        s.settimeout(30)
+        try:
+            answered += s.recv(100).startswith(b"HTTP/1.1 408")
+        except OSError:
+            pass
+    time.sleep(7)  # jemalloc gives pages back after 5 s unused
+    out["stalled_bodies"] = {"requests": 2000, "sent_each": 256 * 1024,
+                             "rss_while_stalled": held, "rss_base": base,
+                             "answered_408": answered,
+                             "rss_7s_after_timeout": server.rss_bytes()}
+    close_all(socks)
+    server.stop()
+
+    # ulimit -n 1024 and 1100 idle connections: the limit answers 503 at
+    # once, the accept loop does not spin.
+    server = kv_server(fd_limit=1024)
+    socks = connect_many(1100)
+    time.sleep(0.5)
+    before = server.cpu_seconds()
+    time.sleep(2)
+    cpu = (server.cpu_seconds() - before) / 2
+    started = time.time()
+    s = socket.create_connection(("127.0.0.1", KV_PORT))
+    s.settimeout(10)
+    answer = s.recv(200)
+    out["fd_limit_1024"] = {"idle_connections": 1100,
+                            "server_cpu_share_while_full": cpu,
+                            "new_client_answer": answer.split(b"\r\n")[0].decode(),
+                            "new_client_answer_ms": (time.time() - started) * 1000}
+    s.close()
+    close_all(socks)
+    server.stop()
+
+    # 1000 watchers that never read; 8 writes of 1 MiB to their key.
+    server = kv_server("--max-value-bytes", str(2 * mib))
+    base = server.rss_bytes()
+    socks = []
+    for _ in range(1000):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", KV_PORT))
+        s.sendall(b"GET /watch_key/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    time.sleep(1)
+    watching = server.rss_bytes()
+    for _ in range(8):
+        http("PUT", KV_PORT, "/store/big", b"x" * mib)
+    time.sleep(1)
+    out["non_reading_watchers"] = {
+        "watchers": 1000, "rss_base": base, "rss_watching": watching,
+        "rss_after_8_writes": server.rss_bytes(),
+        "per_watcher_after_writes": (server.rss_bytes() - watching) / 1000,
+        "watch_bytes": metric("kv_watch_bytes"),
+        "dropped": metric("kv_dropped_watchers_total")}
+    close_all(socks)
+    time.sleep(7)
+    out["non_reading_watchers"]["rss_7s_after_close"] = server.rss_bytes()
+    server.stop()
+
+    # 600 MiB of values, then deleted: does memory go back?
+    server = kv_server("--max-value-bytes", str(2 * mib))
+    empty = server.rss_bytes()
+    for i in range(600):
+        http("PUT", KV_PORT, f"/store/bulk{i}", b"x" * mib)
+    loaded = server.rss_bytes()
+    for i in range(600):
+        http("DELETE", KV_PORT, f"/store/bulk{i}")
+    samples = {}
+    for at in (1, 5, 10, 20, 30):
+        time.sleep(at - (max(samples) if samples else 0))
+        samples[at] = server.rss_bytes()
+    out["bulk_delete"] = {"empty_rss": empty, "loaded_rss": loaded,
+                          "rss_after_s": samples,
+                          "history_bytes_kept": 256 * mib}
+    server.stop()
+    return out
+
+
 def main():
     global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -366,6 +512,9 @@ def main():
         print("durable", json.dumps(results["durable"]), file=sys.stderr)
     if "recovery" in only:
         results["recovery"] = recovery_scenario(args.keys)
+    if "hostile" in only:
+        raise_fd_limit()
+        results["hostile"] = hostile_scenario()
     print(json.dumps(results, indent=2))
 
 
