@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fast_path::FastPath;
 pub use problem::Problem;
-pub use watch::ConnectionCloser;
+pub use watch::{ConnectionCloser, may_stream};
 
 use batch::BatchApi;
 use keys::KeysApi;

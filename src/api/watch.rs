@@ -5,7 +5,6 @@ use std::time::Duration;
 use std::collections::HashSet;
 
 use futures_util::StreamExt;
-use poem::Request;
 use poem::http::StatusCode;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::types::Example;
@@ -20,15 +19,22 @@ use super::problem::{
 };
 use super::sse::SseFrames;
 use super::{ApiTags, Context};
-use crate::store::{Key, WatchError};
-use tokio_util::sync::CancellationToken;
+use poem::Request;
+
+use crate::store::{Closer, Key, WatchError};
 
 /// The connection a request came in on, as a request extension the server
-/// layer adds: cancelling it closes the connection. A watch stream hands it
-/// to the store, which cancels it when it drops the watcher, so what is
-/// queued for a client that stopped reading is freed at once.
+/// layer adds to the requests [`may_stream`] names: a watch stream hands it
+/// to the store, which closes the connection when it drops the watcher.
 #[derive(Clone)]
-pub struct ConnectionCloser(pub CancellationToken);
+pub struct ConnectionCloser(pub Closer);
+
+/// Whether a request to `path` may open a watch stream (so needs a
+/// [`ConnectionCloser`]). Only those get one: an extension costs a map
+/// allocation per request.
+pub fn may_stream(path: &str) -> bool {
+    path.starts_with("/watch")
+}
 
 /// How often an idle stream sends a comment, so that a dead client is
 /// noticed and proxies keep the connection open.
@@ -136,7 +142,7 @@ impl WatchApi {
         let closer = req
             .extensions()
             .get::<ConnectionCloser>()
-            .map_or_else(CancellationToken::new, |closer| closer.0.clone());
+            .map_or_else(|| -> Closer { std::sync::Arc::new(()) }, |c| c.0.clone());
         let watch = self.0.store.watch(keys, since, closer).map_err(|err| {
             let (detail, oldest) = match err {
                 WatchError::TooMany { max } => {

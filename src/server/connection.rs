@@ -18,11 +18,11 @@ use poem::http::{self, Version, header};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Body, Endpoint, Request, Response};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::body_timeout::TimedBody;
-use super::guarded_io::{ConnShared, GuardedIo, Timeouts};
-use crate::api::ConnectionCloser;
+use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
+use crate::api::{self, ConnectionCloser};
+use crate::store::Closer;
 
 /// Everything a connection needs from the server.
 pub struct ConnConfig<E> {
@@ -43,32 +43,31 @@ impl<E> ConnConfig<E> {
     }
 }
 
-/// Serves `stream` until the client leaves, a deadline passes or the
-/// connection is aborted through its [`ConnectionCloser`] (both close it at once),
-/// or `shutdown` (then requests in flight finish first).
+/// Serves `stream` until the client leaves, a deadline passes or the store
+/// drops a watcher on it (both close it at once), or it is told to shut
+/// down (then requests in flight finish first).
 pub async fn serve<E>(
     config: Arc<ConnConfig<E>>,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: CancellationToken,
+    shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
 {
     // Answers go out in one writev; waiting for an ACK (Nagle) only adds
     // latency to small responses.
     let _ = stream.set_nodelay(true);
-    let shared = Arc::new(ConnShared::default());
-    let abort = CancellationToken::new();
-    let io = GuardedIo::new(stream, shared.clone(), config.timeouts, abort.clone());
+    let io = GuardedIo::new(stream, shared.clone(), config.timeouts);
+    let closer: Closer = shared.clone();
     let service = {
         let config = config.clone();
-        let abort = abort.clone();
+        let shared = shared.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let in_flight = InFlight::start(shared.clone());
             let config = config.clone();
-            let abort = ConnectionCloser(abort.clone());
+            let closer = closer.clone();
             async move {
-                let request = poem_request(req, &config, peer, abort);
+                let request = poem_request(req, &config, peer, closer);
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
                     config.app.get_response(request).await.into();
                 Ok::<_, Infallible>(response.map(|body| Tracked {
@@ -81,14 +80,14 @@ pub async fn serve<E>(
     let conn = config.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
+        biased;
         _ = &mut conn => return,
-        () = abort.cancelled() => return,
-        () = shutdown.cancelled() => {}
+        signal = shared.signalled(false) => if signal == Signal::Abort { return },
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = conn => {}
-        () = abort.cancelled() => {}
+        _ = shared.signalled(true) => {}
     }
 }
 
@@ -97,7 +96,7 @@ fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,
     peer: SocketAddr,
-    abort: ConnectionCloser,
+    closer: Closer,
 ) -> Request {
     let mut request = Request::from((
         req,
@@ -110,7 +109,9 @@ fn poem_request<E>(
         let timed = TimedBody::new(body, config.timeouts.body);
         request.set_body(Body::from(BoxBody::new(timed)));
     }
-    request.extensions_mut().insert(abort);
+    if api::may_stream(request.uri().path()) {
+        request.extensions_mut().insert(ConnectionCloser(closer));
+    }
     request
 }
 

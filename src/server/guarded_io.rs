@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -14,9 +14,33 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::raw_response::{self, RawProblem};
+use crate::store::CloseWatcher;
+
+/// A watch the store drops closes its connection at once.
+impl CloseWatcher for ConnShared {
+    fn close(&self) {
+        self.abort();
+    }
+}
+
+/// The future of [`ConnShared::signalled`].
+pub struct Signalled<'a> {
+    shared: &'a ConnShared,
+    abort_only: bool,
+}
+
+impl Future for Signalled<'_> {
+    type Output = Signal;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Signal> {
+        match self.shared.poll_signal(cx) {
+            Poll::Ready(Signal::ShutDown) if self.abort_only => Poll::Pending,
+            other => other,
+        }
+    }
+}
 
 /// The three deadlines a connection lives under.
 #[derive(Clone, Copy, Debug)]
@@ -30,7 +54,24 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// What a connection shares with the requests it serves.
+/// What a connection's task is told from outside hyper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Close now: a deadline passed, or the store dropped a watcher here.
+    Abort,
+    /// The server is stopping: finish what is in flight, then close.
+    ShutDown,
+}
+
+const NO_SIGNAL: u8 = 0;
+const ABORT: u8 = 1;
+const SHUT_DOWN: u8 = 2;
+
+/// What a connection shares with the requests it serves and the listener.
+///
+/// Signals are an atomic and a waker rather than cancellation tokens: the
+/// connection's task checks them every time it wakes, once per request,
+/// and a token's check takes a lock.
 #[derive(Default)]
 pub struct ConnShared {
     /// Requests whose response has not been written to the end (a watch
@@ -39,9 +80,45 @@ pub struct ConnShared {
     /// The read that waits while requests are in flight: woken when the
     /// last one ends, as hyper does not read again by itself.
     reader: AtomicWaker,
+    signal: AtomicU8,
+    task: AtomicWaker,
 }
 
 impl ConnShared {
+    fn raise(&self, signal: u8) {
+        // Abort wins over shutdown, and neither is taken back.
+        self.signal.fetch_max(signal, Ordering::AcqRel);
+        self.task.wake();
+    }
+
+    /// Closes the connection at once.
+    pub fn abort(&self) {
+        self.raise(ABORT);
+    }
+
+    /// Closes the connection once its requests in flight are done.
+    pub fn shut_down(&self) {
+        self.raise(SHUT_DOWN);
+    }
+
+    /// Waits until the connection is signalled (`Abort` only, with
+    /// `abort_only`: after shutdown has begun).
+    pub fn signalled(&self, abort_only: bool) -> Signalled<'_> {
+        Signalled {
+            shared: self,
+            abort_only,
+        }
+    }
+
+    fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        self.task.register(cx.waker());
+        match self.signal.load(Ordering::Acquire) {
+            NO_SIGNAL => Poll::Pending,
+            ABORT => Poll::Ready(Signal::Abort),
+            _ => Poll::Ready(Signal::ShutDown),
+        }
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
@@ -96,30 +173,27 @@ pub struct GuardedIo {
     timeouts: Timeouts,
     phase: Phase,
     protocol: Protocol,
+    /// When the current phase began; its deadline is this plus its timeout.
+    since: Instant,
+    /// A timer at or before the current phase's deadline. Moved only when
+    /// it would fire late, or has fired early: resetting a tokio timer
+    /// takes the timer wheel's lock, and phases change twice per request.
     deadline: Pin<Box<Sleep>>,
-    /// Cancelled when a deadline passes; the connection's task then drops
-    /// the connection.
-    expired: CancellationToken,
     /// A problem+json answer standing in for one hyper wrote; drained
     /// before anything else is written.
     replacement: Option<Bytes>,
 }
 
 impl GuardedIo {
-    pub fn new(
-        io: TcpStream,
-        shared: Arc<ConnShared>,
-        timeouts: Timeouts,
-        expired: CancellationToken,
-    ) -> Self {
+    pub fn new(io: TcpStream, shared: Arc<ConnShared>, timeouts: Timeouts) -> Self {
         Self {
             io,
             shared,
             timeouts,
             phase: Phase::Head,
             protocol: Protocol::Unknown,
+            since: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
-            expired,
             replacement: None,
         }
     }
@@ -129,16 +203,20 @@ impl GuardedIo {
     }
 
     fn enter(&mut self, phase: Phase) {
-        if self.phase == phase {
-            return;
+        if self.phase != phase {
+            self.phase = phase;
+            self.since = Instant::now();
         }
-        self.phase = phase;
-        let after = match phase {
+    }
+
+    /// When the current phase times out (`None` while busy).
+    fn due(&self) -> Option<Instant> {
+        let after = match self.phase {
             Phase::Idle => self.timeouts.idle,
             Phase::Head => self.timeouts.header,
-            Phase::Busy => return,
+            Phase::Busy => return None,
         };
-        self.deadline.as_mut().reset(Instant::now() + after);
+        Some(self.since + after)
     }
 
     fn on_read(&mut self, bytes: &[u8]) {
@@ -174,7 +252,20 @@ impl GuardedIo {
         if self.phase == Phase::Busy {
             self.enter(Phase::Idle);
         }
-        ready!(self.deadline.as_mut().poll(cx));
+        let Some(due) = self.due() else {
+            return Poll::Pending;
+        };
+        loop {
+            if self.deadline.deadline() > due {
+                self.deadline.as_mut().reset(due);
+            }
+            ready!(self.deadline.as_mut().poll(cx));
+            if Instant::now() >= due {
+                break;
+            }
+            // Fired for an earlier phase: wait for this one's deadline.
+            self.deadline.as_mut().reset(due);
+        }
         if self.phase == Phase::Head && self.protocol != Protocol::Http2 {
             // Best effort: a fresh connection's send buffer has room, and
             // a client that cannot take 300 bytes gets the close alone.
@@ -184,7 +275,7 @@ impl GuardedIo {
         }
         // hyper keeps an idle connection open after an end of stream or a
         // read error on it: the connection's task closes the socket.
-        self.expired.cancel();
+        self.shared.abort();
         Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 

@@ -1,11 +1,13 @@
 //! Accepting connections: at most `--max-connections` at once, an answer
 //! at once for the one over, and no spinning when file descriptors run out.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use poem::{Endpoint, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::{self, ConnConfig};
+use super::guarded_io::ConnShared;
 use super::raw_response::{self, RawProblem};
 use crate::metrics::ConnectionCounters;
 
@@ -68,6 +71,9 @@ pub async fn run<E>(
 {
     let permits = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
+    // Every open connection, to tell each one when the server stops.
+    let open: Arc<Mutex<HashMap<u64, Arc<ConnShared>>>> = Arc::default();
+    let mut next_id = 0u64;
     let mut exhausted = Exhausted::default();
     loop {
         let accepted = tokio::select! {
@@ -94,11 +100,16 @@ pub async fn run<E>(
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 counters.opened();
+                next_id += 1;
+                let id = next_id;
+                let shared = Arc::new(ConnShared::default());
+                open.lock().insert(id, shared.clone());
                 let config = config.clone();
                 let counters = counters.clone();
-                let shutdown = shutdown.clone();
+                let open = open.clone();
                 tracker.spawn(async move {
-                    connection::serve(config, stream, peer, shutdown).await;
+                    connection::serve(config, stream, peer, shared).await;
+                    open.lock().remove(&id);
                     counters.closed();
                     drop(permit);
                 });
@@ -110,6 +121,9 @@ pub async fn run<E>(
         }
     }
     drop(listener);
+    for conn in open.lock().values() {
+        conn.shut_down();
+    }
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("requests still in flight after {grace:?}; closing their connections");

@@ -31,12 +31,11 @@ pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 pub use event::{Event, EventKind};
 pub use lock_map::{Entry, Key, LockMap, Locked};
 pub use value::Value;
-pub use watch::{Charge, Delivery, SharedFrame, Watch};
+pub use watch::{Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch};
 
 use disk::{Disk, DiskWrite};
 use expiry::ExpiryQueue;
 use history::History;
-use tokio_util::sync::CancellationToken;
 use watch::{WatchLimits, Watchers};
 
 /// A key's value and revision, as reads and failed conditions report it.
@@ -945,12 +944,12 @@ impl Store {
     /// snapshot per key; with it, it replays every event on those keys after
     /// revision `since`. Live events follow either way, with no gap and no
     /// duplicate. If the store drops the watcher (too slow, or the watchers'
-    /// memory is full) it cancels `closer`.
+    /// memory is full) it calls `closer`.
     pub fn watch(
         &self,
         keys: Vec<Key>,
         since: Option<u64>,
-        closer: CancellationToken,
+        closer: Closer,
     ) -> Result<Watch, WatchError> {
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();

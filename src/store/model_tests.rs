@@ -189,7 +189,7 @@ fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
         .watch(
             KEYS.iter().map(|k| Key::from(*k)).collect(),
             Some(0),
-            tokio_util::sync::CancellationToken::new(),
+            std::sync::Arc::new(()),
         )
         .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
     let mut replayed = Vec::new();

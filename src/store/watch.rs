@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{Event, Key, Store};
 
@@ -83,14 +82,27 @@ pub struct Delivery {
     pub charge: Charge,
 }
 
+/// What the store calls when it drops a watcher (too slow, or the watchers'
+/// memory is full): the server layer closes the watcher's connection, so
+/// what is queued for a client that stopped reading is freed at once.
+pub trait CloseWatcher: Send + Sync {
+    fn close(&self);
+}
+
+/// A watcher's [`CloseWatcher`].
+pub type Closer = Arc<dyn CloseWatcher>;
+
+/// For watchers with nothing to close (tests, or no connection).
+impl CloseWatcher for () {
+    fn close(&self) {}
+}
+
 struct Slot {
     keys: Box<[Key]>,
     tx: mpsc::UnboundedSender<Delivery>,
     /// Bytes charged to this watcher and not yet released.
     charged: Arc<AtomicUsize>,
-    /// Cancelled when the store drops the watcher: closes its connection,
-    /// so what is queued for it is freed even if the client never reads.
-    closer: CancellationToken,
+    closer: Closer,
 }
 
 /// The limits of [`Watchers`].
@@ -145,12 +157,12 @@ impl Watchers {
         }
     }
 
-    /// Adds a watcher of `keys`, closed through `closer` if the store drops
-    /// it; returns its id and receiver.
+    /// Adds a watcher of `keys`, on whose connection `closer` is called if
+    /// the store drops it; returns its id and receiver.
     pub fn register(
         &mut self,
         keys: Box<[Key]>,
-        closer: CancellationToken,
+        closer: Closer,
     ) -> Result<(u64, Receiver), TooManyWatches> {
         if self.slots.len() >= self.limits.watchers {
             return Err(TooManyWatches {
@@ -201,7 +213,7 @@ impl Watchers {
     /// Drops a watcher the store gives up on, closing its connection.
     fn drop_watcher(&mut self, id: u64) {
         if let Some(slot) = self.slots.get(&id) {
-            slot.closer.cancel();
+            slot.closer.close();
         }
         self.remove(id);
     }
@@ -319,6 +331,27 @@ mod tests {
     use super::*;
     use crate::store::EventKind;
 
+    /// Records whether it was called.
+    #[derive(Default)]
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl CloseWatcher for Flag {
+        fn close(&self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    impl Flag {
+        fn is_set(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    fn closer() -> (Closer, Arc<Flag>) {
+        let flag = Arc::new(Flag::default());
+        (flag.clone(), flag)
+    }
+
     fn limits(per_watcher: usize, total: usize) -> WatchLimits {
         WatchLimits {
             per_watcher,
@@ -335,17 +368,17 @@ mod tests {
     #[test]
     fn a_watcher_that_falls_behind_is_dropped_and_closed() {
         let mut watchers = Watchers::new(limits(400, usize::MAX));
-        let closer = CancellationToken::new();
+        let (closer, closed) = closer();
         let (_, mut rx) = watchers
-            .register(vec![Key::from("k")].into(), closer.clone())
+            .register(vec![Key::from("k")].into(), closer)
             .expect("registers");
         let event = put("k", &"v".repeat(100));
         assert_eq!(watchers.publish(&event), 0);
         assert_eq!(watchers.publish(&event), 0);
-        assert!(!closer.is_cancelled());
+        assert!(!closed.is_set());
         // Two events of ~200 bytes charged: the third does not fit.
         assert_eq!(watchers.publish(&event), 1);
-        assert!(closer.is_cancelled());
+        assert!(closed.is_set());
         let first = rx.rx.try_recv().expect("queued");
         drop(first);
         assert!(rx.charged.load(Ordering::Relaxed) > 0, "one still held");
@@ -354,20 +387,21 @@ mod tests {
     #[test]
     fn past_the_total_the_furthest_behind_go_first() {
         let mut watchers = Watchers::new(limits(usize::MAX, 1000));
-        let behind = CancellationToken::new();
-        let ahead = CancellationToken::new();
+        let (behind, behind_closed) = closer();
+        let (ahead, ahead_closed) = closer();
         let (_, mut slow) = watchers
-            .register(vec![Key::from("a"), Key::from("b")].into(), behind.clone())
+            .register(vec![Key::from("a"), Key::from("b")].into(), behind)
             .expect("registers");
         let (_, mut fast) = watchers
-            .register(vec![Key::from("b")].into(), ahead.clone())
+            .register(vec![Key::from("b")].into(), ahead)
             .expect("registers");
         let big = put("a", &"x".repeat(700));
         watchers.publish(&big);
         let small = put("b", &"y".repeat(300));
         // 700 + 300 (+ overhead) pinned: over 1000, the slow one goes.
         assert_eq!(watchers.publish(&small), 1);
-        assert!(behind.is_cancelled() && !ahead.is_cancelled());
+        assert!(behind_closed.is_set());
+        assert!(!ahead_closed.is_set());
         drop(fast.rx.try_recv());
         drop(slow.rx.try_recv());
     }
@@ -380,9 +414,9 @@ mod tests {
             watchers: 1,
         });
         let keys: Box<[Key]> = vec![Key::from("k")].into();
-        let first = watchers.register(keys.clone(), CancellationToken::new());
+        let first = watchers.register(keys.clone(), closer().0);
         assert!(first.is_ok());
-        let second = watchers.register(keys, CancellationToken::new());
+        let second = watchers.register(keys, closer().0);
         assert_eq!(second.err(), Some(TooManyWatches { max: 1 }));
     }
 }
