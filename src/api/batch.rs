@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, REQUEST_TIMEOUT,
-    TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    SHUTTING_DOWN, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
@@ -130,6 +130,7 @@ impl ErrorStatuses for BatchErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
+        SHUTTING_DOWN,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -238,7 +239,7 @@ impl BatchApi {
                     .map(|(m, o)| result(m, o))
                     .collect(),
             ))),
-            Err(BatchError::Storage(err)) => Err(Problem::insufficient_storage(&err).into()),
+            Err(BatchError::Storage(err)) => Err(Problem::not_stored(&err).into()),
             Err(BatchError::Rejected(outcomes)) => {
                 let results = methods
                     .into_iter()

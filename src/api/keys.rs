@@ -12,7 +12,7 @@ use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, NOT_FOUND, PRECONDITION_FAILED,
-    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    Problem, REQUEST_TIMEOUT, SHUTTING_DOWN, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
@@ -35,6 +35,7 @@ impl ErrorStatuses for PutErrors {
         REQUEST_TIMEOUT,
         TOO_LARGE,
         TOO_MANY_REQUESTS,
+        SHUTTING_DOWN,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -46,6 +47,7 @@ impl ErrorStatuses for DeleteErrors {
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
+        SHUTTING_DOWN,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -60,6 +62,7 @@ impl ErrorStatuses for CasErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
+        SHUTTING_DOWN,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -224,7 +227,7 @@ impl KeysApi {
             .store
             .apply(op)
             .await
-            .map_err(|err| Problem::insufficient_storage(&err))?
+            .map_err(|err| Problem::not_stored(&err))?
         {
             Outcome::Deleted { .. } => Ok(DeleteResponse::Deleted),
             Outcome::NotFound => Err(Problem::not_found(&key).into()),
@@ -270,7 +273,7 @@ impl KeysApi {
             .store
             .apply(op)
             .await
-            .map_err(|err| Problem::insufficient_storage(&err))?
+            .map_err(|err| Problem::not_stored(&err))?
         {
             Outcome::Created { revision } | Outcome::Replaced { revision } => {
                 Ok(CasResponse::Swapped(etag(revision)))
@@ -349,7 +352,7 @@ impl KeysApi {
             .store
             .apply(op)
             .await
-            .map_err(|err| Problem::insufficient_storage(&err))?
+            .map_err(|err| Problem::not_stored(&err))?
         {
             Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
             Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),

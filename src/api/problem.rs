@@ -106,14 +106,23 @@ impl Problem {
         )
     }
 
-    /// The data dir refused a write (disk full or an I/O error).
-    pub fn insufficient_storage(error: &StorageError) -> Self {
-        Self::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "insufficient-storage",
-            "Insufficient storage",
-            format!("{error}; nothing was written, retry once the disk has room"),
-        )
+    /// A write the store did not apply: 503 while the server stops, 507
+    /// when the data dir refused it (disk full or an I/O error).
+    pub fn not_stored(error: &StorageError) -> Self {
+        match error {
+            StorageError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Shutting down",
+                "the server is stopping; nothing was written, retry",
+            ),
+            StorageError::DiskRefused(detail) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+                format!("{detail}; nothing was written, retry once the disk has room"),
+            ),
+        }
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -179,6 +188,10 @@ pub const REQUEST_TIMEOUT: (u16, &str) = (
 );
 pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
+pub const SHUTTING_DOWN: (u16, &str) = (
+    503,
+    "The server is stopping; nothing was written: retry (against another server, or once it is back).",
+);
 pub const INSUFFICIENT_STORAGE: (u16, &str) = (
     507,
     "The data dir refused the write (disk full or an I/O error); nothing was written.",

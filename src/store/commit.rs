@@ -1,0 +1,246 @@
+//! The commit path: the one place every write is planned and applied.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::expiry::ExpiryQueue;
+use super::history::History;
+use super::watch::Watchers;
+use super::{Entry, Event, EventKind, Key, Locked, StorageError, Value};
+
+/// What a planned write does to its key.
+pub(super) enum Change {
+    /// The entry the key will hold (revisions and deadline worked out).
+    Put(Entry),
+    Delete,
+    Expire,
+}
+
+/// What a caller asks the commit path to write.
+pub(super) enum Planned {
+    Put { value: Value, ttl: Option<Duration> },
+    Delete,
+    Expire,
+}
+
+/// One write, planned: it has its revision but may not be applied yet.
+pub(super) struct Write {
+    pub(super) key: Key,
+    pub(super) change: Change,
+    pub(super) revision: u64,
+}
+
+/// The state a planned but unapplied write leaves its key in (durable mode).
+pub(super) struct Pending {
+    pub(super) revision: u64,
+    pub(super) entry: Option<Entry>,
+}
+
+/// Told when a group of writes is on disk and applied, or failed.
+pub(super) type Ticket = oneshot::Receiver<Result<(), StorageError>>;
+
+/// Writes planned since the flusher last took a group, and who waits on
+/// them. A waiter without writes (a read that saw planned state) is answered
+/// with the group, so it never reports state that then fails to commit.
+#[derive(Default)]
+pub(super) struct Group {
+    pub(super) writes: Vec<Write>,
+    pub(super) waiters: Vec<oneshot::Sender<Result<(), StorageError>>>,
+}
+
+impl Group {
+    pub(super) fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// `--fsync interval|never`: writes are applied and answered at once, and
+/// the latest state of each key they touched waits here for the periodic
+/// commit.
+#[derive(Default)]
+pub(super) struct Deferred {
+    pub(super) keys: HashMap<Key, Option<Entry>>,
+    pub(super) revision: u64,
+}
+
+/// When a planned write is applied, and what waits for the disk.
+pub(super) enum Mode {
+    /// No data dir: a write is applied as it is planned.
+    InMemory,
+    /// `--fsync always`: planned writes wait in a [`Group`] for the disk
+    /// before they are applied.
+    Grouped,
+    /// `--fsync interval|never`: applied at once; the keys they changed
+    /// wait here for the periodic commit.
+    Deferred(Deferred),
+}
+
+impl Mode {
+    pub(super) fn is_grouped(&self) -> bool {
+        matches!(self, Self::Grouped)
+    }
+
+    pub(super) fn deferred(&self) -> Option<&Deferred> {
+        match self {
+            Self::Deferred(deferred) => Some(deferred),
+            Self::InMemory | Self::Grouped => None,
+        }
+    }
+
+    pub(super) fn deferred_mut(&mut self) -> Option<&mut Deferred> {
+        match self {
+            Self::Deferred(deferred) => Some(deferred),
+            Self::InMemory | Self::Grouped => None,
+        }
+    }
+}
+
+/// How many keys may wait for a periodic commit before one runs early, to
+/// bound the memory they hold.
+pub(super) const MAX_DEFERRED_KEYS: usize = 100_000;
+
+/// The key's state as planning sees it: planned writes first, then the map.
+pub(super) fn view<'a>(
+    pending: &'a HashMap<Key, Pending>,
+    locked: &'a Locked<'_>,
+    key: &str,
+) -> Option<&'a Entry> {
+    // In memory (and mostly with a data dir) nothing is pending: skip
+    // hashing the key a second time on the hot path.
+    if pending.is_empty() {
+        return locked.get(key);
+    }
+    match pending.get(key) {
+        Some(pending) => pending.entry.as_ref(),
+        None => locked.get(key),
+    }
+}
+
+/// Everything writes must change together, behind the one commit lock: the
+/// revision counter, the history, the expiry queue and the watcher registry.
+///
+/// One lock for all writes is what makes commit order, revision order and
+/// event order the same, even for writers on different keys. It is a
+/// blocking `parking_lot` mutex (fair, no poisoning) because a commit never
+/// awaits: it is a few map operations and non-blocking channel sends.
+///
+/// A write is planned ([`Committer::write`]: checked, given its revision)
+/// and then applied ([`Committer::commit`]: map, expiry queue, history,
+/// watchers). In memory the two happen together. With a data dir, planned
+/// writes queue up in a [`Group`] that the flusher thread writes to disk as
+/// one transaction while new requests plan against [`Pending`] state; only
+/// then are they applied and answered. So readers and watchers never see a
+/// write the disk might still lose, and concurrent writers share one fsync.
+pub(super) struct Committer {
+    /// The revision of the last applied write.
+    pub(super) revision: u64,
+    /// The revision of the last planned write (`revision` when none waits).
+    pub(super) next: u64,
+    pub(super) pending: HashMap<Key, Pending>,
+    pub(super) group: Group,
+    pub(super) mode: Mode,
+    pub(super) closing: bool,
+    pub(super) history: History,
+    pub(super) expiry: ExpiryQueue,
+    pub(super) watchers: Watchers,
+    /// Set when a commit adds a deadline earlier than any before it.
+    pub(super) wake_sweeper: bool,
+    pub(super) lagging_watchers: u64,
+    pub(super) expired: u64,
+}
+
+impl Committer {
+    /// The one place a write is planned: it takes the next revision and, in
+    /// memory, is applied at once; with a data dir it joins the group.
+    pub(super) fn write(
+        &mut self,
+        locked: &mut Locked<'_>,
+        key: &Key,
+        planned: Planned,
+        now: Instant,
+    ) {
+        self.next += 1;
+        let revision = self.next;
+        let change = match planned {
+            Planned::Put { value, ttl } => {
+                // A deadline past what `Instant` can hold is no deadline.
+                let deadline = ttl.and_then(|ttl| now.checked_add(ttl));
+                Change::Put(Entry::new(key, value.as_bytes(), revision, deadline))
+            }
+            Planned::Delete => Change::Delete,
+            Planned::Expire => Change::Expire,
+        };
+        let write = Write {
+            key: key.clone(),
+            change,
+            revision,
+        };
+        if self.mode.is_grouped() {
+            let entry = match &write.change {
+                Change::Put(entry) => Some(entry.clone()),
+                Change::Delete | Change::Expire => None,
+            };
+            self.pending
+                .insert(key.clone(), Pending { revision, entry });
+            self.group.writes.push(write);
+        } else {
+            self.commit(locked, write);
+        }
+    }
+
+    /// Waits for the group being planned (durable mode).
+    pub(super) fn ticket(&mut self) -> Ticket {
+        let (sender, receiver) = oneshot::channel();
+        self.group.waiters.push(sender);
+        receiver
+    }
+
+    /// The one place a write is applied, in revision order.
+    pub(super) fn commit(&mut self, locked: &mut Locked<'_>, write: Write) {
+        let Write {
+            key,
+            change,
+            revision,
+        } = write;
+        debug_assert_eq!(
+            revision,
+            self.revision + 1,
+            "writes apply in revision order"
+        );
+        self.revision = revision;
+        if let Some(deferred) = self.mode.deferred_mut() {
+            let entry = match &change {
+                Change::Put(entry) => Some(entry.clone()),
+                Change::Delete | Change::Expire => None,
+            };
+            deferred.keys.insert(key.clone(), entry);
+            deferred.revision = revision;
+        }
+        let (event, previous) = match change {
+            Change::Put(entry) => {
+                if let Some(deadline) = entry.deadline() {
+                    self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
+                }
+                let event = Event::live(revision, EventKind::Put, entry.clone());
+                (event, locked.insert(entry))
+            }
+            Change::Delete | Change::Expire => {
+                let kind = if matches!(change, Change::Expire) {
+                    self.expired += 1;
+                    EventKind::Expire
+                } else {
+                    EventKind::Delete
+                };
+                let previous = locked.remove(&key);
+                (Event::gone(revision, kind, key.clone()), previous)
+            }
+        };
+        if let Some(previous) = previous.and_then(|p| p.deadline()) {
+            self.expiry.remove(previous, &key);
+        }
+        self.lagging_watchers += self.watchers.publish(&event);
+        self.history.push(event);
+    }
+}

@@ -1,0 +1,47 @@
+//! Why a store call failed.
+
+use std::sync::Arc;
+
+use super::Outcome;
+
+/// Why a write was not applied. Two different things for a client: one
+/// says "ask again elsewhere, soon", the other "the disk is the problem".
+#[derive(Clone, Debug)]
+pub enum StorageError {
+    /// The store is closing (the server is stopping); nothing was written.
+    ShuttingDown,
+    /// The data dir refused the write (full, or an I/O error): nothing of it
+    /// was applied. Writes work again once the disk does.
+    DiskRefused(Arc<str>),
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ShuttingDown => f.write_str("the store is shutting down"),
+            Self::DiskRefused(detail) => f.write_str(detail),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Why a batch did not apply.
+#[derive(Debug)]
+pub enum BatchError {
+    /// A condition failed; nothing was written. One outcome per op.
+    Rejected(Vec<Outcome>),
+    Storage(StorageError),
+}
+
+/// Why a watch could not start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchError {
+    /// The history no longer reaches back to the requested revision.
+    Compacted { oldest: u64 },
+    /// The requested revision is newer than the store: it comes from another
+    /// run of the server, whose history is gone.
+    Unknown { current: u64, oldest: u64 },
+    /// `--max-watches` streams are open.
+    TooMany { max: usize },
+}

@@ -1,0 +1,71 @@
+//! The store's counters, for `/status` and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters for `/status`, kept with relaxed atomics: they are statistics,
+/// not synchronisation.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) gets: AtomicU64,
+    pub(super) puts: AtomicU64,
+    pub(super) deletes: AtomicU64,
+    pub(super) cas: AtomicU64,
+    pub(super) cas_succeeded: AtomicU64,
+    pub(super) cas_failed: AtomicU64,
+    pub(super) batches: AtomicU64,
+    pub(super) expired: AtomicU64,
+    pub(super) open_watches: AtomicU64,
+    pub(super) lagging_watchers: AtomicU64,
+    pub(super) disk_commits: AtomicU64,
+    pub(super) disk_writes: AtomicU64,
+    pub(super) disk_commit_micros: AtomicU64,
+    pub(super) disk_errors: AtomicU64,
+}
+
+impl Counters {
+    /// Notes one commit to the data dir of `writes` writes.
+    pub(super) fn disk_commit(&self, writes: usize, took: Duration, ok: bool) {
+        if ok {
+            bump(&self.disk_commits);
+            self.disk_writes.fetch_add(writes as u64, Ordering::Relaxed);
+        } else {
+            bump(&self.disk_errors);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.disk_commit_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A point-in-time copy of the store's counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub revision: u64,
+    pub oldest_revision: u64,
+    pub keys: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub cas: u64,
+    pub cas_succeeded: u64,
+    pub cas_failed: u64,
+    pub batches: u64,
+    pub expired: u64,
+    pub open_watches: u64,
+    pub lagging_watchers: u64,
+    /// Bytes of events and encoded frames the watchers pin now.
+    pub watch_bytes: u64,
+    /// Transactions committed to the data dir (with `--fsync always`, one
+    /// per group of concurrent writes).
+    pub disk_commits: u64,
+    /// Writes those transactions carried.
+    pub disk_writes: u64,
+    /// Time spent committing (and flushing), successful or not.
+    pub disk_commit_seconds: f64,
+    /// Commits the disk refused.
+    pub disk_errors: u64,
+}

@@ -1,0 +1,75 @@
+//! The expiry sweeper: expires keys whose TTL ran out, as writes of their own.
+
+use std::time::{Duration, Instant};
+
+use super::Store;
+use super::commit::{Planned, Ticket, view};
+use super::flusher::settled;
+
+/// How many keys the sweeper expires per hold of the commit lock, so that a
+/// mass expiry does not stall writers.
+const SWEEP_CHUNK: usize = 1024;
+
+/// What the sweeper does next.
+enum Sweep {
+    /// Sleep until this deadline, or until woken.
+    Sleep(Option<Instant>),
+    /// Wait for the expirations just planned to reach the disk.
+    Wait(Ticket),
+}
+
+impl Store {
+    /// Expires keys whose deadline has passed, a chunk at a time.
+    fn sweep(&self) -> Sweep {
+        let inner = &*self.inner;
+        loop {
+            let mut committer = inner.committer.lock();
+            let now = Instant::now();
+            let due = committer.expiry.due(now, SWEEP_CHUNK);
+            if due.is_empty() || committer.closing {
+                // The sweeper is about to look at the next deadline anyway.
+                committer.wake_sweeper = false;
+                return Sweep::Sleep(committer.expiry.next().filter(|_| !committer.closing));
+            }
+            let mut locked = inner.map.lock(due.iter().map(|key| &**key));
+            for key in &due {
+                // A due key may already have an expiry or a new write planned.
+                if view(&committer.pending, &locked, key).is_some_and(|e| e.is_expired(now)) {
+                    committer.write(&mut locked, key, Planned::Expire, now);
+                }
+            }
+            drop(locked);
+            if committer.mode.is_grouped() {
+                let ticket = committer.ticket();
+                inner.flush_wanted.notify_one();
+                return Sweep::Wait(ticket);
+            }
+            inner.settle(&mut committer);
+        }
+    }
+
+    /// The expiry sweeper: sleeps until the earliest deadline (or until a
+    /// write sets an earlier one) and expires what is due. Runs forever; the
+    /// server drops it on shutdown.
+    pub async fn run_expiry(self) {
+        loop {
+            let notified = self.inner.sweeper.notified();
+            match self.sweep() {
+                Sweep::Wait(ticket) => {
+                    if let Err(err) = settled(Some(ticket)).await {
+                        // The disk refused; retry later rather than spin.
+                        tracing::warn!("expiring keys failed: {err}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Sweep::Sleep(Some(deadline)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline.into()) => {}
+                        () = notified => {}
+                    }
+                }
+                Sweep::Sleep(None) => notified.await,
+            }
+        }
+    }
+}
