@@ -398,3 +398,50 @@ async fn watchers_that_never_read_are_dropped_and_their_sockets_closed() {
     let status = json(server.get("/status").await).await;
     assert_eq!(status["watch_requests_count"], 0);
 }
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_serves_requests_and_watches_on_one_connection() {
+    let server = TestServer::start(SHORT).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let put = client
+        .put(server.url("/store/k"))
+        .body("v")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.version(), reqwest::Version::HTTP_2);
+    assert_eq!(put.status(), StatusCode::CREATED);
+    // Two watch streams and a write, multiplexed on the client's one
+    // connection; the streams outlive --idle-timeout as they are in flight.
+    let first = client
+        .get(server.url("/watch_key/k"))
+        .send()
+        .await
+        .expect("watch");
+    let second = client
+        .get(server.url("/watch_key/k"))
+        .send()
+        .await
+        .expect("watch");
+    let (mut first, mut second) = (common::Sse::new(first), common::Sse::new(second));
+    assert_eq!(first.next().await.expect("snapshot").value(), Some("v"));
+    assert_eq!(second.next().await.expect("snapshot").value(), Some("v"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let put = client
+        .put(server.url("/store/k"))
+        .body("w")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    for stream in [&mut first, &mut second] {
+        let event = stream.next().await.expect("still open");
+        assert_eq!((event.event.as_str(), event.value()), ("put", Some("w")));
+    }
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    // The test's plain client and the HTTP/2 one.
+    assert_eq!(metric(&metrics, "kv_connections"), 2);
+}
