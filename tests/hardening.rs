@@ -234,19 +234,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// A child process that is killed when the test ends, failed or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     if !std::path::Path::new("/proc/self/stat").exists() {
@@ -259,45 +248,25 @@ async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         "ulimit -n 40 && exec {} --listen 127.0.0.1:0 --rate-limit 0 --max-connections 1000",
         env!("CARGO_BIN_EXE_kv-store")
     );
-    let mut child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", &script])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh runs"),
-    );
-    let stdout = child.0.stdout.take().expect("piped");
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("server: {line}");
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let url = loop {
-        let line = seen
-            .recv_timeout(PATIENCE)
-            .expect("the server logs its address");
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on http://".len()..];
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    let addr: SocketAddr = url.parse().expect("an address");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped());
+    let server = common::process::ServerProcess::spawn(command);
+    let addr: SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
 
     let mut held = Vec::new();
     for _ in 0..60 {
         held.push(TcpStream::connect(addr).await.expect("connect"));
     }
     let logged = loop {
-        let line = seen
+        let line = server
+            .logs
             .recv_timeout(PATIENCE)
             .expect("the server logs the exhaustion");
         if line.contains("out of file descriptors") {
@@ -309,9 +278,9 @@ async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     // While the descriptors stay exhausted the accept loop must not spin.
     // Over a deliberate second a spinning loop burns ~100 ticks; a backing
     // off one a few.
-    let before = cpu_ticks(child.0.id());
+    let before = cpu_ticks(server.pid());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = cpu_ticks(child.0.id()) - before;
+    let used = cpu_ticks(server.pid()) - before;
     assert!(used < 50, "the server used {used} ticks of CPU in 1 s");
 
     // Once clients leave, the server serves again.

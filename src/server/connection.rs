@@ -65,7 +65,7 @@ pub async fn serve<E>(
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let in_flight = InFlight::start(shared.clone());
             let config = config.clone();
-            let closer = closer.clone();
+            let closer = api::may_stream(req.uri().path()).then(|| closer.clone());
             async move {
                 let request = poem_request(req, &config, peer, closer);
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
@@ -91,12 +91,13 @@ pub async fn serve<E>(
     }
 }
 
-/// The poem request for a hyper one, its body under `--body-timeout`.
+/// The poem request for a hyper one, its body under `--body-timeout`,
+/// carrying `closer` if it may open a watch stream.
 fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,
     peer: SocketAddr,
-    closer: Closer,
+    closer: Option<Closer>,
 ) -> Request {
     let mut request = Request::from((
         req,
@@ -109,7 +110,7 @@ fn poem_request<E>(
         let timed = TimedBody::new(body, config.timeouts.body);
         request.set_body(Body::from(BoxBody::new(timed)));
     }
-    if api::may_stream(request.uri().path()) {
+    if let Some(closer) = closer {
         request.extensions_mut().insert(ConnectionCloser(closer));
     }
     request

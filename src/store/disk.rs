@@ -139,6 +139,25 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+impl OpenError {
+    /// What a redb error on opening or reading `path` means for the operator.
+    fn refused(path: &Path, err: redb::Error) -> Self {
+        let path = path.to_owned();
+        match err {
+            redb::Error::DatabaseAlreadyOpen => Self::InUse(path),
+            redb::Error::Corrupted(detail) => Self::Corrupt { path, detail },
+            // A file cut short ends before the pages its header names.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Self::Corrupt {
+                    path,
+                    detail: format!("it is shorter than its header says: {io}"),
+                }
+            }
+            error => Self::Failed { path, error },
+        }
+    }
+}
+
 /// What the data dir held at start.
 pub struct Recovered {
     pub revision: u64,
@@ -204,32 +223,9 @@ impl Disk {
             }
             Err(err) => return Err(failed(err.into())),
         }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|err| match redb::Error::from(err) {
-                redb::Error::DatabaseAlreadyOpen => OpenError::InUse(path.clone()),
-                redb::Error::Corrupted(detail) => OpenError::Corrupt {
-                    path: path.clone(),
-                    detail,
-                },
-                // A file cut short ends before the pages its header names.
-                redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    OpenError::Corrupt {
-                        path: path.clone(),
-                        detail: format!("it is shorter than its header says: {io}"),
-                    }
-                }
-                other => failed(other),
-            })?;
-        let recovered = recover(&db).map_err(|err| match err {
-            redb::Error::Corrupted(detail) => OpenError::Corrupt {
-                path: path.clone(),
-                detail,
-            },
-            other => failed(other),
-        })?;
+        let refused = |err: redb::Error| OpenError::refused(&path, err);
+        let db = open_database(&path, Verify::EveryPage).map_err(refused)?;
+        let recovered = recover(&db).map_err(refused)?;
         let recovered = match recovered {
             Ok(recovered) => recovered,
             Err(found) => return Err(OpenError::NewerFormat { path, found }),
@@ -299,7 +295,9 @@ impl Disk {
     ) -> Result<(), redb::Error> {
         let db = match &mut self.db {
             Some(db) => db,
-            None => self.db.insert(open_database(&self.path)?),
+            None => self
+                .db
+                .insert(open_database(&self.path, Verify::AfterCrash)?),
         };
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -324,9 +322,20 @@ impl Disk {
     }
 }
 
-fn open_database(path: &Path) -> Result<Database, redb::Error> {
+/// How much of the file an open checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Every page's checksum, whatever the last stop was: at start.
+    EveryPage,
+    /// What redb checks by itself (after a crash): reopening after an I/O
+    /// error, on a file this process has been writing.
+    AfterCrash,
+}
+
+fn open_database(path: &Path, verify: Verify) -> Result<Database, redb::Error> {
     Ok(Database::builder()
         .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(verify == Verify::EveryPage)
         .create(path)?)
 }
 

@@ -11,6 +11,8 @@ use super::PATIENCE;
 pub struct ServerProcess {
     child: Child,
     pub url: String,
+    /// The lines the server logs after the one with its address.
+    pub logs: mpsc::Receiver<String>,
 }
 
 /// The command for the binary with a data dir, rate limiting off and an
@@ -30,26 +32,42 @@ pub fn command(data_dir: &Path, flags: &[&str]) -> Command {
 impl ServerProcess {
     /// Starts the server and waits until it logs the address it serves.
     pub fn start(data_dir: &Path, flags: &[&str]) -> Self {
-        let mut child = command(data_dir, flags).spawn().expect("server starts");
+        Self::spawn(command(data_dir, flags))
+    }
+
+    /// Runs `command` (which starts the server with its stdout piped) and
+    /// waits until the server logs the address it serves.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("server starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (address, found) = mpsc::channel();
+        let (lines, logs) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
             // Keep reading to the end so the server never blocks on its log.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // Shown with the test's output when it fails.
                 eprintln!("server: {line}");
-                if !sent && let Some(at) = line.find("listening on http://") {
-                    let rest = &line[at + "listening on ".len()..];
-                    let url = rest.split_whitespace().next().unwrap_or_default();
-                    sent = address.send(url.to_owned()).is_ok();
-                }
+                let _ = lines.send(line);
             }
         });
-        let url = found
-            .recv_timeout(PATIENCE)
-            .expect("the server logs its address");
-        Self { child, url }
+        let url = loop {
+            let line = logs
+                .recv_timeout(PATIENCE)
+                .expect("the server logs its address");
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on ".len()..];
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        };
+        Self { child, url, logs }
+    }
+
+    /// The process id, for reading its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`: no shutdown, no flush.
