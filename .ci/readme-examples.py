@@ -4,7 +4,8 @@
 the README shows under it.
 
 Left out of the comparison, as they differ from run to run: `date` headers
-(the README omits them) and `/status`'s `uptime` and `server_time`. A
+(the README omits them), `/status`'s `uptime` and `server_time`, and a
+listing's `next` cursor (it carries the listing's wall-clock time). A
 command with `-N` is a watch, which streams until stopped: it runs for one
 second and what it printed by then is compared.
 """
@@ -55,6 +56,7 @@ def normalise(text):
     text = text.replace("\r", "")
     text = re.sub(r'"uptime":\d+', '"uptime":N', text)
     text = re.sub(r'"server_time":"[^"]*"', '"server_time":T', text)
+    text = re.sub(r'"next":"[A-Za-z0-9_-]+"', '"next":C', text)
     lines = [line.rstrip() for line in text.split("\n") if not line.lower().startswith("date:")]
     return "\n".join(lines).strip("\n")
 

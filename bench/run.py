@@ -20,7 +20,11 @@ resident memory per key after loading 1M keys, watch fan-out (memory per
 watcher, time from one PUT until every watcher has its event), durable PUT
 throughput with --data-dir against in memory, and start-up time on a data
 dir of 1M keys, and what hostile clients cost (stalled heads and bodies,
-descriptor exhaustion, watchers that never read, memory after a bulk delete).
+descriptor exhaustion, watchers that never read, memory after a bulk delete),
+and the key space: server CPU per listing page of 1000 keys in a 1M-key
+store (now, and at a revision 10k writes old), a prefix delete of 100k keys
+with readers and writers of other keys running, and a prefix watch's
+snapshot of 100k keys.
 
 Needs wrk and taskset (apt-get install wrk util-linux).
 
@@ -40,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -59,7 +64,7 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery", "hostile"]
+                                 "durable", "recovery", "hostile", "keyspace"]
 
 
 def raise_fd_limit():
@@ -368,6 +373,83 @@ def wait_until(predicate, limit):
     return None
 
 
+def keyspace_scenario(keys):
+    """Issue 11's figures: listing pages, prefix delete, prefix snapshot."""
+    results = {}
+    server = kv_server()
+    load_keys(keys, "key{:012d}", "v" * 100)
+
+    def page(cursor=None):
+        query = "/store?prefix=key&limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        return json.loads(http("GET", KV_PORT, query))
+
+    pages = 500
+    before = server.cpu_seconds()
+    cursor = None
+    for _ in range(pages):
+        cursor = page(cursor)["next"]
+    results["page_cpu_ms"] = (server.cpu_seconds() - before) / pages * 1e3
+    # The same cursor again after 10k writes to other keys: the page now
+    # also undoes the writes since its revision.
+    load_keys(10_000, "other{:08d}", "w" * 100)
+    before = server.cpu_seconds()
+    for _ in range(pages):
+        page(cursor)
+    results["page_after_10k_writes_cpu_ms"] = (server.cpu_seconds() - before) / pages * 1e3
+    server.stop()
+
+    # A prefix delete of 100k keys while wrk reads and writes other keys.
+    server = kv_server()
+    load_keys(100_000, "del/{:08d}", "v" * 100)
+    prepare_kv("mix")
+    results["mix_alone"] = wrk(KV_PORT, "mix.lua", 3, 32)
+    outcome = {}
+
+    def delete_soon():
+        time.sleep(1)
+        started = time.time()
+        outcome["body"] = json.loads(http("DELETE", KV_PORT, "/store?prefix=del/"))
+        outcome["ms"] = (time.time() - started) * 1e3
+
+    deleter = threading.Thread(target=delete_soon)
+    deleter.start()
+    results["mix_with_delete"] = wrk(KV_PORT, "mix.lua", 3, 32)
+    deleter.join()
+    results["delete_100k_ms"] = outcome["ms"]
+    results["deleted"] = outcome["body"]["deleted"]
+    server.stop()
+
+    # A prefix watch's snapshot of 100k keys, read as fast as the client can.
+    server = kv_server()
+    load_keys(100_000, "w/{:08d}", "v" * 100)
+    rss = server.rss_bytes()
+    cpu = server.cpu_seconds()
+    sock = socket.create_connection(("127.0.0.1", KV_PORT))
+    started = time.time()
+    sock.sendall(b"GET /watch?prefix=w/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    received, tail, events, peak = 0, b"", 0, rss
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        received += len(chunk)
+        data = tail + chunk
+        events += data.count(b"event: snapshot") - tail.count(b"event: snapshot")
+        if b"event: sync" in data:
+            break
+        tail = data[-32:]
+        peak = max(peak, server.rss_bytes()) if events % 10_000 < 200 else peak
+    elapsed = time.time() - started
+    results["snapshot_events"] = events
+    results["snapshot_events_per_s"] = events / elapsed
+    results["snapshot_cpu_us_per_event"] = (server.cpu_seconds() - cpu) / events * 1e6
+    results["snapshot_bytes"] = received
+    results["snapshot_rss_growth"] = peak - rss
+    sock.close()
+    server.stop()
+    return results
+
+
 def hostile_scenario():
     """Issue 10's table, again: what careless and hostile clients cost the
     server now, and how fast it lets go."""
@@ -517,6 +599,8 @@ def main():
         print("durable", json.dumps(results["durable"]), file=sys.stderr)
     if "recovery" in only:
         results["recovery"] = recovery_scenario(args.keys)
+    if "keyspace" in only:
+        results["keyspace"] = keyspace_scenario(args.keys)
     if "hostile" in only:
         raise_fd_limit()
         results["hostile"] = hostile_scenario()

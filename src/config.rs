@@ -74,6 +74,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_watch_keys: u32,
 
+    /// Bytes of keys and values one listing page may hold; a page ends
+    /// before it would pass them (it always holds one key).
+    #[arg(long, env = "KV_MAX_PAGE_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_page_bytes: u32,
+
     /// Events kept for watch resume.
     #[arg(long, env = "KV_HISTORY", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]

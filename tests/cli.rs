@@ -100,7 +100,7 @@ async fn sigterm_ends_streams_and_exits() {
         .await
         .expect("watch");
     let mut watch = Sse::new(response);
-    watch.next().await.expect("snapshot");
+    watch.snapshot().await;
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

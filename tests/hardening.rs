@@ -140,7 +140,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 async fn a_watch_stream_outlives_the_idle_timeout() {
     let server = TestServer::start(SHORT).await;
     let mut watch = watch_key(&server, "k", None).await;
-    assert_eq!(watch.next().await.expect("snapshot").event, "snapshot");
+    assert_eq!(watch.snapshot().await.0.len(), 1);
     // Deliberately longer than --idle-timeout: the stream must stay open.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     server.put("k", "v").await;
@@ -396,8 +396,8 @@ async fn h2c_with_prior_knowledge_serves_requests_and_watches_on_one_connection(
         .await
         .expect("watch");
     let (mut first, mut second) = (common::Sse::new(first), common::Sse::new(second));
-    assert_eq!(first.next().await.expect("snapshot").value(), Some("v"));
-    assert_eq!(second.next().await.expect("snapshot").value(), Some("v"));
+    assert_eq!(first.snapshot().await.0[0].value(), Some("v"));
+    assert_eq!(second.snapshot().await.0[0].value(), Some("v"));
     tokio::time::sleep(Duration::from_millis(600)).await;
     let put = client
         .put(server.url("/store/k"))

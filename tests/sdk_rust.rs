@@ -180,8 +180,8 @@ async fn watch_stream_through_the_generated_client() {
         .expect("watch opens")
         .into_inner();
     let mut events = Sse::from_stream(stream.into_inner());
-    let snapshot = events.next().await.expect("snapshot");
-    assert_eq!(snapshot.event, "snapshot");
+    let (snapshot, _) = events.snapshot().await;
+    assert_eq!(snapshot[0].event, "snapshot");
 
     for value in ["one", "two"] {
         kv.put_key(&"w".try_into().expect("valid key"), None, None, None, value)
@@ -213,4 +213,66 @@ async fn watch_stream_through_the_generated_client() {
         ("put", Some("two"))
     );
     assert_eq!(replay.id, got[1].id);
+}
+
+#[tokio::test]
+async fn page_through_a_listing_and_delete_the_prefix() {
+    let server = TestServer::start(&[]).await;
+    let kv = client(&server);
+    let ops: Vec<serde_json::Value> = (0..25)
+        .map(|n| serde_json::json!({"method": "PUT", "key": format!("user/{n:02}"), "value": n.to_string()}))
+        .collect();
+    let loaded = server.post_json("/batch", &serde_json::json!(ops)).await;
+    assert_eq!(loaded.status(), reqwest::StatusCode::OK);
+
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut revisions = std::collections::BTreeSet::new();
+    loop {
+        let page = kv
+            .list_keys(
+                Some(true),
+                cursor.as_deref(),
+                None,
+                std::num::NonZeroU64::new(10),
+                Some("user/"),
+            )
+            .await
+            .expect("a page")
+            .into_inner();
+        assert_eq!(page.count, Some(25));
+        revisions.insert(page.revision);
+        keys.extend(page.items.into_iter().map(|item| item.key));
+        // Written between pages: not in this listing.
+        kv.put_key(
+            &"user/00a".try_into().expect("valid key"),
+            None,
+            None,
+            None,
+            "late",
+        )
+        .await
+        .expect("PUT");
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|n| format!("user/{n:02}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(revisions.len(), 1, "every page at one revision");
+
+    let deleted = kv
+        .delete_prefix(&"user/".try_into().expect("a prefix"))
+        .await
+        .expect("deleted")
+        .into_inner();
+    assert_eq!(deleted.deleted, 26);
+    let empty = kv
+        .list_keys(None, None, None, None, Some("user/"))
+        .await
+        .expect("a page")
+        .into_inner();
+    assert!(empty.items.is_empty());
+    assert_eq!(empty.revision, deleted.revision);
 }

@@ -15,15 +15,10 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
     server.put("other", "x").await;
     let mut watch = watch_key(&server, "k", None).await;
 
-    let snapshot = watch.next().await.expect("snapshot");
-    assert_eq!(snapshot.event, "snapshot");
+    let (snapshot, synced) = watch.snapshot().await;
+    assert_eq!(synced, 1, "the store revision when the watch opened");
     assert_eq!(
-        snapshot.id,
-        Some(1),
-        "the store revision when the watch opened"
-    );
-    assert_eq!(
-        snapshot.data,
+        snapshot[0].data,
         json!({"key": "k", "value": null, "revision": null})
     );
     assert_eq!(server.status().await["watch_requests_count"], 1);
@@ -56,9 +51,9 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
     // A snapshot of an existing key carries its value and revision.
     server.put("k", "v3").await;
     let mut second = watch_key(&server, "k", None).await;
-    let snapshot = second.next().await.expect("snapshot");
-    assert_eq!(snapshot.value(), Some("v3"));
-    assert_eq!(snapshot.data["revision"], snapshot.id.expect("id"));
+    let (snapshot, synced) = second.snapshot().await;
+    assert_eq!(snapshot[0].value(), Some("v3"));
+    assert_eq!(snapshot[0].data["revision"], synced);
 }
 
 #[tokio::test]
@@ -66,8 +61,8 @@ async fn a_multi_key_watch_under_concurrent_writers_sees_every_event_in_order() 
     let server = TestServer::start(&[]).await;
     let keys: Vec<String> = (0..4).map(|i| format!("w{i}")).collect();
     let mut watch = watch_keys(&server, &json!(keys)).await;
-    let snapshots = watch.take(keys.len()).await;
-    assert!(snapshots.iter().all(|e| e.event == "snapshot"));
+    let (snapshots, _) = watch.snapshot().await;
+    assert_eq!(snapshots.len(), keys.len());
 
     const WRITES: usize = 50;
     let mut writers = Vec::new();
@@ -124,7 +119,7 @@ async fn a_multi_key_watch_under_concurrent_writers_sees_every_event_in_order() 
 async fn resume_after_a_disconnect_yields_exactly_the_missed_events() {
     let server = TestServer::start(&[]).await;
     let mut watch = watch_key(&server, "k", None).await;
-    watch.next().await.expect("snapshot");
+    watch.snapshot().await;
     server.put("k", "seen").await;
     let last_seen = watch.next().await.expect("put").id.expect("id");
     drop(watch);
@@ -195,7 +190,7 @@ async fn since_resumes_for_browsers_and_last_event_id_wins() {
         .await
         .expect("watch");
     let mut watch = Sse::new(response);
-    assert_eq!(watch.next().await.expect("event").event, "snapshot");
+    assert_eq!(watch.snapshot().await.0.len(), 1);
 }
 
 #[tokio::test]
@@ -261,7 +256,7 @@ async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
     );
 
     let mut watch = watch_keys(&server, &json!(["k1", "k2"])).await;
-    watch.take(2).await;
+    watch.snapshot().await;
     // Had k1 kept its TTL, its expiry (due first) would come first.
     let expired = watch.next().await.expect("expire event");
     assert_eq!(expired.event, "expire");
@@ -283,7 +278,7 @@ async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
 async fn a_batch_reaches_watchers_with_consecutive_ids() {
     let server = TestServer::start(&[]).await;
     let mut watch = watch_keys(&server, &json!(["a", "b"])).await;
-    watch.take(2).await;
+    watch.snapshot().await;
     let batch = server
         .post_json(
             "/batch",
@@ -313,7 +308,7 @@ async fn a_slow_watcher_is_dropped_and_resumes_without_loss() {
     ])
     .await;
     let mut watch = watch_key(&server, "k", None).await;
-    watch.next().await.expect("snapshot");
+    watch.snapshot().await;
 
     // Far more than the socket buffers and the queue can hold, while the
     // watcher reads nothing.
@@ -380,7 +375,7 @@ async fn watch_requests_are_validated() {
 async fn shutdown_ends_open_streams() {
     let server = TestServer::start(&[]).await;
     let mut watch = watch_key(&server, "k", None).await;
-    watch.next().await.expect("snapshot");
+    watch.snapshot().await;
     assert_eq!(server.status().await["watch_requests_count"], 1);
     let stopping = tokio::spawn(server.stop());
     assert_eq!(watch.next().await, None, "the stream ends on shutdown");

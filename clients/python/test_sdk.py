@@ -6,7 +6,14 @@ import json
 import httpx
 from kv_store_client import Client
 from kv_store_client.api.batch import batch
-from kv_store_client.api.keys import compare_and_swap, delete_key, get_key, put_key
+from kv_store_client.api.keys import (
+    compare_and_swap,
+    delete_key,
+    delete_prefix,
+    get_key,
+    list_keys,
+    put_key,
+)
 from kv_store_client.api.service import status
 from kv_store_client.models import BatchOp, CasRequest, Method, Problem
 from kv_store_client.types import File
@@ -109,6 +116,8 @@ def test_watch_stream_resumes_without_loss(base_url):
         events = sse_events(response)
         kind, _, data = next(events)
         assert (kind, data["value"]) == ("snapshot", None)
+        kind, sync_id, _ = next(events)
+        assert (kind, sync_id) == ("sync", "0")
         for text in ["one", "two"]:
             put_key.sync_detailed("w", client=client, body=value(text))
         first = next(events)
@@ -121,3 +130,27 @@ def test_watch_stream_resumes_without_loss(base_url):
         assert response.status_code == 200
         replay = next(sse_events(response))
     assert replay == second
+
+
+def test_page_through_a_listing_and_delete_the_prefix(base_url):
+    client = Client(base_url=base_url)
+    ops = [BatchOp(method=Method.PUT, key=f"user/{n:02}", value=str(n)) for n in range(25)]
+    assert batch.sync_detailed(client=client, body=ops).status_code == 200
+
+    keys, cursor, revisions = [], None, set()
+    while True:
+        page = list_keys.sync(client=client, prefix="user/", limit=10, cursor=cursor, count=True)
+        assert page.count == 25
+        revisions.add(page.revision)
+        keys += [item.key for item in page.items]
+        # Written between pages: not in this listing.
+        put_key.sync_detailed("user/00a", client=client, body=value("late"))
+        if not page.next_:
+            break
+        cursor = page.next_
+    assert keys == [f"user/{n:02}" for n in range(25)]
+    assert len(revisions) == 1
+
+    deleted = delete_prefix.sync(client=client, prefix="user/")
+    assert deleted.deleted == 26
+    assert list_keys.sync(client=client, prefix="user/").items == []

@@ -6,7 +6,14 @@ import type { components, paths } from "./kv-store";
 type Problem = components["schemas"]["Problem"];
 type OpResult = components["schemas"]["OpResult"];
 
-const kv = createClient<paths>({ baseUrl: "http://localhost:3000" });
+/** A client of the server at `baseUrl`. */
+export function connect(baseUrl: string) {
+  return createClient<paths>({ baseUrl });
+}
+
+type Kv = ReturnType<typeof connect>;
+
+const kv = connect("http://localhost:3000");
 
 export async function roundTrip(): Promise<string | undefined> {
   // PUT bodies are raw bytes: keep openapi-fetch from JSON-encoding them.
@@ -49,6 +56,38 @@ export async function transfer(): Promise<OpResult[]> {
     return error.results ?? [];
   }
   return data;
+}
+
+// Every key under a prefix, a page at a time; every page shows the store at
+// the first page's revision, which a watch of the prefix can follow on from.
+export async function listAll(
+  kv: Kv,
+  prefix: string,
+  limit = 1000,
+): Promise<{ keys: string[]; revision: number }> {
+  const keys: string[] = [];
+  let cursor: string | undefined;
+  let revision = 0;
+  for (;;) {
+    const { data, error } = await kv.GET("/store", {
+      params: { query: { prefix, limit, cursor } },
+    });
+    if (error) {
+      // 410 history-gone: the listing's revision is gone, start over.
+      throw new Error(`${error.status} ${error.title}: ${error.detail}`);
+    }
+    revision = data.revision;
+    keys.push(...data.items.map((item) => item.key));
+    if (!data.next) {
+      return { keys, revision };
+    }
+    cursor = data.next;
+  }
+}
+
+export async function deletePrefix(kv: Kv, prefix: string): Promise<number> {
+  const { data } = await kv.DELETE("/store", { params: { query: { prefix } } });
+  return data?.deleted ?? 0;
 }
 
 export async function status(): Promise<number> {

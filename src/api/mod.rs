@@ -7,8 +7,10 @@
 mod batch;
 mod body;
 mod conditional;
+mod cursor;
 mod fast_path;
 mod keys;
+mod list;
 mod problem;
 mod sse;
 mod status;
@@ -22,11 +24,13 @@ use poem_openapi::{OpenApi, OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
 pub use fast_path::FastPath;
+pub use list::{EMPTY_PREFIX, bad_limit};
 pub use problem::Problem;
 pub use watch::{ConnectionCloser, may_stream};
 
 use batch::BatchApi;
 use keys::KeysApi;
+use list::ListApi;
 use status::StatusApi;
 use watch::{WatchApi, WatchEvent};
 
@@ -67,6 +71,8 @@ pub struct Limits {
     pub max_value_bytes: usize,
     pub max_batch_ops: usize,
     pub max_watch_keys: usize,
+    /// Bytes of keys and values one listing page may hold.
+    pub max_page_bytes: usize,
 }
 
 /// What every operation needs: the store, the limits, the metrics and the
@@ -102,6 +108,19 @@ impl Context {
         Ok(())
     }
 
+    /// Checks a prefix from a request: like a key, but it may be empty.
+    fn check_prefix(&self, prefix: &str) -> Result<(), Box<Problem>> {
+        let max = self.limits.max_key_bytes;
+        if prefix.len() > max {
+            return Err(Problem::invalid_request(format!(
+                "the prefix is {} bytes; the longest key is {max}",
+                prefix.len()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Checks a TTL from a JSON body: whole seconds from 1 to
     /// [`MAX_TTL_SECONDS`] (what the spec's `minimum` and `maximum` say).
     fn ttl(&self, ttl: Option<u64>) -> Result<Option<Duration>, Box<Problem>> {
@@ -128,7 +147,7 @@ impl Context {
 }
 
 /// The API's operations, as one poem-openapi type.
-pub type Api = (KeysApi, WatchApi, BatchApi, StatusApi);
+pub type Api = (KeysApi, ListApi, WatchApi, BatchApi, StatusApi);
 
 const DESCRIPTION: &str = "A concurrent key-value store. Values are UTF-8 text; every write \
 takes the next store-wide revision, which is the key's `ETag`. Errors are RFC 9457 problem \
@@ -139,6 +158,7 @@ a disconnect without losing an event.";
 pub fn service(context: Context) -> OpenApiService<Api, ()> {
     let api = (
         KeysApi(context.clone()),
+        ListApi(context.clone()),
         WatchApi(context.clone()),
         BatchApi(context.clone()),
         StatusApi {
@@ -191,6 +211,7 @@ fn detached() -> OpenApiService<Api, ()> {
             max_value_bytes: 0,
             max_batch_ops: 0,
             max_watch_keys: 0,
+            max_page_bytes: 0,
         },
         shutdown: CancellationToken::new(),
     })

@@ -16,7 +16,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use serde::Serialize;
 
-use crate::store::{Delivery, Event, SharedFrame};
+use crate::store::{Delivery, Event, EventKind, SharedFrame, WatchItem};
 
 /// The `data` of an event, borrowed from the event for serialising.
 #[derive(Serialize)]
@@ -27,6 +27,10 @@ struct Data<'a> {
 }
 
 /// One SSE frame: `id`, `event` and one `data` line of JSON.
+///
+/// A snapshot event has no `id`: a client that loses the stream halfway
+/// through a snapshot must not resume as if it had it all. The `sync`
+/// frame that ends the snapshot carries the id to resume from.
 fn encode(event: &Event) -> Bytes {
     let mut frame = Vec::with_capacity(event.cost() + 64);
     let data = Data {
@@ -36,12 +40,10 @@ fn encode(event: &Event) -> Bytes {
     };
     // Writing to a Vec cannot fail, and the data has only strings and
     // integers, which serialise.
-    let _ = write!(
-        frame,
-        "id: {}\nevent: {}\ndata: ",
-        event.id,
-        event.kind.as_str()
-    );
+    if event.kind != EventKind::Snapshot {
+        let _ = writeln!(frame, "id: {}", event.id);
+    }
+    let _ = write!(frame, "event: {}\ndata: ", event.kind.as_str());
     let _ = serde_json::to_writer(&mut frame, &data);
     frame.extend_from_slice(b"\n\n");
     Bytes::from(frame)
@@ -61,9 +63,21 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-/// The bytes to send for a delivery: the shared encoding, with the
-/// watcher's charge riding along.
-fn frame(delivery: Delivery) -> Bytes {
+/// The frame that ends a snapshot: everything the store held at
+/// `revision` has been sent, and the stream resumes from there.
+fn synced(revision: u64) -> Bytes {
+    Bytes::from(format!(
+        "id: {revision}\nevent: sync\ndata: {{\"revision\":{revision}}}\n\n"
+    ))
+}
+
+/// The bytes to send for an item: for an event, the shared encoding with
+/// the watcher's charge riding along.
+fn frame(item: WatchItem) -> Bytes {
+    let delivery = match item {
+        WatchItem::Event(delivery) => delivery,
+        WatchItem::Synced(revision) => return synced(revision),
+    };
     let Delivery {
         event,
         frame,
@@ -90,10 +104,10 @@ pub struct SseFrames<T> {
 }
 
 impl<T> SseFrames<T> {
-    /// The deliveries as frames, with a comment every `heartbeat` on an
+    /// The watch items as frames, with a comment every `heartbeat` on an
     /// idle stream.
     pub fn new(
-        deliveries: impl Stream<Item = Delivery> + Send + 'static,
+        deliveries: impl Stream<Item = WatchItem> + Send + 'static,
         heartbeat: Duration,
     ) -> Self {
         Self {
@@ -143,7 +157,7 @@ impl<T: Send> IntoResponse for SseFrames<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Entry, EventKind};
+    use crate::store::Entry;
 
     #[test]
     fn a_frame_is_id_event_and_one_data_line() {
@@ -157,6 +171,20 @@ mod tests {
         assert_eq!(
             &gone[..],
             b"id: 9\nevent: delete\ndata: {\"key\":\"k\",\"value\":null,\"revision\":9}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_has_no_id_and_the_sync_frame_carries_it() {
+        let entry = Entry::new("k", b"v", 3, None);
+        let snapshot = encode(&Event::live(9, EventKind::Snapshot, entry));
+        assert_eq!(
+            &snapshot[..],
+            b"event: snapshot\ndata: {\"key\":\"k\",\"value\":\"v\",\"revision\":3}\n\n"
+        );
+        assert_eq!(
+            &synced(9)[..],
+            b"id: 9\nevent: sync\ndata: {\"revision\":9}\n\n"
         );
     }
 }

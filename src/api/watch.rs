@@ -1,16 +1,16 @@
 //! Watching keys through Server-Sent Events.
 
+use std::borrow::Cow;
 use std::time::Duration;
-
-use std::collections::HashSet;
 
 use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::body::{BodyExample, JsonBody};
 use super::problem::{
@@ -21,7 +21,7 @@ use super::sse::SseFrames;
 use super::{ApiTags, Context};
 use poem::Request;
 
-use crate::store::{Closer, Key, WatchError};
+use crate::store::{Closer, Key, WatchError, Watched};
 
 /// The connection a request came in on, as a request extension the server
 /// layer adds to the requests [`may_stream`] names: a watch stream hands it
@@ -63,10 +63,82 @@ pub struct WatchEvent {
     pub revision: Option<u64>,
 }
 
-/// The body of `POST /watch`: the keys to watch.
-impl BodyExample for Vec<String> {
+/// The body of `POST /watch`: a JSON array of keys (the original form),
+/// or an object naming keys and prefixes.
+///
+/// Its schema is written by hand: poem-openapi's `Union` derive declares
+/// every union `type: object`, which an array does not match.
+#[derive(Deserialize, Debug)]
+#[serde(
+    untagged,
+    expecting = "a JSON array of keys, or an object {\"keys\": [...], \"prefixes\": [...]}"
+)]
+pub enum WatchBody {
+    Keys(Vec<String>),
+    Set(WatchSet),
+}
+
+/// Keys and prefixes to watch: every key starting with a prefix is
+/// watched, including keys created later; an empty prefix is the whole
+/// store.
+#[derive(Object, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSet {
+    /// Keys to watch.
+    #[oai(default)]
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Prefixes to watch.
+    #[oai(default)]
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+/// Not imported: in scope, `Type::is_empty` (always false) would shadow
+/// `str::is_empty` on `&&str`.
+impl poem_openapi::types::Type for WatchBody {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "WatchBody".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |registry| {
+            <WatchSet as poem_openapi::types::Type>::register(registry);
+            MetaSchema {
+                description: Some(
+                    "The keys to watch as a JSON array, or an object naming keys and prefixes.",
+                ),
+                one_of: vec![
+                    <Vec<String> as poem_openapi::types::Type>::schema_ref(),
+                    <WatchSet as poem_openapi::types::Type>::schema_ref(),
+                ],
+                ..MetaSchema::ANY
+            }
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl BodyExample for WatchBody {
     fn body_example() -> Option<serde_json::Value> {
-        Some(serde_json::json!(["key1", "key2", "key3"]))
+        Some(serde_json::json!({"keys": ["key1", "key2"], "prefixes": ["config/"]}))
     }
 }
 
@@ -123,7 +195,7 @@ impl WatchApi {
     fn open(
         &self,
         req: &Request,
-        keys: Vec<Key>,
+        watched: Watched,
         last_event_id: Option<&str>,
         since: Option<u64>,
     ) -> Result<WatchResponse, Box<Problem>> {
@@ -143,7 +215,7 @@ impl WatchApi {
             .extensions()
             .get::<ConnectionCloser>()
             .map_or_else(|| -> Closer { std::sync::Arc::new(()) }, |c| c.0.clone());
-        let watch = self.0.store.watch(keys, since, closer).map_err(|err| {
+        let watch = self.0.store.watch(watched, since, closer).map_err(|err| {
             let (detail, oldest) = match err {
                 WatchError::TooMany { max } => {
                     return Box::new(Problem::new(
@@ -203,45 +275,93 @@ impl WatchApi {
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
         since: Query<Option<u64>>,
     ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
-        let key = self.0.key(&key)?;
-        Ok(self.open(req, vec![key], last_event_id.as_deref(), since.0)?)
+        let watched = Watched {
+            keys: vec![self.0.key(&key)?],
+            prefixes: Vec::new(),
+        };
+        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
     }
 
-    /// Watch several keys
+    /// Watch a prefix
     ///
-    /// Like `watch_key`, over all the keys in the body: a snapshot per key,
-    /// then every change to any of them, in revision order.
+    /// A Server-Sent Events stream over every key starting with `prefix`
+    /// (empty: the whole store), including keys created later. First a
+    /// `snapshot` event per key under the prefix (in key order, streamed,
+    /// without ids), then a `sync` event whose id is the revision the
+    /// snapshot shows, then every change in revision order. Resume as with
+    /// `watch_key`: `Last-Event-ID` (or `?since=`) replays what was missed
+    /// without a second snapshot. Listing the prefix with `GET /store` and
+    /// then watching from the listing's revision misses nothing and repeats
+    /// nothing.
+    #[oai(path = "/watch", method = "get", operation_id = "watch_prefix")]
+    async fn watch_prefix(
+        &self,
+        req: &Request,
+        /// Watch every key starting with this (empty: every key).
+        prefix: Query<String>,
+        /// Resume after this revision (the `id` of the last event received).
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+        /// Resume after this revision; `Last-Event-ID` wins if both are given.
+        since: Query<Option<u64>>,
+    ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
+        self.0.check_prefix(&prefix)?;
+        let watched = Watched {
+            keys: Vec::new(),
+            prefixes: vec![Key::from(prefix.as_str())],
+        };
+        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
+    }
+
+    /// Watch several keys and prefixes
+    ///
+    /// Like `watch_key` and `watch_prefix` together, over all the keys and
+    /// prefixes in the body: a snapshot per key, then per key under each
+    /// prefix, a `sync` event, then every change to any of them, in
+    /// revision order. The body is a JSON array of keys, or an object
+    /// `{"keys": [...], "prefixes": [...]}`.
     #[oai(path = "/watch", method = "post", operation_id = "watch_keys")]
     async fn watch_keys(
         &self,
         req: &Request,
-        /// The keys to watch.
-        keys: JsonBody<Vec<String>>,
+        /// The keys (and prefixes) to watch.
+        body: JsonBody<WatchBody>,
         /// Resume after this revision (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
         since: Query<Option<u64>>,
     ) -> Result<WatchResponse, ApiError<WatchKeysErrors>> {
+        let (keys, prefixes) = match body.0 {
+            WatchBody::Keys(keys) => (keys, Vec::new()),
+            WatchBody::Set(WatchSet { keys, prefixes }) => (keys, prefixes),
+        };
         let max = self.0.limits.max_watch_keys;
-        if keys.is_empty() {
-            return Err(Problem::invalid_request("name at least one key to watch").into());
+        let named = keys.len() + prefixes.len();
+        if named == 0 {
+            return Err(
+                Problem::invalid_request("name at least one key or prefix to watch").into(),
+            );
         }
-        if keys.len() > max {
+        if named > max {
             return Err(Problem::too_large(format!(
-                "{} keys named; one stream may watch at most {max}",
-                keys.len()
+                "{named} keys and prefixes named; one stream may watch at most {max}"
             ))
             .into());
         }
-        let mut seen = HashSet::with_capacity(keys.len());
-        let mut checked: Vec<Key> = Vec::with_capacity(keys.len());
-        for key in keys.iter() {
+        for key in &keys {
             self.0.check_key(key)?;
-            if seen.insert(key.as_str()) {
-                checked.push(Key::from(key.as_str()));
-            }
         }
-        Ok(self.open(req, checked, last_event_id.as_deref(), since.0)?)
+        for prefix in &prefixes {
+            self.0.check_prefix(prefix)?;
+        }
+        let watched = Watched {
+            keys: keys.iter().map(|key| Key::from(key.as_str())).collect(),
+            prefixes: prefixes
+                .iter()
+                .map(|prefix| Key::from(prefix.as_str()))
+                .collect(),
+        };
+        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
     }
 }

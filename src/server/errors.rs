@@ -185,6 +185,9 @@ fn bad_request_detail(err: &poem::Error, uri: &Uri) -> String {
     match param.name {
         "ttl" => api::bad_ttl(given),
         "since" => api::bad_since(given),
+        "limit" => api::bad_limit(given),
+        // Only DELETE /store constrains `prefix` (not empty).
+        "prefix" => api::EMPTY_PREFIX.to_owned(),
         _ => err.to_string(),
     }
 }

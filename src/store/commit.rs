@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 
 use super::expiry::ExpiryQueue;
 use super::history::History;
+use super::index::Index;
 use super::watch::Watchers;
 use super::{Entry, Event, EventKind, Key, Locked, StorageError, Value};
 
@@ -143,6 +144,8 @@ pub(super) struct Committer {
     pub(super) mode: Mode,
     pub(super) closing: bool,
     pub(super) history: History,
+    /// The keys in byte order, for listings; changed with the map.
+    pub(super) index: Index,
     pub(super) expiry: ExpiryQueue,
     pub(super) watchers: Watchers,
     /// Set when a commit adds a deadline earlier than any before it.
@@ -224,6 +227,7 @@ impl Committer {
                     self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
                 }
                 let event = Event::live(revision, EventKind::Put, entry.clone());
+                self.index.put(entry.clone());
                 (event, locked.insert(entry))
             }
             Change::Delete | Change::Expire => {
@@ -234,10 +238,12 @@ impl Committer {
                     EventKind::Delete
                 };
                 let previous = locked.remove(&key);
+                self.index.remove(&key);
                 (Event::gone(revision, kind, key.clone()), previous)
             }
         };
-        if let Some(previous) = previous.and_then(|p| p.deadline()) {
+        let event = event.replacing(previous.clone());
+        if let Some(previous) = previous.as_ref().and_then(Entry::deadline) {
             self.expiry.remove(previous, &key);
         }
         self.lagging_watchers += self.watchers.publish(&event);

@@ -37,6 +37,10 @@ pub struct Event {
     pub id: u64,
     pub kind: EventKind,
     state: State,
+    /// The key's record before a change (etcd's `prev_kv`): what a listing
+    /// at an older revision shows for the key. `None` for a snapshot and
+    /// for a put that created the key.
+    prev: Option<Entry>,
 }
 
 /// The key's state after the event.
@@ -53,13 +57,33 @@ impl Event {
     /// A put, or a snapshot of a live key.
     pub fn live(id: u64, kind: EventKind, entry: Entry) -> Self {
         let state = State::Live(entry);
-        Self { id, kind, state }
+        Self {
+            id,
+            kind,
+            state,
+            prev: None,
+        }
     }
 
     /// A delete or expiry at revision `id`, or a snapshot of an absent key.
     pub fn gone(id: u64, kind: EventKind, key: Key) -> Self {
         let state = State::Gone(key);
-        Self { id, kind, state }
+        Self {
+            id,
+            kind,
+            state,
+            prev: None,
+        }
+    }
+
+    /// The same change, remembering the record it replaced or removed.
+    pub fn replacing(self, prev: Option<Entry>) -> Self {
+        Self { prev, ..self }
+    }
+
+    /// The key's record before the change; `None` if it was absent.
+    pub fn prev(&self) -> Option<&Entry> {
+        self.prev.as_ref()
     }
 
     pub fn key(&self) -> &str {
@@ -87,13 +111,18 @@ impl Event {
         }
     }
 
-    /// The memory the event is counted as holding.
+    /// The memory the event is counted as holding, the record it replaced
+    /// included (the history keeps that alive too).
     pub fn cost(&self) -> usize {
         let value = match &self.state {
             State::Live(entry) => entry.value_bytes().len(),
             State::Gone(_) => 0,
         };
-        EVENT_OVERHEAD + self.key().len() + value
+        let prev = self
+            .prev
+            .as_ref()
+            .map_or(0, |prev| prev.value_bytes().len());
+        EVENT_OVERHEAD + self.key().len() + value + prev
     }
 }
 
@@ -102,8 +131,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_fits_in_four_words() {
-        assert!(size_of::<Event>() <= 32, "{} bytes", size_of::<Event>());
+    fn an_event_fits_in_five_words() {
+        assert!(size_of::<Event>() <= 40, "{} bytes", size_of::<Event>());
     }
 
     #[test]

@@ -16,9 +16,11 @@ mod event;
 mod expiry;
 mod flusher;
 mod history;
+mod index;
 mod lock_map;
 mod op;
 mod plan;
+mod range;
 mod stats;
 mod sweeper;
 mod value;
@@ -42,17 +44,20 @@ pub use error::{BatchError, StorageError, WatchError};
 pub use event::{Event, EventKind};
 pub use lock_map::{Entry, Key, LockMap, Locked};
 pub use op::{Action, Condition, Current, Op, Outcome, Revisions};
+pub use plan::PrefixDeleted;
+pub use range::{Page, RangeError, RangeRequest, ReadPoint};
 pub use stats::Stats;
 pub use value::Value;
-pub use watch::{Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch};
+pub use watch::{Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch, WatchItem, Watched};
 
 use commit::{Committer, Deferred, Group, MAX_DEFERRED_KEYS, Mode};
 use disk::Disk;
 use expiry::ExpiryQueue;
 use flusher::{flusher, settled};
 use history::History;
+use index::Index;
 use stats::{Counters, bump};
-use watch::{WatchLimits, Watchers};
+use watch::{Snapshot, WatchLimits, Watchers};
 
 /// Store-wide settings.
 #[derive(Clone, Debug)]
@@ -114,12 +119,20 @@ pub struct Store {
 impl Store {
     /// An in-memory store.
     pub fn new(config: StoreConfig) -> Self {
-        Self::with_state(config, LockMap::new(), ExpiryQueue::default(), 0, None)
+        Self::with_state(
+            config,
+            LockMap::new(),
+            Index::default(),
+            ExpiryQueue::default(),
+            0,
+            None,
+        )
     }
 
     fn with_state(
         config: StoreConfig,
         map: LockMap,
+        index: Index,
         expiry: ExpiryQueue,
         revision: u64,
         fsync: Option<Fsync>,
@@ -137,6 +150,7 @@ impl Store {
             },
             closing: false,
             history: History::new(config.history, config.history_bytes),
+            index,
             expiry,
             watchers: Watchers::new(WatchLimits {
                 per_watcher: config.watch_queue_bytes,
@@ -171,17 +185,18 @@ impl Store {
         let (disk, mut recovered) = Disk::open(dir)?;
         let map = LockMap::new();
         let mut expiry = ExpiryQueue::default();
+        let entries = std::mem::take(&mut recovered.entries);
         {
-            let entries = std::mem::take(&mut recovered.entries);
             let mut locked = map.lock(entries.iter().map(Entry::key));
-            for entry in entries {
+            for entry in &entries {
                 if let Some(deadline) = entry.deadline() {
                     expiry.insert(deadline, Key::from(entry.key()));
                 }
-                locked.insert(entry);
+                locked.insert(entry.clone());
             }
         }
-        let store = Self::with_state(config, map, expiry, recovered.revision, Some(fsync));
+        let index = Index::from_sorted(entries);
+        let store = Self::with_state(config, map, index, expiry, recovered.revision, Some(fsync));
         let inner = store.inner.clone();
         let handle = std::thread::Builder::new()
             .name("kv-flusher".into())
@@ -244,21 +259,26 @@ impl Store {
         }
     }
 
-    /// Starts watching `keys`. Without `since`, the stream opens with one
-    /// snapshot per key; with it, it replays every event on those keys after
-    /// revision `since`. Live events follow either way, with no gap and no
-    /// duplicate. If the store drops the watcher (too slow, or the watchers'
-    /// memory is full) it calls `closer`.
+    /// Starts watching keys and prefixes. Without `since`, the stream
+    /// opens with a snapshot: one event per watched key (its state now),
+    /// then one per key under each prefix (streamed from the index at the
+    /// same revision, a chunk at a time, never built whole in memory), then
+    /// a sync marker carrying the revision to resume from. With `since`, it
+    /// replays every event on what is watched after revision `since`. Live
+    /// events follow either way, with no gap and no duplicate. If the store
+    /// drops the watcher (too slow, or the watchers' memory is full) it
+    /// calls `closer`.
     pub fn watch(
         &self,
-        keys: Vec<Key>,
+        watched: Watched,
         since: Option<u64>,
         closer: Closer,
     ) -> Result<Watch, WatchError> {
+        let watched = watched.normalised();
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();
         let current = committer.revision;
-        let first: Vec<Event> = match since {
+        let (first, snapshot): (Vec<Event>, Option<Snapshot>) = match since {
             Some(since) => {
                 let oldest = committer.history.oldest_revision(current);
                 if since > current {
@@ -267,17 +287,27 @@ impl Store {
                 if since + 1 < oldest {
                     return Err(WatchError::Compacted { oldest });
                 }
-                let watched: HashSet<&str> = keys.iter().map(|key| &**key).collect();
-                committer
+                let keys: HashSet<&str> = watched.keys.iter().map(|key| &**key).collect();
+                let wanted = |key: &str| {
+                    keys.contains(key)
+                        || watched
+                            .prefixes
+                            .iter()
+                            .any(|prefix| key.starts_with(&**prefix))
+                };
+                let replay = committer
                     .history
                     .after(since, current)
-                    .filter(|event| watched.contains(event.key()))
+                    .filter(|event| wanted(event.key()))
                     .cloned()
-                    .collect()
+                    .collect();
+                (replay, None)
             }
             None => {
                 let now = Instant::now();
-                keys.iter()
+                let keys = watched
+                    .keys
+                    .iter()
                     .map(|key| {
                         let live = inner
                             .map
@@ -288,17 +318,19 @@ impl Store {
                             None => Event::gone(current, EventKind::Snapshot, key.clone()),
                         }
                     })
-                    .collect()
+                    .collect();
+                (keys, Some(Snapshot::new(current, &watched.prefixes)))
             }
         };
         let (id, live) = committer
             .watchers
-            .register(keys.into_boxed_slice(), closer)
+            .register(watched, closer)
             .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
         drop(committer);
         bump(&inner.counters.open_watches);
         Ok(Watch {
             first: first.into_iter(),
+            snapshot,
             live,
             id,
             store: self.clone(),

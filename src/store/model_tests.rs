@@ -1,6 +1,7 @@
-//! The store against a model: random sequences of operations and batches
-//! must give the same outcomes, state, revisions and events as a plain map
-//! that applies them one at a time.
+//! The store against a model: random sequences of operations, batches and
+//! prefix deletes must give the same outcomes, state, revisions, events and
+//! listings (at every past revision) as a plain map that applies them one
+//! at a time.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-const KEYS: &[&str] = &["a", "b", "c"];
+const KEYS: &[&str] = &["a", "a/x", "a/y", "b"];
+const PREFIXES: &[&str] = &["", "a", "a/", "a/x", "b", "c"];
 const VALUES: &[&str] = &["0", "1", "2"];
 
 fn key() -> impl Strategy<Value = Key> {
@@ -49,15 +51,48 @@ fn op() -> impl Strategy<Value = Op> {
     })
 }
 
-/// The reference: a map, a revision counter and the event log.
+/// One step: a run of operations (one, or a batch), or a prefix delete.
+#[derive(Clone, Debug)]
+enum Step {
+    Ops(Vec<Op>),
+    DeletePrefix(&'static str),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => proptest::collection::vec(op(), 1..5).prop_map(Step::Ops),
+        1 => proptest::sample::select(&PREFIXES[1..]).prop_map(Step::DeletePrefix),
+    ]
+}
+
+/// The reference: a map, a revision counter, the event log and the map as
+/// it was after each step.
 #[derive(Default)]
 struct Model {
     map: BTreeMap<Key, Current>,
     revision: u64,
     events: Vec<(u64, EventKind, Key, Option<Value>)>,
+    past: Vec<(u64, BTreeMap<Key, Current>)>,
 }
 
 impl Model {
+    /// Deletes the keys under `prefix` in key order; returns how many.
+    fn delete_prefix(&mut self, prefix: &str) -> u64 {
+        let doomed: Vec<Key> = self
+            .map
+            .keys()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect();
+        for key in &doomed {
+            self.revision += 1;
+            self.map.remove(key);
+            self.events
+                .push((self.revision, EventKind::Delete, key.clone(), None));
+        }
+        doomed.len() as u64
+    }
+
     /// Applies `ops` as one batch; returns the outcomes and whether they
     /// were applied.
     fn run(&mut self, ops: &[Op]) -> (Vec<Outcome>, bool) {
@@ -127,14 +162,14 @@ const CONFIG: StoreConfig = StoreConfig {
 proptest! {
     #[test]
     fn the_store_behaves_like_the_model(
-        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..40)
+        batches in proptest::collection::vec(step(), 1..40)
     ) {
         check(&Store::new(CONFIG), &batches)?;
     }
 
     #[test]
     fn a_store_with_a_data_dir_behaves_like_the_model_and_reloads_its_state(
-        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..20)
+        batches in proptest::collection::vec(step(), 1..20)
     ) {
         let dir = tempfile::tempdir().map_err(|err| TestCaseError::fail(err.to_string()))?;
         let open = || Store::open(CONFIG, dir.path(), Fsync::Always)
@@ -154,12 +189,31 @@ proptest! {
 }
 
 /// Runs `batches` through `store` and the model side by side.
-fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
+fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|err| TestCaseError::fail(err.to_string()))?;
     let mut model = Model::default();
-    for ops in batches {
+    model.past.push((0, BTreeMap::new()));
+    for step in batches {
+        let ops = match step {
+            Step::Ops(ops) => ops,
+            Step::DeletePrefix(prefix) => {
+                let deleted = runtime
+                    .block_on(store.delete_prefix(prefix))
+                    .map_err(|err| TestCaseError::fail(err.to_string()))?;
+                let expected = model.delete_prefix(prefix);
+                prop_assert_eq!(
+                    deleted,
+                    PrefixDeleted {
+                        deleted: expected,
+                        revision: model.revision
+                    }
+                );
+                model.past.push((model.revision, model.map.clone()));
+                continue;
+            }
+        };
         let (expected, applied) = model.run(ops);
         let outcomes = if ops.len() == 1 {
             let outcome = runtime.block_on(store.apply(ops[0].clone()));
@@ -182,18 +236,64 @@ fn check(store: &Store, batches: &[Vec<Op>]) -> Result<(), TestCaseError> {
             prop_assert_eq!(store.get(key), model.map.get(*key).cloned());
         }
         prop_assert_eq!(store.stats().revision, model.revision);
+        model.past.push((model.revision, model.map.clone()));
+    }
+
+    // Every past state lists as the model held it, a page of two at a time.
+    for (revision, map) in &model.past {
+        for prefix in PREFIXES {
+            let at = ReadPoint::now(*revision);
+            let mut listed = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store
+                    .range_now(&RangeRequest {
+                        prefix,
+                        after: after.as_deref(),
+                        at: Some(at),
+                        limit: 2,
+                        max_bytes: usize::MAX,
+                        keys_only: false,
+                        count: true,
+                    })
+                    .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
+                let expected_count = map.keys().filter(|key| key.starts_with(prefix)).count();
+                prop_assert_eq!(page.count, Some(expected_count as u64));
+                listed.extend(
+                    page.entries
+                        .iter()
+                        .map(|entry| (Key::from(entry.key()), Current::from(entry))),
+                );
+                match page.entries.last() {
+                    Some(last) if page.more => after = Some(last.key().to_owned()),
+                    _ => break,
+                }
+            }
+            let expected: Vec<(Key, Current)> = map
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, current)| (key.clone(), current.clone()))
+                .collect();
+            prop_assert_eq!(
+                listed,
+                expected,
+                "prefix {:?} at revision {}",
+                prefix,
+                revision
+            );
+        }
     }
 
     // The history replays exactly the model's events.
+    let watched = Watched {
+        keys: vec![Key::from("b")],
+        prefixes: vec![Key::from("a")],
+    };
     let mut watch = store
-        .watch(
-            KEYS.iter().map(|k| Key::from(*k)).collect(),
-            Some(0),
-            std::sync::Arc::new(()),
-        )
+        .watch(watched, Some(0), std::sync::Arc::new(()))
         .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
     let mut replayed = Vec::new();
-    while let Some(Some(delivery)) = watch.next().now_or_never() {
+    while let Some(Some(WatchItem::Event(delivery))) = watch.next().now_or_never() {
         let event = delivery.event;
         replayed.push((
             event.id,

@@ -4,8 +4,17 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::commit::{Planned, Ticket, view};
-use super::{Action, Current, Op, Outcome, StorageError, Store, bump};
+use super::commit::{Committer, Planned, Ticket, view};
+use super::flusher::settled;
+use super::{Action, Condition, Current, Key, Op, Outcome, StorageError, Store, bump};
+
+/// What `DELETE /store?prefix=` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixDeleted {
+    pub deleted: u64,
+    /// The store's revision after the delete.
+    pub revision: u64,
+}
 
 impl Store {
     fn count(&self, op: &Op, outcome: &Outcome) {
@@ -27,8 +36,58 @@ impl Store {
     /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
     /// tells when what they wrote or saw is durable.
     pub(super) fn run(&self, ops: &[Op]) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
+        let mut committer = self.inner.committer.lock();
+        self.run_locked(&mut committer, ops)
+    }
+
+    /// Deletes every key under `prefix` (non-empty) in one atomic commit:
+    /// the keys are listed and deleted under the same hold of the commit
+    /// lock, so no write can slip between. Returns how many were deleted
+    /// and the store's revision after it.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
+        let (outcomes, revision, ticket) = {
+            let mut committer = self.inner.committer.lock();
+            let mut keys: Vec<Key> = committer
+                .index
+                .under(prefix, None)
+                .map(|entry| Key::from(entry.key()))
+                .collect();
+            // Writes planned but not yet on disk (`--fsync always`) are
+            // not in the index yet.
+            keys.extend(
+                committer
+                    .pending
+                    .keys()
+                    .filter(|key| key.starts_with(prefix))
+                    .cloned(),
+            );
+            keys.sort_unstable();
+            keys.dedup();
+            let ops: Vec<Op> = keys
+                .into_iter()
+                .map(|key| Op {
+                    key,
+                    action: Action::Delete,
+                    condition: Condition::Always,
+                })
+                .collect();
+            let (outcomes, ticket) = self.run_locked(&mut committer, &ops)?;
+            (outcomes, committer.next, ticket)
+        };
+        settled(ticket).await?;
+        let deleted = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Outcome::Deleted { .. }))
+            .count() as u64;
+        Ok(PrefixDeleted { deleted, revision })
+    }
+
+    fn run_locked(
+        &self,
+        committer: &mut Committer,
+        ops: &[Op],
+    ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
-        let mut committer = inner.committer.lock();
         if committer.closing {
             return Err(StorageError::ShuttingDown);
         }
@@ -121,7 +180,7 @@ impl Store {
         if ticket.is_some() {
             inner.flush_wanted.notify_one();
         }
-        inner.settle(&mut committer);
+        inner.settle(committer);
         Ok((outcomes, ticket))
     }
 }

@@ -1,7 +1,7 @@
 //! Watch fan-out: who watches which key, the stream each watcher reads,
 //! and what every watcher is charged for the memory it pins.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::{Event, Key, Store};
+use super::{Entry, Event, EventKind, Key, RangeError, RangeRequest, ReadPoint, Store};
 
 /// The encoded form of one published event, made once by the first watcher
 /// that reads it and shared with every other watcher of the same publish
@@ -97,8 +97,44 @@ impl CloseWatcher for () {
     fn close(&self) {}
 }
 
+/// What one watcher watches: keys, and prefixes (every key starting with
+/// one, including keys created later).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watched {
+    pub keys: Vec<Key>,
+    pub prefixes: Vec<Key>,
+}
+
+impl Watched {
+    /// The same set without repeats: a prefix inside another prefix and a
+    /// key under a watched prefix are dropped, so that no event (and no
+    /// snapshot) reaches the watcher twice.
+    pub fn normalised(mut self) -> Self {
+        self.prefixes.sort_unstable();
+        self.prefixes.dedup();
+        let mut prefixes: Vec<Key> = Vec::with_capacity(self.prefixes.len());
+        for prefix in self.prefixes {
+            // Sorted: a prefix comes right after the shortest one covering it.
+            if !prefixes
+                .last()
+                .is_some_and(|kept| prefix.starts_with(&**kept))
+            {
+                prefixes.push(prefix);
+            }
+        }
+        let covered = |key: &str| prefixes.iter().any(|prefix| key.starts_with(&**prefix));
+        let mut seen = HashSet::with_capacity(self.keys.len());
+        let keys = self
+            .keys
+            .into_iter()
+            .filter(|key| !covered(key) && seen.insert(key.clone()))
+            .collect();
+        Self { keys, prefixes }
+    }
+}
+
 struct Slot {
-    keys: Box<[Key]>,
+    watched: Watched,
     tx: mpsc::UnboundedSender<Delivery>,
     /// Bytes charged to this watcher and not yet released.
     charged: Arc<AtomicUsize>,
@@ -142,6 +178,11 @@ pub struct Watchers {
     /// A set, not a list: a key may have ten thousand watchers, and each
     /// one leaving must not scan the others.
     by_key: HashMap<Key, HashSet<u64>>,
+    by_prefix: HashMap<Key, HashSet<u64>>,
+    /// The lengths of the watched prefixes (with how many prefixes have
+    /// each): an event looks up its key's prefixes of these lengths only,
+    /// however many watchers there are.
+    prefix_lengths: BTreeMap<usize, usize>,
     /// Bytes of shared frames alive now, for `limits.total`.
     total: Arc<AtomicUsize>,
 }
@@ -153,15 +194,18 @@ impl Watchers {
             next_id: 0,
             slots: HashMap::new(),
             by_key: HashMap::new(),
+            by_prefix: HashMap::new(),
+            prefix_lengths: BTreeMap::new(),
             total: Arc::default(),
         }
     }
 
-    /// Adds a watcher of `keys`, on whose connection `closer` is called if
-    /// the store drops it; returns its id and receiver.
+    /// Adds a watcher (of a [`Watched::normalised`] set), on whose
+    /// connection `closer` is called if the store drops it; returns its id
+    /// and receiver.
     pub fn register(
         &mut self,
-        keys: Box<[Key]>,
+        watched: Watched,
         closer: Closer,
     ) -> Result<(u64, Receiver), TooManyWatches> {
         if self.slots.len() >= self.limits.watchers {
@@ -173,11 +217,18 @@ impl Watchers {
         let charged = Arc::new(AtomicUsize::new(0));
         self.next_id += 1;
         let id = self.next_id;
-        for key in &keys {
+        for key in &watched.keys {
             self.by_key.entry(key.clone()).or_default().insert(id);
         }
+        for prefix in &watched.prefixes {
+            let ids = self.by_prefix.entry(prefix.clone()).or_default();
+            if ids.is_empty() {
+                *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
+            }
+            ids.insert(id);
+        }
         let slot = Slot {
-            keys,
+            watched,
             tx,
             charged: charged.clone(),
             closer,
@@ -200,7 +251,7 @@ impl Watchers {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
-        for key in &slot.keys {
+        for key in &slot.watched.keys {
             if let Some(ids) = self.by_key.get_mut(key) {
                 ids.remove(&id);
                 if ids.is_empty() {
@@ -208,6 +259,42 @@ impl Watchers {
                 }
             }
         }
+        for prefix in &slot.watched.prefixes {
+            if let Some(ids) = self.by_prefix.get_mut(prefix) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_prefix.remove(prefix);
+                    if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.prefix_lengths.remove(&prefix.len());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The watchers of `key`: of the key itself and of its prefixes. A
+    /// watcher is named once (its set is normalised, so no two of its
+    /// entries match one key).
+    fn watchers_of(&self, key: &str) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .by_key
+            .get(key)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for &length in self.prefix_lengths.keys() {
+            // `get` is `None` past the key's end or inside a character:
+            // a prefix is whole characters, so it cannot match there.
+            let Some(prefix) = key.get(..length) else {
+                continue;
+            };
+            if let Some(watchers) = self.by_prefix.get(prefix) {
+                ids.extend(watchers);
+            }
+        }
+        ids
     }
 
     /// Drops a watcher the store gives up on, closing its connection.
@@ -221,13 +308,17 @@ impl Watchers {
     /// Hands the event to every watcher of its key; returns how many
     /// watchers were dropped for being too slow.
     pub fn publish(&mut self, event: &Event) -> u64 {
-        let Some(ids) = self.by_key.get(event.key()) else {
+        if self.prefix_lengths.is_empty() && !self.by_key.contains_key(event.key()) {
             return 0;
-        };
+        }
+        let ids = self.watchers_of(event.key());
+        if ids.is_empty() {
+            return 0;
+        }
         let cost = event.cost();
         let frame = SharedFrame::new(cost, self.total.clone());
         let (mut lagging, mut gone) = (Vec::new(), Vec::new());
-        for id in ids {
+        for id in &ids {
             let Some(slot) = self.slots.get(id) else {
                 continue;
             };
@@ -293,30 +384,123 @@ pub struct Receiver {
     total: Arc<AtomicUsize>,
 }
 
-/// A watcher's stream of events: first the snapshot or the replayed history,
-/// then live events. It ends when the store drops the watcher; dropping it
+/// What a watch stream yields.
+pub enum WatchItem {
+    Event(Delivery),
+    /// The snapshot is complete: everything the store held at this
+    /// revision has been sent. Resume from here.
+    Synced(u64),
+}
+
+/// How many records one chunk of a prefix snapshot reads from the index,
+/// and how many bytes at most: what a snapshot holds in memory besides the
+/// frames charged to the watcher.
+const SNAPSHOT_CHUNK: usize = 512;
+const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The part of a snapshot still to send: the keys under the watched
+/// prefixes, read a chunk at a time at the watch's starting point, so a
+/// prefix of any size costs one chunk of memory and the client's reading
+/// speed sets the pace.
+pub(super) struct Snapshot {
+    at: ReadPoint,
+    prefixes: VecDeque<Key>,
+    /// The last key sent under the first prefix.
+    after: Option<Key>,
+    chunk: std::vec::IntoIter<Entry>,
+}
+
+impl Snapshot {
+    pub(super) fn new(revision: u64, prefixes: &[Key]) -> Self {
+        Self {
+            at: ReadPoint::now(revision),
+            prefixes: prefixes.iter().cloned().collect(),
+            after: None,
+            chunk: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next record to send; `Err` when the history no longer reaches
+    /// back to the starting point (the snapshot cannot be completed).
+    fn next(&mut self, store: &Store) -> Result<Option<Entry>, RangeError> {
+        loop {
+            if let Some(entry) = self.chunk.next() {
+                return Ok(Some(entry));
+            }
+            let Some(prefix) = self.prefixes.front() else {
+                return Ok(None);
+            };
+            let page = store.range_now(&RangeRequest {
+                prefix,
+                after: self.after.as_deref(),
+                at: Some(self.at),
+                limit: SNAPSHOT_CHUNK,
+                max_bytes: SNAPSHOT_CHUNK_BYTES,
+                keys_only: false,
+                count: false,
+            })?;
+            self.after = page
+                .more
+                .then(|| page.entries.last().map(|last| Key::from(last.key())))
+                .flatten();
+            if self.after.is_none() {
+                self.prefixes.pop_front();
+            }
+            self.chunk = page.entries.into_iter();
+        }
+    }
+}
+
+/// A watcher's stream: first the snapshot (with its sync marker) or the
+/// replayed history, then live events. It ends when the store drops the
+/// watcher, or when a snapshot can no longer be completed; dropping it
 /// unregisters the watcher.
 pub struct Watch {
     pub(super) first: std::vec::IntoIter<Event>,
+    /// `None` once sent (or for a resumed watch, which has none).
+    pub(super) snapshot: Option<Snapshot>,
     pub(super) live: Receiver,
     pub(super) id: u64,
     pub(super) store: Store,
 }
 
+impl Watch {
+    fn deliver(&self, event: Event) -> WatchItem {
+        let cost = event.cost();
+        WatchItem::Event(Delivery {
+            frame: SharedFrame::new(cost, self.live.total.clone()),
+            charge: Charge::new(cost, &self.live.charged),
+            event,
+        })
+    }
+}
+
 impl Stream for Watch {
-    type Item = Delivery;
+    type Item = WatchItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(event) = self.first.next() {
-            let cost = event.cost();
-            let delivery = Delivery {
-                frame: SharedFrame::new(cost, self.live.total.clone()),
-                charge: Charge::new(cost, &self.live.charged),
-                event,
-            };
-            return Poll::Ready(Some(delivery));
+            return Poll::Ready(Some(self.deliver(event)));
         }
-        self.live.rx.poll_recv(cx)
+        let this = &mut *self;
+        if let Some(snapshot) = &mut this.snapshot {
+            return Poll::Ready(match snapshot.next(&this.store) {
+                Ok(Some(entry)) => {
+                    let event = Event::live(snapshot.at.revision, EventKind::Snapshot, entry);
+                    Some(this.deliver(event))
+                }
+                Ok(None) => {
+                    let revision = snapshot.at.revision;
+                    this.snapshot = None;
+                    Some(WatchItem::Synced(revision))
+                }
+                Err(_) => None,
+            });
+        }
+        self.live
+            .rx
+            .poll_recv(cx)
+            .map(|delivery| delivery.map(WatchItem::Event))
     }
 }
 
@@ -329,7 +513,6 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EventKind;
 
     /// Records whether it was called.
     #[derive(Default)]
@@ -360,6 +543,13 @@ mod tests {
         }
     }
 
+    fn keys(keys: &[&str]) -> Watched {
+        Watched {
+            keys: keys.iter().map(|key| Key::from(*key)).collect(),
+            prefixes: Vec::new(),
+        }
+    }
+
     fn put(key: &str, value: &str) -> Event {
         let entry = crate::store::Entry::new(key, value.as_bytes(), 1, None);
         Event::live(1, EventKind::Put, entry)
@@ -369,9 +559,7 @@ mod tests {
     fn a_watcher_that_falls_behind_is_dropped_and_closed() {
         let mut watchers = Watchers::new(limits(400, usize::MAX));
         let (closer, closed) = closer();
-        let (_, mut rx) = watchers
-            .register(vec![Key::from("k")].into(), closer)
-            .expect("registers");
+        let (_, mut rx) = watchers.register(keys(&["k"]), closer).expect("registers");
         let event = put("k", &"v".repeat(100));
         assert_eq!(watchers.publish(&event), 0);
         assert_eq!(watchers.publish(&event), 0);
@@ -390,11 +578,9 @@ mod tests {
         let (behind, behind_closed) = closer();
         let (ahead, ahead_closed) = closer();
         let (_, mut slow) = watchers
-            .register(vec![Key::from("a"), Key::from("b")].into(), behind)
+            .register(keys(&["a", "b"]), behind)
             .expect("registers");
-        let (_, mut fast) = watchers
-            .register(vec![Key::from("b")].into(), ahead)
-            .expect("registers");
+        let (_, mut fast) = watchers.register(keys(&["b"]), ahead).expect("registers");
         let big = put("a", &"x".repeat(700));
         watchers.publish(&big);
         let small = put("b", &"y".repeat(300));
@@ -413,10 +599,9 @@ mod tests {
             total: 1,
             watchers: 1,
         });
-        let keys: Box<[Key]> = vec![Key::from("k")].into();
-        let first = watchers.register(keys.clone(), closer().0);
+        let first = watchers.register(keys(&["k"]), closer().0);
         assert!(first.is_ok());
-        let second = watchers.register(keys, closer().0);
+        let second = watchers.register(keys(&["k"]), closer().0);
         assert_eq!(second.err(), Some(TooManyWatches { max: 1 }));
     }
 }

@@ -207,6 +207,28 @@ impl Sse {
         events
     }
 
+    /// The snapshot that opens a watch without `since`: the `snapshot`
+    /// events (which carry no id) up to the `sync` event, and the revision
+    /// the `sync` event names (its id).
+    pub async fn snapshot(&mut self) -> (Vec<SseEvent>, u64) {
+        let mut snapshot = Vec::new();
+        loop {
+            let event = self.next().await.expect("the snapshot, then sync");
+            match event.event.as_str() {
+                "snapshot" => {
+                    assert_eq!(event.id, None, "a snapshot event carries no id");
+                    snapshot.push(event);
+                }
+                "sync" => {
+                    let id = event.id.expect("sync carries an id");
+                    assert_eq!(event.data["revision"], id, "sync names its revision");
+                    return (snapshot, id);
+                }
+                other => panic!("{other} event before sync"),
+            }
+        }
+    }
+
     async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(block) = self.take_block() {

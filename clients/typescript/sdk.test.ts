@@ -1,0 +1,54 @@
+// The TypeScript client (openapi-fetch over types generated from the
+// committed spec) against a live server: `npm test` (KV_STORE_BIN names the
+// server binary; default target/debug/kv-store).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { connect, deletePrefix, listAll } from "./usage.js";
+
+// npm runs this from clients/typescript.
+const root = path.resolve(process.cwd(), "../..");
+let url = "";
+let stop = () => {};
+
+before(async () => {
+  const binary = process.env.KV_STORE_BIN ?? path.join(root, "target/debug/kv-store");
+  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  stop = () => child.kill("SIGTERM");
+  url = await new Promise((resolve, reject) => {
+    let log = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => {
+      log += chunk;
+      const match = /listening on (http:\/\/[0-9.:]+)/.exec(log);
+      if (match) resolve(match[1]);
+    });
+    child.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+  });
+});
+
+after(() => stop());
+
+test("pages through a listing at one revision, then deletes the prefix", async () => {
+  const kv = connect(url);
+  const ops = Array.from({ length: 25 }, (_, n) => ({
+    method: "PUT" as const,
+    key: `user/${String(n).padStart(2, "0")}`,
+    value: String(n),
+  }));
+  const loaded = await kv.POST("/batch", { body: ops });
+  assert.equal(loaded.response.status, 200);
+
+  const { keys, revision } = await listAll(kv, "user/", 10);
+  assert.deepEqual(
+    keys,
+    ops.map((op) => op.key),
+  );
+  assert.equal(revision, 25);
+
+  assert.equal(await deletePrefix(kv, "user/"), 25);
+  assert.deepEqual((await listAll(kv, "user/")).keys, []);
+});

@@ -1,0 +1,275 @@
+//! The key space: list the keys under a prefix a page at a time, and delete
+//! them all at once.
+
+use poem::http::StatusCode;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::cursor::{Cursor, CursorError};
+use super::problem::{
+    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, SHUTTING_DOWN,
+    TOO_MANY_REQUESTS,
+};
+use super::{ApiTags, Context};
+use crate::store::{Entry, RangeError, RangeRequest};
+
+/// The most records one page may hold, and how many when not said.
+pub const MAX_LIMIT: u64 = 10_000;
+const DEFAULT_LIMIT: u64 = 1_000;
+
+/// What is wrong with a `limit`.
+pub fn bad_limit(given: impl std::fmt::Display) -> String {
+    format!("limit {given} is not a whole number from 1 to {MAX_LIMIT}")
+}
+
+/// Why `DELETE /store?prefix=` is refused.
+pub const EMPTY_PREFIX: &str =
+    "the prefix is empty: deleting every key this way is refused; name a prefix";
+
+pub const LISTING_GONE: (u16, &str) = (
+    410,
+    "The listing's revision is older than the history reaches (or comes from another run of the \
+     server): list again without `cursor`.",
+);
+
+pub struct ListErrors;
+impl ErrorStatuses for ListErrors {
+    const STATUSES: &'static [(u16, &'static str)] =
+        &[BAD_REQUEST, LISTING_GONE, TOO_MANY_REQUESTS];
+}
+
+pub struct DeletePrefixErrors;
+impl ErrorStatuses for DeletePrefixErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        TOO_MANY_REQUESTS,
+        SHUTTING_DOWN,
+        INSUFFICIENT_STORAGE,
+    ];
+}
+
+/// One key of a listing.
+#[derive(Object, Clone, Debug, PartialEq)]
+pub struct Listed {
+    pub key: String,
+    /// Absent with `keys_only=true`.
+    #[oai(skip_serializing_if_is_none)]
+    pub value: Option<String>,
+    /// The key's revision (its ETag) at the listing's revision.
+    pub revision: u64,
+}
+
+/// One page of a listing.
+#[derive(Object, Clone, Debug, PartialEq)]
+#[oai(example)]
+pub struct Listing {
+    /// The store revision every page of this listing shows. Watch the
+    /// prefix with `since` set to it to follow on from the listing.
+    pub revision: u64,
+    /// Keys in byte order.
+    pub items: Vec<Listed>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
+    pub next: Option<String>,
+    /// With `count=true`: how many keys the whole listing holds (all
+    /// pages).
+    #[oai(skip_serializing_if_is_none)]
+    pub count: Option<u64>,
+}
+
+impl Example for Listing {
+    fn example() -> Self {
+        Self {
+            revision: 12,
+            items: vec![Listed {
+                key: "config/db".to_owned(),
+                value: Some("postgres://db:5432".to_owned()),
+                revision: 9,
+            }],
+            next: None,
+            count: None,
+        }
+    }
+}
+
+/// What a prefix delete did.
+#[derive(Object, Clone, Debug, PartialEq)]
+#[oai(example)]
+pub struct Deleted {
+    /// How many keys were deleted (one `delete` event each).
+    pub deleted: u64,
+    /// The store's revision after the delete.
+    pub revision: u64,
+}
+
+impl Example for Deleted {
+    fn example() -> Self {
+        Self {
+            deleted: 3,
+            revision: 15,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// One page of keys.
+    #[oai(status = 200)]
+    Page(Json<Listing>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletePrefixResponse {
+    /// The keys are deleted.
+    #[oai(status = 200)]
+    Deleted(Json<Deleted>),
+}
+
+fn listed(entry: &Entry, keys_only: bool) -> Listed {
+    Listed {
+        key: entry.key().to_owned(),
+        value: (!keys_only).then(|| entry.value_str().to_owned()),
+        revision: entry.mod_revision(),
+    }
+}
+
+pub struct ListApi(pub Context);
+
+#[OpenApi(tag = "ApiTags::Keys")]
+impl ListApi {
+    /// List keys
+    ///
+    /// The keys starting with `prefix` (all keys when empty or absent), in
+    /// byte order, a page at a time: pass the answer's `next` as `cursor`
+    /// for the next page. Every page shows the store as it was at the first
+    /// page's `revision`, whatever is written in between; when the history
+    /// no longer reaches back to it the page is 410 and the listing starts
+    /// over. A page ends at `limit` keys, or before its keys and values
+    /// would pass `--max-page-bytes` (it always holds one key).
+    #[oai(path = "/store", method = "get", operation_id = "list_keys")]
+    async fn list_keys(
+        &self,
+        /// List the keys starting with this.
+        prefix: Query<Option<String>>,
+        /// Most keys in the page (1 to 10000; default 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+        limit: Query<Option<u64>>,
+        /// Where to go on: the `next` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Leave the values out.
+        keys_only: Query<Option<bool>>,
+        /// Also count the keys of the whole listing.
+        count: Query<Option<bool>>,
+    ) -> Result<ListResponse, ApiError<ListErrors>> {
+        let prefix = prefix.0.unwrap_or_default();
+        self.0.check_prefix(&prefix)?;
+        // In 1..=MAX_LIMIT: the validator above said so, in the words of
+        // `bad_limit` (server/errors.rs).
+        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
+        let cursor = cursor
+            .0
+            .map(|text| {
+                Cursor::decode(&text, &prefix).map_err(|err| {
+                    Box::new(Problem::invalid_request(match err {
+                        CursorError::Garbled => {
+                            "the cursor is not one this server gave out, or was changed: pass \
+                             the `next` of the previous page as it came"
+                        }
+                        CursorError::OtherPrefix => {
+                            "the cursor belongs to a listing of another prefix: keep the prefix \
+                             of the first page"
+                        }
+                    }))
+                })
+            })
+            .transpose()?;
+        let keys_only = keys_only.0.unwrap_or(false);
+        let page = self
+            .0
+            .store
+            .range(&RangeRequest {
+                prefix: &prefix,
+                after: cursor.as_ref().map(|cursor| cursor.after.as_str()),
+                at: cursor.as_ref().map(|cursor| cursor.at),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                max_bytes: self.0.limits.max_page_bytes,
+                keys_only,
+                count: count.0.unwrap_or(false),
+            })
+            .await
+            .map_err(|err| {
+                let revision = cursor.as_ref().map_or(0, |cursor| cursor.at.revision);
+                let (detail, oldest) = match err {
+                    RangeError::Compacted { oldest } => (
+                        format!(
+                            "the listing shows revision {revision}, and the history now starts \
+                             at {oldest}: list again without `cursor`"
+                        ),
+                        oldest,
+                    ),
+                    RangeError::Unknown { current, oldest } => (
+                        format!(
+                            "the listing shows revision {revision}, newer than the store's \
+                             {current}: the cursor comes from another run of the server"
+                        ),
+                        oldest,
+                    ),
+                };
+                Problem {
+                    oldest_revision: Some(oldest),
+                    ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
+                }
+            })?;
+        let next = page
+            .more
+            .then(|| page.entries.last())
+            .flatten()
+            .map(|last| {
+                Cursor {
+                    at: page.at,
+                    after: last.key().to_owned(),
+                }
+                .encode(&prefix)
+            });
+        Ok(ListResponse::Page(Json(Listing {
+            revision: page.at.revision,
+            items: page
+                .entries
+                .iter()
+                .map(|entry| listed(entry, keys_only))
+                .collect(),
+            next,
+            count: page.count,
+        })))
+    }
+
+    /// Delete keys by prefix
+    ///
+    /// Deletes every key starting with `prefix` (which may not be empty) in
+    /// one atomic commit: one `delete` event per key, in revision order,
+    /// and with `--data-dir` one transaction. Answers how many keys were
+    /// deleted and the store's revision after it.
+    #[oai(path = "/store", method = "delete", operation_id = "delete_prefix")]
+    async fn delete_prefix(
+        &self,
+        /// Delete the keys starting with this (not empty).
+        #[oai(validator(min_length = 1))]
+        prefix: Query<String>,
+    ) -> Result<DeletePrefixResponse, ApiError<DeletePrefixErrors>> {
+        // Not empty: the validator above said so, in the words of
+        // `EMPTY_PREFIX` (server/errors.rs).
+        self.0.check_prefix(&prefix)?;
+        let done = self
+            .0
+            .store
+            .delete_prefix(&prefix)
+            .await
+            .map_err(|err| Problem::not_stored(&err))?;
+        Ok(DeletePrefixResponse::Deleted(Json(Deleted {
+            deleted: done.deleted,
+            revision: done.revision,
+        })))
+    }
+}

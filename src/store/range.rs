@@ -1,0 +1,221 @@
+//! Range reads: the keys under a prefix, as the store was at a revision.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Committer, Entry, Store, entry};
+
+/// The point in the store's past a listing shows, so that every page of it
+/// agrees: a revision, and the moment TTLs are judged at (a key whose TTL
+/// had run out then is not listed, swept or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPoint {
+    pub revision: u64,
+    /// Milliseconds since the Unix epoch: a wall clock, so that a point
+    /// taken before a restart still means the same moment.
+    pub unix_millis: u64,
+}
+
+/// One page of a range read.
+#[derive(Clone, Copy, Debug)]
+pub struct RangeRequest<'a> {
+    /// Every key starting with these bytes (all keys when empty).
+    pub prefix: &'a str,
+    /// Start just after this key (the last key of the previous page).
+    pub after: Option<&'a str>,
+    /// The point to read at; `None` for the store as it is now.
+    pub at: Option<ReadPoint>,
+    /// At most this many records.
+    pub limit: usize,
+    /// The page ends before its keys (and values, unless `keys_only`) would
+    /// pass this many bytes, but always holds at least one record.
+    pub max_bytes: usize,
+    pub keys_only: bool,
+    /// Also count every key under the prefix at that point.
+    pub count: bool,
+}
+
+/// Records in key order, as they were at `at`.
+#[derive(Debug)]
+pub struct Page {
+    pub at: ReadPoint,
+    pub entries: Vec<Entry>,
+    /// Whether more records follow the last one.
+    pub more: bool,
+    pub count: Option<u64>,
+}
+
+/// Why a range cannot be read at the point asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// The history no longer reaches back to the revision.
+    Compacted { oldest: u64 },
+    /// The revision is newer than the store's (a point from another run).
+    Unknown { current: u64, oldest: u64 },
+}
+
+impl ReadPoint {
+    /// The store at `revision`, TTLs judged now.
+    pub fn now(revision: u64) -> Self {
+        Self {
+            revision,
+            unix_millis: unix_millis(SystemTime::now()),
+        }
+    }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `Instant` standing for a wall-clock moment in the past. Before the
+/// deadline clock started no deadline had passed, so that is as far back as
+/// it needs to go.
+fn instant_at(unix: u64) -> Instant {
+    let (now, now_unix) = (Instant::now(), SystemTime::now());
+    let then = UNIX_EPOCH + Duration::from_millis(unix);
+    match now_unix.duration_since(then) {
+        Ok(ago) => now.checked_sub(ago).unwrap_or_else(entry::epoch),
+        Err(_) => now,
+    }
+    .max(entry::epoch())
+}
+
+/// The records under a prefix at a revision: the index as it is now, with
+/// each key changed since the revision shown as it was before its first
+/// change (the `prev` its event remembers), in key order.
+struct AtRevision<'a, I: Iterator<Item = &'a Entry>> {
+    now: Peekable<I>,
+    /// Keys changed since the revision, with their record at it.
+    past: Peekable<std::collections::btree_map::IntoIter<&'a [u8], Option<&'a Entry>>>,
+    /// TTLs are judged at this moment.
+    moment: Instant,
+}
+
+impl<'a, I: Iterator<Item = &'a Entry>> Iterator for AtRevision<'a, I> {
+    type Item = &'a Entry;
+
+    fn next(&mut self) -> Option<&'a Entry> {
+        loop {
+            let order = match (self.now.peek(), self.past.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(now), Some((past, _))) => now.key_bytes().cmp(past),
+            };
+            let record = match order {
+                std::cmp::Ordering::Less => self.now.next(),
+                std::cmp::Ordering::Greater => self.past.next().and_then(|(_, then)| then),
+                std::cmp::Ordering::Equal => {
+                    self.now.next();
+                    self.past.next().and_then(|(_, then)| then)
+                }
+            };
+            if let Some(record) = record.filter(|record| !record.is_expired(self.moment)) {
+                return Some(record);
+            }
+        }
+    }
+}
+
+impl Committer {
+    /// The records under `prefix` after `after`, at `at`.
+    fn at_revision<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        at: ReadPoint,
+        moment: Instant,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        let mut past = BTreeMap::new();
+        if at.revision < self.revision {
+            let wanted = |key: &str| {
+                key.starts_with(prefix)
+                    && after.is_none_or(|after| key.as_bytes() > after.as_bytes())
+            };
+            for event in self.history.after(at.revision, self.revision) {
+                let key = event.key();
+                if wanted(key) {
+                    past.entry(key.as_bytes()).or_insert(event.prev());
+                }
+            }
+        }
+        AtRevision {
+            now: self.index.under(prefix, after).peekable(),
+            past: past.into_iter().peekable(),
+            moment,
+        }
+    }
+
+    /// Checks that the history can show `at`.
+    fn reaches(&self, at: ReadPoint) -> Result<(), RangeError> {
+        let current = self.revision;
+        let oldest = self.history.oldest_revision(current);
+        if at.revision > current {
+            return Err(RangeError::Unknown { current, oldest });
+        }
+        if at.revision + 1 < oldest {
+            return Err(RangeError::Compacted { oldest });
+        }
+        Ok(())
+    }
+
+    pub(super) fn range(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
+        let (at, moment) = match request.at {
+            Some(at) => {
+                self.reaches(at)?;
+                (at, instant_at(at.unix_millis))
+            }
+            None => (ReadPoint::now(self.revision), Instant::now()),
+        };
+        let mut records = self.at_revision(request.prefix, request.after, at, moment);
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for record in records.by_ref() {
+            let size = record.key_bytes().len()
+                + if request.keys_only {
+                    0
+                } else {
+                    record.value_bytes().len()
+                };
+            let full = entries.len() >= request.limit.max(1)
+                || (!entries.is_empty() && bytes + size > request.max_bytes);
+            if full {
+                more = true;
+                break;
+            }
+            bytes += size;
+            entries.push(record.clone());
+        }
+        let count = request
+            .count
+            .then(|| self.at_revision(request.prefix, None, at, moment).count() as u64);
+        Ok(Page {
+            at,
+            entries,
+            more,
+            count,
+        })
+    }
+}
+
+impl Store {
+    /// One page of the records under a prefix, at a point in the store's
+    /// past (or now). Every page read at the same point agrees with the
+    /// others, whatever was written between them, for as long as the
+    /// history reaches back to it. The cost is the page plus the writes
+    /// since the point, not the size of the store.
+    ///
+    /// Async because a store that answers over the network (etcd) waits for
+    /// it; this one answers at once.
+    pub async fn range(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
+        self.range_now(request)
+    }
+
+    pub(super) fn range_now(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
+        self.inner.committer.lock().range(request)
+    }
+}
