@@ -41,6 +41,10 @@ pub struct Event {
     /// at an older revision shows for the key. `None` for a snapshot and
     /// for a put that created the key.
     prev: Option<Entry>,
+    /// What [`Event::cost`] answers, worked out once: the history asks again
+    /// when it drops the event, long after its records left the cache.
+    /// (It fits in what would be padding.)
+    cost: u32,
 }
 
 /// The key's state after the event.
@@ -57,28 +61,34 @@ impl Event {
     /// A put, or a snapshot of a live key.
     pub fn live(id: u64, kind: EventKind, entry: Entry) -> Self {
         let state = State::Live(entry);
-        Self {
-            id,
-            kind,
-            state,
-            prev: None,
-        }
+        Self::costed(id, kind, state, None)
     }
 
     /// A delete or expiry at revision `id`, or a snapshot of an absent key.
     pub fn gone(id: u64, kind: EventKind, key: Key) -> Self {
         let state = State::Gone(key);
+        Self::costed(id, kind, state, None)
+    }
+
+    fn costed(id: u64, kind: EventKind, state: State, prev: Option<Entry>) -> Self {
+        let (key, value) = match &state {
+            State::Live(entry) => (entry.key_bytes().len(), entry.value_bytes().len()),
+            State::Gone(key) => (key.len(), 0),
+        };
+        let prev_value = prev.as_ref().map_or(0, |prev| prev.value_bytes().len());
+        let cost = EVENT_OVERHEAD + key + value + prev_value;
         Self {
             id,
             kind,
             state,
-            prev: None,
+            prev,
+            cost: u32::try_from(cost).unwrap_or(u32::MAX),
         }
     }
 
     /// The same change, remembering the record it replaced or removed.
     pub fn replacing(self, prev: Option<Entry>) -> Self {
-        Self { prev, ..self }
+        Self::costed(self.id, self.kind, self.state, prev)
     }
 
     /// The key's record before the change; `None` if it was absent.
@@ -111,18 +121,10 @@ impl Event {
         }
     }
 
-    /// The memory the event is counted as holding, the record it replaced
-    /// included (the history keeps that alive too).
+    /// The memory the event is counted as holding: its key and values,
+    /// the record it replaced included (the history keeps that alive too).
     pub fn cost(&self) -> usize {
-        let value = match &self.state {
-            State::Live(entry) => entry.value_bytes().len(),
-            State::Gone(_) => 0,
-        };
-        let prev = self
-            .prev
-            .as_ref()
-            .map_or(0, |prev| prev.value_bytes().len());
-        EVENT_OVERHEAD + self.key().len() + value + prev
+        self.cost as usize
     }
 }
 
