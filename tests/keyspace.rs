@@ -123,6 +123,57 @@ fn apply(state: &mut State, event: &SseEvent) {
     }
 }
 
+/// Eight clients putting and deleting `keys` keys under `prefix` until
+/// stopped, counting their writes.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    done: tokio::sync::watch::Receiver<u64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(server: &Arc<TestServer>, prefix: &'static str, keys: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (progress, done) = tokio::sync::watch::channel(0u64);
+        let progress = Arc::new(progress);
+        let tasks = (0..8u64)
+            .map(|writer| {
+                let (server, stop, progress) = (server.clone(), stop.clone(), progress.clone());
+                tokio::spawn(async move {
+                    let mut n = writer + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = (n * 7919 + 13) % 1_000_003;
+                        let key = format!("{prefix}{:03}", n % keys);
+                        if n % 3 == 0 {
+                            delete(&server, &key).await;
+                        } else {
+                            put(&server, &key, &format!("w{writer}-{n}")).await;
+                        }
+                        progress.send_modify(|done| *done += 1);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, done, tasks }
+    }
+
+    /// Waits until the writers have made `more` writes since the last wait.
+    async fn wait_for(&mut self, more: u64) {
+        let seen = *self.done.borrow_and_update();
+        self.done
+            .wait_for(|done| *done >= seen + more)
+            .await
+            .expect("writers running");
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("writer");
+        }
+    }
+}
+
 async fn watch_prefix(server: &TestServer, prefix: &str, since: Option<u64>) -> Sse {
     let mut request = server
         .request(Method::GET, "/watch")
@@ -312,41 +363,13 @@ async fn pages_show_the_first_pages_revision_while_eight_writers_change_the_pref
     // The complete change log from the start, to rebuild any past state.
     let mut log = watch_prefix(&server, "p/", Some(0)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0u64);
-    let progress_tx = Arc::new(progress_tx);
-    let writers: Vec<_> = (0..8u64)
-        .map(|writer| {
-            let (server, stop, progress) = (server.clone(), stop.clone(), progress_tx.clone());
-            tokio::spawn(async move {
-                let mut n = writer;
-                while !stop.load(Ordering::Relaxed) {
-                    n = (n * 7919 + 13) % 1000;
-                    let key = format!("p/{:03}", n % 300);
-                    if n % 3 == 0 {
-                        delete(&server, &key).await;
-                    } else {
-                        put(&server, &key, &format!("w{writer}-{n}")).await;
-                    }
-                    progress.send_modify(|done| *done += 1);
-                }
-            })
-        })
-        .collect();
-
+    let mut writers = Writers::start(&server, "p/", 300);
     // Between pages, wait until the writers have done 20 more writes.
     let (listed, at, pages) = list_all(&server, "p/", "7", async || {
-        let seen = *progress_rx.borrow_and_update();
-        progress_rx
-            .wait_for(|done| *done >= seen + 20)
-            .await
-            .expect("writers running");
+        writers.wait_for(20).await;
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    writers.stop().await;
     assert!(pages > 20, "{pages} pages");
 
     // The store at `at`, from the change log.
@@ -432,46 +455,16 @@ async fn keys_whose_ttl_ran_out_are_not_listed() {
 async fn list_then_watch_from_the_listing_gives_the_final_state() {
     let server = Arc::new(TestServer::start(&[]).await);
     for n in 0..100 {
-        put(&server, &format!("s/{n:02}"), "initial").await;
+        put(&server, &format!("s/{n:03}"), "initial").await;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0u64);
-    let progress_tx = Arc::new(progress_tx);
-    let writers: Vec<_> = (0..8u64)
-        .map(|writer| {
-            let (server, stop, progress) = (server.clone(), stop.clone(), progress_tx.clone());
-            tokio::spawn(async move {
-                let mut n = writer + 1;
-                while !stop.load(Ordering::Relaxed) {
-                    n = (n * 31 + 7) % 997;
-                    let key = format!("s/{:02}", n % 150);
-                    if n % 4 == 0 {
-                        delete(&server, &key).await;
-                    } else {
-                        put(&server, &key, &format!("{writer}:{n}")).await;
-                    }
-                    progress.send_modify(|done| *done += 1);
-                }
-            })
-        })
-        .collect();
+    let mut writers = Writers::start(&server, "s/", 150);
     let (mut state, at, _) = list_all(&server, "s/", "9", async || {
-        let seen = *progress_rx.borrow_and_update();
-        progress_rx
-            .wait_for(|done| *done >= seen + 10)
-            .await
-            .expect("writers running");
+        writers.wait_for(10).await;
     })
     .await;
     let mut watch = watch_prefix(&server, "s/", Some(at)).await;
-    progress_rx
-        .wait_for(|done| *done >= 200)
-        .await
-        .expect("writers running");
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    writers.wait_for(200).await;
+    writers.stop().await;
     // A marker after the last write: the watch has everything once it arrives.
     let end = put(&server, "s/~end", "end").await;
     loop {
