@@ -44,7 +44,10 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                 let Some(get) = Get::of(&req) else {
                     return self.long_way(req).await;
                 };
-                let answer = self.keys.get(get.key, get.if_none_match, get.if_match);
+                let answer = self
+                    .keys
+                    .get(get.key, get.if_none_match, get.if_match)
+                    .await;
                 (respond(answer), "get_key")
             }
             Method::PUT => {

@@ -173,6 +173,7 @@ impl KeysApi {
         if_match: Header<Option<String>>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
         self.get(&key, if_none_match.as_deref(), if_match.as_deref())
+            .await
     }
     /// Write a key
     ///
@@ -290,14 +291,14 @@ impl KeysApi {
 /// The operations' work once their input is extracted, shared by the
 /// poem-openapi operations above and the [fast path](super::fast_path).
 impl KeysApi {
-    pub(super) fn get(
+    pub(super) async fn get(
         &self,
         key: &str,
         if_none_match: Option<&str>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
         self.0.check_key(key)?;
-        let current = self.0.store.get(key);
+        let current = self.0.store.get(key).await;
         if let Some(header) = given(if_match) {
             let must = Condition::Revision {
                 must: Some(parse_etags(header, false)),

@@ -192,7 +192,7 @@ pub enum WatchResponse {
 pub struct WatchApi(pub Context);
 
 impl WatchApi {
-    fn open(
+    async fn open(
         &self,
         req: &Request,
         watched: Watched,
@@ -215,7 +215,7 @@ impl WatchApi {
             .extensions()
             .get::<ConnectionCloser>()
             .map_or_else(|| -> Closer { std::sync::Arc::new(()) }, |c| c.0.clone());
-        let watch = self.0.store.watch(watched, since, closer).map_err(|err| {
+        let watch = self.0.store.watch(watched, since, closer).await.map_err(|err| {
             let (detail, oldest) = match err {
                 WatchError::TooMany { max } => {
                     return Box::new(Problem::new(
@@ -279,7 +279,9 @@ impl WatchApi {
             keys: vec![self.0.key(&key)?],
             prefixes: Vec::new(),
         };
-        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
+        Ok(self
+            .open(req, watched, last_event_id.as_deref(), since.0)
+            .await?)
     }
 
     /// Watch a prefix
@@ -310,7 +312,9 @@ impl WatchApi {
             keys: Vec::new(),
             prefixes: vec![Key::from(prefix.as_str())],
         };
-        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
+        Ok(self
+            .open(req, watched, last_event_id.as_deref(), since.0)
+            .await?)
     }
 
     /// Watch several keys and prefixes
@@ -362,6 +366,8 @@ impl WatchApi {
                 .map(|prefix| Key::from(prefix.as_str()))
                 .collect(),
         };
-        Ok(self.open(req, watched, last_event_id.as_deref(), since.0)?)
+        Ok(self
+            .open(req, watched, last_event_id.as_deref(), since.0)
+            .await?)
     }
 }

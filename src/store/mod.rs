@@ -222,8 +222,14 @@ impl Store {
         }
     }
 
-    /// Reads a key without taking the commit lock.
-    pub fn get(&self, key: &str) -> Option<Current> {
+    /// Reads a key without taking the commit lock. Async, like every call
+    /// a client waits on, because a store that answers over the network
+    /// (etcd) waits for it; this one answers at once.
+    pub async fn get(&self, key: &str) -> Option<Current> {
+        self.get_now(key)
+    }
+
+    fn get_now(&self, key: &str) -> Option<Current> {
         bump(&self.inner.counters.gets);
         let now = Instant::now();
         self.inner
@@ -268,7 +274,7 @@ impl Store {
     /// events follow either way, with no gap and no duplicate. If the store
     /// drops the watcher (too slow, or the watchers' memory is full) it
     /// calls `closer`.
-    pub fn watch(
+    pub async fn watch(
         &self,
         watched: Watched,
         since: Option<u64>,
@@ -416,7 +422,7 @@ mod tests {
         now(store.apply(put("k", "v", Some(Duration::from_millis(1))))).expect("applies");
         // Time must pass for the TTL to run out; no sweeper runs in this test.
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(store.get("k"), None);
+        assert_eq!(now(store.get("k")), None);
         assert_eq!(store.stats().revision, 1, "nothing expired the key yet");
         // A write to the key first commits the pending expiry.
         assert_eq!(
@@ -446,7 +452,7 @@ mod tests {
         };
         let result = now(store.batch(&[put("a", "1", None), cas]));
         assert!(matches!(result, Err(BatchError::Rejected(_))));
-        assert_eq!(store.get("a"), None);
+        assert_eq!(now(store.get("a")), None);
         assert_eq!(store.stats().revision, 0);
     }
 

@@ -176,13 +176,13 @@ proptest! {
             .map_err(|err| TestCaseError::fail(err.to_string()));
         let (store, _) = open()?;
         check(&store, &batches)?;
-        let expected: Vec<_> = KEYS.iter().map(|key| store.get(key)).collect();
+        let expected: Vec<_> = KEYS.iter().map(|key| store.get_now(key)).collect();
         let revision = store.stats().revision;
         store.close();
 
         let (reopened, recovered) = open()?;
         prop_assert_eq!(recovered.revision, revision);
-        let reloaded: Vec<_> = KEYS.iter().map(|key| reopened.get(key)).collect();
+        let reloaded: Vec<_> = KEYS.iter().map(|key| reopened.get_now(key)).collect();
         prop_assert_eq!(reloaded, expected);
         reopened.close();
     }
@@ -233,7 +233,7 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
         };
         prop_assert_eq!(outcomes, expected);
         for key in KEYS {
-            prop_assert_eq!(store.get(key), model.map.get(*key).cloned());
+            prop_assert_eq!(store.get_now(key), model.map.get(*key).cloned());
         }
         prop_assert_eq!(store.stats().revision, model.revision);
         model.past.push((model.revision, model.map.clone()));
@@ -291,6 +291,8 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
     };
     let mut watch = store
         .watch(watched, Some(0), std::sync::Arc::new(()))
+        .now_or_never()
+        .ok_or_else(|| TestCaseError::fail("an in-memory store answers at once"))?
         .map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
     let mut replayed = Vec::new();
     while let Some(Some(WatchItem::Event(delivery))) = watch.next().now_or_never() {
