@@ -391,8 +391,12 @@ mod tests {
     use super::*;
 
     fn store() -> Store {
+        store_with_history(100)
+    }
+
+    fn store_with_history(history: usize) -> Store {
         Store::new(StoreConfig {
-            history: 100,
+            history,
             history_bytes: 1 << 20,
             watch_queue_bytes: 1 << 20,
             watch_memory: 1 << 30,
@@ -429,6 +433,64 @@ mod tests {
             now(store.apply(put("k", "w", None))).expect("applies"),
             Outcome::Created { revision: 3 }
         );
+    }
+
+    #[test]
+    fn a_chunked_snapshot_shows_its_revision_while_writes_go_on() {
+        use futures_util::StreamExt;
+        let store = store_with_history(100_000);
+        let key = |n: usize| format!("p/{n:05}");
+        let ops: Vec<Op> = (0..3000).map(|n| put(&key(n), "initial", None)).collect();
+        now(store.batch(&ops)).expect("applies");
+        let watched = Watched {
+            keys: Vec::new(),
+            prefixes: vec![Key::from("p/")],
+        };
+        let mut watch = now(store.watch(watched, None, Arc::new(()))).expect("watches");
+        let mut seen = Vec::new();
+        let mut next = |seen: &mut Vec<(String, String)>| match now(watch.next()) {
+            Some(WatchItem::Event(delivery)) => {
+                let event = delivery.event;
+                seen.push((
+                    event.key().to_owned(),
+                    event.value().unwrap_or("").to_owned(),
+                ));
+                true
+            }
+            Some(WatchItem::Synced(revision)) => {
+                assert_eq!(revision, 3000);
+                false
+            }
+            None => panic!("the stream ended"),
+        };
+        for _ in 0..1000 {
+            assert!(next(&mut seen));
+        }
+        // Between chunks: change keys already sent, keys still to come,
+        // and create and delete some, many times over.
+        for round in 0..5 {
+            for n in (0..3000).step_by(7) {
+                now(store.apply(put(&key(n), &format!("w{round}"), None))).expect("applies");
+            }
+            for n in (3000..3100).step_by(3) {
+                now(store.apply(put(&key(n), "new", None))).expect("applies");
+            }
+            for n in (1..3000).step_by(11) {
+                let delete = Op {
+                    key: key(n).into(),
+                    action: Action::Delete,
+                    condition: Condition::Always,
+                };
+                now(store.apply(delete)).expect("applies");
+            }
+            for _ in 0..300 {
+                assert!(next(&mut seen));
+            }
+        }
+        while next(&mut seen) {}
+        let expected: Vec<(String, String)> =
+            (0..3000).map(|n| (key(n), "initial".to_owned())).collect();
+        assert_eq!(seen, expected, "the store at the watch's revision");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
+use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Committer, Entry, Store, entry};
+use super::{Committer, Entry, Key, Store, entry};
 
 /// The point in the store's past a listing shows, so that every page of it
 /// agrees: a revision, and the moment TTLs are judged at (a key whose TTL
@@ -86,15 +87,23 @@ fn instant_at(unix: u64) -> Instant {
 /// The records under a prefix at a revision: the index as it is now, with
 /// each key changed since the revision shown as it was before its first
 /// change (the `prev` its event remembers), in key order.
-struct AtRevision<'a, I: Iterator<Item = &'a Entry>> {
+struct AtRevision<'a, I, P>
+where
+    I: Iterator<Item = &'a Entry>,
+    P: Iterator<Item = (&'a [u8], Option<&'a Entry>)>,
+{
     now: Peekable<I>,
     /// Keys changed since the revision, with their record at it.
-    past: Peekable<std::collections::btree_map::IntoIter<&'a [u8], Option<&'a Entry>>>,
+    past: Peekable<P>,
     /// TTLs are judged at this moment.
     moment: Instant,
 }
 
-impl<'a, I: Iterator<Item = &'a Entry>> Iterator for AtRevision<'a, I> {
+impl<'a, I, P> Iterator for AtRevision<'a, I, P>
+where
+    I: Iterator<Item = &'a Entry>,
+    P: Iterator<Item = (&'a [u8], Option<&'a Entry>)>,
+{
     type Item = &'a Entry;
 
     fn next(&mut self) -> Option<&'a Entry> {
@@ -120,31 +129,68 @@ impl<'a, I: Iterator<Item = &'a Entry>> Iterator for AtRevision<'a, I> {
     }
 }
 
+/// What the keys changed since a revision held at it (`None`: absent), as
+/// far as the history has been read. A snapshot that is read a chunk at a
+/// time keeps one and reads on from where it stopped, rather than reading
+/// the whole history since its revision again for every chunk.
+pub(super) struct Past {
+    /// The history is read up to this revision.
+    read: u64,
+    records: BTreeMap<Key, Option<Entry>>,
+}
+
+impl Past {
+    pub(super) fn at(revision: u64) -> Self {
+        Self {
+            read: revision,
+            records: BTreeMap::new(),
+        }
+    }
+
+    /// Forgets the keys up to `after`: a snapshot never goes back.
+    pub(super) fn forget_through(&mut self, after: &str) {
+        let rest = self.records.split_off(after);
+        self.records = rest;
+        self.records.remove(after);
+    }
+}
+
 impl Committer {
-    /// The records under `prefix` after `after`, at `at`.
-    fn at_revision<'a>(
-        &'a self,
-        prefix: &'a str,
-        after: Option<&'a str>,
-        at: ReadPoint,
-        moment: Instant,
-    ) -> impl Iterator<Item = &'a Entry> + 'a {
-        let mut past = BTreeMap::new();
-        if at.revision < self.revision {
-            let wanted = |key: &str| {
-                key.starts_with(prefix)
-                    && after.is_none_or(|after| key.as_bytes() > after.as_bytes())
-            };
-            for event in self.history.after(at.revision, self.revision) {
-                let key = event.key();
-                if wanted(key) {
-                    past.entry(key.as_bytes()).or_insert(event.prev());
-                }
+    /// Reads the history on from where `past` stopped, noting for each key
+    /// under `prefix` after `after` the record before its first change.
+    fn gather(&self, past: &mut Past, prefix: &str, after: Option<&str>) {
+        for event in self.history.after(past.read, self.revision) {
+            let key = event.key();
+            let wanted = key.starts_with(prefix)
+                && after.is_none_or(|after| key.as_bytes() > after.as_bytes());
+            if wanted && !past.records.contains_key(key) {
+                past.records.insert(Key::from(key), event.prev().cloned());
             }
         }
+        past.read = past.read.max(self.revision);
+    }
+
+    /// The records under `prefix` after `after`, at the revision `past`
+    /// was gathered for (which must be read up to now).
+    fn at_revision<'a>(
+        &'a self,
+        past: &'a Past,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        moment: Instant,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let past = past
+            .records
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(key, record)| (key.as_bytes(), record.as_ref()))
+            .take_while(move |(key, _)| key.starts_with(prefix.as_bytes()));
         AtRevision {
             now: self.index.under(prefix, after).peekable(),
-            past: past.into_iter().peekable(),
+            past: past.peekable(),
             moment,
         }
     }
@@ -162,7 +208,13 @@ impl Committer {
         Ok(())
     }
 
-    pub(super) fn range(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
+    /// One page at `request.at`, with the history gathered since in `past`
+    /// (read on from where it stopped).
+    pub(super) fn range_from(
+        &self,
+        request: &RangeRequest<'_>,
+        past: &mut Past,
+    ) -> Result<Page, RangeError> {
         let (at, moment) = match request.at {
             Some(at) => {
                 self.reaches(at)?;
@@ -170,7 +222,10 @@ impl Committer {
             }
             None => (ReadPoint::now(self.revision), Instant::now()),
         };
-        let mut records = self.at_revision(request.prefix, request.after, at, moment);
+        // A count covers the whole prefix, so it needs every key's past.
+        let from = if request.count { None } else { request.after };
+        self.gather(past, request.prefix, from);
+        let mut records = self.at_revision(past, request.prefix, request.after, moment);
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut more = false;
@@ -192,7 +247,7 @@ impl Committer {
         }
         let count = request
             .count
-            .then(|| self.at_revision(request.prefix, None, at, moment).count() as u64);
+            .then(|| self.at_revision(past, request.prefix, None, moment).count() as u64);
         Ok(Page {
             at,
             entries,
@@ -216,6 +271,18 @@ impl Store {
     }
 
     pub(super) fn range_now(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
-        self.inner.committer.lock().range(request)
+        let committer = self.inner.committer.lock();
+        let revision = request.at.map_or(committer.revision, |at| at.revision);
+        committer.range_from(request, &mut Past::at(revision))
+    }
+
+    /// A page of a snapshot read a chunk at a time: `past` carries what the
+    /// earlier chunks read of the history.
+    pub(super) fn range_on(
+        &self,
+        request: &RangeRequest<'_>,
+        past: &mut Past,
+    ) -> Result<Page, RangeError> {
+        self.inner.committer.lock().range_from(request, past)
     }
 }

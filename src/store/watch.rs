@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
+use super::range::Past;
 use super::{Entry, Event, EventKind, Key, RangeError, RangeRequest, ReadPoint, Store};
 
 /// The encoded form of one published event, made once by the first watcher
@@ -408,6 +409,9 @@ pub(super) struct Snapshot {
     /// The last key sent under the first prefix.
     after: Option<Key>,
     chunk: std::vec::IntoIter<Entry>,
+    /// What the first prefix's keys held at `at`, for those changed since,
+    /// as far as the history has been read.
+    past: Past,
 }
 
 impl Snapshot {
@@ -417,6 +421,7 @@ impl Snapshot {
             prefixes: prefixes.iter().cloned().collect(),
             after: None,
             chunk: Vec::new().into_iter(),
+            past: Past::at(revision),
         }
     }
 
@@ -430,21 +435,28 @@ impl Snapshot {
             let Some(prefix) = self.prefixes.front() else {
                 return Ok(None);
             };
-            let page = store.range_now(&RangeRequest {
-                prefix,
-                after: self.after.as_deref(),
-                at: Some(self.at),
-                limit: SNAPSHOT_CHUNK,
-                max_bytes: SNAPSHOT_CHUNK_BYTES,
-                keys_only: false,
-                count: false,
-            })?;
+            let page = store.range_on(
+                &RangeRequest {
+                    prefix,
+                    after: self.after.as_deref(),
+                    at: Some(self.at),
+                    limit: SNAPSHOT_CHUNK,
+                    max_bytes: SNAPSHOT_CHUNK_BYTES,
+                    keys_only: false,
+                    count: false,
+                },
+                &mut self.past,
+            )?;
             self.after = page
                 .more
                 .then(|| page.entries.last().map(|last| Key::from(last.key())))
                 .flatten();
-            if self.after.is_none() {
-                self.prefixes.pop_front();
+            match &self.after {
+                Some(after) => self.past.forget_through(after),
+                None => {
+                    self.prefixes.pop_front();
+                    self.past = Past::at(self.at.revision);
+                }
             }
             self.chunk = page.entries.into_iter();
         }
