@@ -221,14 +221,14 @@ impl Committer {
             deferred.keys.insert(key.clone(), entry);
             deferred.revision = revision;
         }
-        let (event, previous) = match change {
+        let event = match change {
             Change::Put(entry) => {
                 if let Some(deadline) = entry.deadline() {
                     self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
                 }
-                let event = Event::live(revision, EventKind::Put, entry.clone());
                 self.index.put(entry.clone());
-                (event, locked.insert(entry))
+                let previous = locked.insert(entry.clone());
+                Event::put(revision, entry, previous)
             }
             Change::Delete | Change::Expire => {
                 let kind = if matches!(change, Change::Expire) {
@@ -239,11 +239,10 @@ impl Committer {
                 };
                 let previous = locked.remove(&key);
                 self.index.remove(&key);
-                (Event::gone(revision, kind, key.clone()), previous)
+                Event::removed(revision, kind, key.clone(), previous)
             }
         };
-        let event = event.replacing(previous.clone());
-        if let Some(previous) = previous.as_ref().and_then(Entry::deadline) {
+        if let Some(previous) = event.prev().and_then(Entry::deadline) {
             self.expiry.remove(previous, &key);
         }
         self.lagging_watchers += self.watchers.publish(&event);

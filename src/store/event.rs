@@ -86,9 +86,15 @@ impl Event {
         }
     }
 
-    /// The same change, remembering the record it replaced or removed.
-    pub fn replacing(self, prev: Option<Entry>) -> Self {
-        Self::costed(self.id, self.kind, self.state, prev)
+    /// A put at revision `id`, remembering the record it replaced.
+    pub fn put(id: u64, entry: Entry, prev: Option<Entry>) -> Self {
+        Self::costed(id, EventKind::Put, State::Live(entry), prev)
+    }
+
+    /// A delete or expiry at revision `id`, remembering the record it
+    /// removed.
+    pub fn removed(id: u64, kind: EventKind, key: Key, prev: Option<Entry>) -> Self {
+        Self::costed(id, kind, State::Gone(key), prev)
     }
 
     /// The key's record before the change; `None` if it was absent.
