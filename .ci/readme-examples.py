@@ -8,6 +8,9 @@ Left out of the comparison, as they differ from run to run: `date` headers
 listing's `next` cursor (it carries the listing's wall-clock time). A
 command with `-N` is a watch, which streams until stopped: it runs for one
 second and what it printed by then is compared.
+
+With --update, a failing example's output in the README is replaced by
+what the server printed (review the diff before committing it).
 """
 
 import re
@@ -81,6 +84,8 @@ def main():
             except OSError:
                 time.sleep(0.1)
         failed = 0
+        update = "--update" in sys.argv[1:]
+        position = 0
         for command, expected in pairs:
             streaming = " -N " in f" {command} "
             run = subprocess.run(
@@ -88,11 +93,18 @@ def main():
                 capture_output=True, text=True, timeout=30,
             )
             actual = normalise(run.stdout)
+            position = text.index(expected, text.index(command.split(" ")[0], position))
             if actual == normalise(expected):
                 print(f"ok: {command}")
+            elif update:
+                printed = run.stdout.removesuffix("\n") if expected.strip() else expected
+                text = text[:position] + printed + text[position + len(expected):]
+                print(f"updated: {command}")
             else:
                 failed += 1
                 print(f"FAIL: {command}\n--- README\n{expected}\n--- server\n{run.stdout}")
+        if update:
+            open(README, "w").write(text)
         print(f"README examples: {len(pairs) - failed} passed, {failed} failed")
         sys.exit(1 if failed else 0)
     finally:

@@ -130,14 +130,14 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
         .batch(&vec![
             op(Method::Put, "a", Some("1"), None),
             op(Method::Put, "b", Some("2"), None),
-            op(Method::Get, "a", None, None),
+            op(Method::Get, "c", None, None),
         ])
         .await
         .expect("batch")
         .into_inner();
     let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [201, 201, 200]);
-    assert_eq!(results[2].value.as_deref(), Some("1"));
+    assert_eq!(statuses, [201, 201, 404]);
+    assert_eq!(results[0].revision, results[1].revision, "one revision");
 
     // A CAS whose expectation is wrong fails the whole batch: nothing is written.
     let failed = kv

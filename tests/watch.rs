@@ -5,9 +5,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Sse, TestServer, problem, revision, watch_key, watch_keys};
+use common::{Sse, SseEvent, TestServer, problem, revision, watch_key, watch_keys};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 #[tokio::test]
 async fn a_watch_sends_a_snapshot_then_every_change() {
@@ -275,27 +275,73 @@ async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
 }
 
 #[tokio::test]
-async fn a_batch_reaches_watchers_with_consecutive_ids() {
+async fn a_batch_reaches_watchers_at_one_revision_numbered_by_part() {
     let server = TestServer::start(&[]).await;
-    let mut watch = watch_keys(&server, &json!(["a", "b"])).await;
-    watch.snapshot().await;
+    server.put("c", "0").await;
+    let mut watch = watch_keys(&server, &json!(["a", "b", "c"])).await;
+    let (_, synced) = watch.snapshot().await;
     let batch = server
         .post_json(
             "/batch",
             &json!([
                 {"method": "PUT", "key": "a", "value": "1"},
                 {"method": "PUT", "key": "b", "value": "2"},
-                {"method": "DELETE", "key": "a"}
+                {"method": "DELETE", "key": "c"}
             ]),
         )
         .await;
     assert_eq!(batch.status(), StatusCode::OK);
-    let events = watch.take(3).await;
-    let seen: Vec<_> = events
-        .iter()
-        .map(|e| (e.id.expect("id"), e.event.as_str(), e.key()))
-        .collect();
-    assert_eq!(seen, [(1, "put", "a"), (2, "put", "b"), (3, "delete", "a")]);
+    let at = synced + 1;
+    let seen = |events: Vec<SseEvent>| -> Vec<(u64, Option<u32>, String, String)> {
+        events
+            .into_iter()
+            .map(|e| {
+                let key = e.key().to_owned();
+                (e.id.expect("id"), e.part, e.event, key)
+            })
+            .collect()
+    };
+    let event = |part, kind: &str, key: &str| (at, Some(part), kind.to_owned(), key.to_owned());
+    assert_eq!(
+        seen(watch.take(3).await),
+        [
+            event(0, "put", "a"),
+            event(1, "put", "b"),
+            event(2, "delete", "c")
+        ]
+    );
+
+    // A client cut off after `a` resumes with the rest of the revision; one
+    // that saw `b` (the part it watches) has nothing more of it.
+    let resume = |keys: Json, id: String| {
+        server
+            .request(Method::POST, "/watch")
+            .header("content-type", "application/json")
+            .header("Last-Event-ID", id)
+            .body(keys.to_string())
+            .send()
+    };
+    let mut rest = Sse::new(
+        resume(json!(["a", "b", "c"]), format!("{at}.0"))
+            .await
+            .expect("watch"),
+    );
+    assert_eq!(
+        seen(rest.take(2).await),
+        [event(1, "put", "b"), event(2, "delete", "c")]
+    );
+    let mut none = Sse::new(
+        resume(json!(["b"]), format!("{at}.1"))
+            .await
+            .expect("watch"),
+    );
+    let after = server.put("b", "3").await;
+    let next = none.next().await.expect("the next write");
+    assert_eq!((next.id, next.part), (Some(revision(&after)), None));
+    for bad in ["7.", "7.x", ".1", "7.1.1"] {
+        let response = resume(json!(["a"]), bad.to_owned()).await.expect("watch");
+        problem(response, StatusCode::BAD_REQUEST).await;
+    }
 }
 
 #[tokio::test]

@@ -63,12 +63,12 @@ def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
         body=[
             BatchOp(method=Method.PUT, key="a", value="1"),
             BatchOp(method=Method.PUT, key="b", value="2"),
-            BatchOp(method=Method.GET, key="a"),
+            BatchOp(method=Method.GET, key="c"),
         ],
     )
     assert done.status_code == 200
-    assert [r.status for r in done.parsed] == [201, 201, 200]
-    assert done.parsed[2].value == "1"
+    assert [r.status for r in done.parsed] == [201, 201, 404]
+    assert done.parsed[0].revision == done.parsed[1].revision
 
     failed = batch.sync_detailed(
         client=client,

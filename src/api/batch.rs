@@ -195,8 +195,6 @@ fn result(method: Method, outcome: Outcome) -> OpResult {
         Outcome::Rejected { current: None } if method == Method::Cas => {
             OpResult::status(StatusCode::NOT_FOUND)
         }
-        // The state the condition saw may include earlier ops of this batch,
-        // which were never applied: report the status alone.
         Outcome::Rejected { .. } => OpResult::status(StatusCode::PRECONDITION_FAILED),
     }
 }
@@ -205,10 +203,13 @@ fn result(method: Method, outcome: Outcome) -> OpResult {
 impl BatchApi {
     /// Run a batch
     ///
-    /// Applies the operations in order as one atomic, isolated commit: no
-    /// other request sees part of it, and its writes take consecutive
-    /// revisions. Answers one result per operation, with the status the
-    /// single-key endpoint would give. If any CAS fails, nothing is applied
+    /// Applies the operations as one atomic, isolated commit (an etcd
+    /// transaction): each key at most once per batch; every CAS compares
+    /// with the store before the batch; all its writes take one revision,
+    /// and no other request sees part of it. Its watch events share that
+    /// revision, with ids `R.0`, `R.1`, ... in operation order. Answers one
+    /// result per operation, with the status the single-key endpoint would
+    /// give. If any CAS fails, nothing is applied
     /// and the answer is 409 with the per-operation results (412 or 404 for
     /// the failed CAS, 424 for the others).
     #[oai(path = "/batch", method = "post", operation_id = "batch")]
@@ -221,6 +222,15 @@ impl BatchApi {
             return Err(Problem::too_large(format!(
                 "the batch has {} operations; the limit is {max}",
                 ops.len()
+            ))
+            .into());
+        }
+        let mut seen = std::collections::HashSet::with_capacity(ops.len());
+        if let Some((index, op)) = ops.iter().enumerate().find(|(_, op)| !seen.insert(&op.key)) {
+            return Err(Problem::invalid_request(format!(
+                "operation {index}: key {:?} is already in the batch; a batch names each key \
+                 once",
+                op.key
             ))
             .into());
         }

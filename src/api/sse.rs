@@ -41,7 +41,7 @@ fn encode(event: &Event) -> Bytes {
     // Writing to a Vec cannot fail, and the data has only strings and
     // integers, which serialise.
     if event.kind != EventKind::Snapshot {
-        let _ = writeln!(frame, "id: {}", event.id);
+        let _ = writeln!(frame, "id: {}", event.position());
     }
     let _ = write!(frame, "event: {}\ndata: ", event.kind.as_str());
     let _ = serde_json::to_writer(&mut frame, &data);
@@ -167,10 +167,11 @@ mod tests {
             &frame[..],
             b"id: 7\nevent: put\ndata: {\"key\":\"k\",\"value\":\"line\\nbreak \\\"q\\\"\",\"revision\":7}\n\n"
         );
-        let gone = encode(&Event::gone(9, EventKind::Delete, "k".into()));
+        let mut gone = Event::gone(9, EventKind::Delete, "k".into());
+        gone.part = Some(2);
         assert_eq!(
-            &gone[..],
-            b"id: 9\nevent: delete\ndata: {\"key\":\"k\",\"value\":null,\"revision\":9}\n\n"
+            &encode(&gone)[..],
+            b"id: 9.2\nevent: delete\ndata: {\"key\":\"k\",\"value\":null,\"revision\":9}\n\n"
         );
     }
 

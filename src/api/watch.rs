@@ -21,7 +21,7 @@ use super::sse::SseFrames;
 use super::{ApiTags, Context};
 use poem::Request;
 
-use crate::store::{Closer, Key, WatchError, Watched};
+use crate::store::{Closer, Key, Position, WatchError, Watched};
 
 /// The connection a request came in on, as a request extension the server
 /// layer adds to the requests [`may_stream`] names: a watch stream hands it
@@ -43,8 +43,10 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The `data` of a watch event (JSON). The SSE `event` field names what
 /// happened: `snapshot` (the key's state when the stream opened), `put`
 /// (a write or a successful CAS), `delete` or `expire`. The SSE `id` is the
-/// store revision the event stands at: send it back as `Last-Event-ID` (or
-/// `?since=`) to resume after it.
+/// store revision the event stands at, `R`, or `R.N` for the N-th (from 0)
+/// of several events one revision holds (a batch, a prefix delete): send it
+/// back as `Last-Event-ID` to resume after it (`?since=R` resumes after the
+/// whole revision).
 #[derive(Object, JsonSchema, Serialize, Clone, Debug, PartialEq)]
 #[oai(example)]
 #[schemars(title = "WatchEvent")]
@@ -204,12 +206,13 @@ impl WatchApi {
         // EventSource sends no Last-Event-ID before it has seen an id; treat
         // an empty one the same way.
         let since = match last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
-            Some(id) => Some(id.parse::<u64>().map_err(|_| {
+            Some(id) => Some(id.parse::<Position>().map_err(|()| {
                 Problem::invalid_request(format!(
-                    "Last-Event-ID {id:?} is not a revision (a non-negative integer)"
+                    "Last-Event-ID {id:?} is not an event id (a revision R, or R.N within a \
+                     revision)"
                 ))
             })?),
-            None => since,
+            None => since.map(Position::after),
         };
         let closer = req
             .extensions()
@@ -228,7 +231,7 @@ impl WatchApi {
                 WatchError::Compacted { oldest } => (
                     format!(
                         "the history starts at revision {oldest}; events after {} are gone",
-                        since.unwrap_or_default()
+                        since.unwrap_or(Position::after(0))
                     ),
                     oldest,
                 ),
@@ -236,7 +239,7 @@ impl WatchApi {
                     format!(
                         "revision {} is newer than the store's revision {current}: it comes from \
                          another run of the server",
-                        since.unwrap_or_default()
+                        since.map_or(0, |since| since.revision)
                     ),
                     oldest,
                 ),
@@ -269,7 +272,7 @@ impl WatchApi {
         /// The key (one path segment; send `/` as `%2F`).
         #[oai(validator(min_length = 1))]
         key: Path<String>,
-        /// Resume after this revision (the `id` of the last event received).
+        /// Resume after this event (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
@@ -301,7 +304,7 @@ impl WatchApi {
         req: &Request,
         /// Watch every key starting with this (empty: every key).
         prefix: Query<String>,
-        /// Resume after this revision (the `id` of the last event received).
+        /// Resume after this event (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
@@ -330,7 +333,7 @@ impl WatchApi {
         req: &Request,
         /// The keys (and prefixes) to watch.
         body: JsonBody<WatchBody>,
-        /// Resume after this revision (the `id` of the last event received).
+        /// Resume after this event (the `id` of the last event received).
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.

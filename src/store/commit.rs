@@ -31,6 +31,15 @@ pub(super) struct Write {
     pub(super) key: Key,
     pub(super) change: Change,
     pub(super) revision: u64,
+    /// Its place among its revision's writes, when there are several.
+    pub(super) part: Option<u32>,
+}
+
+/// The revision a planned write takes, shared by every write of one run.
+#[derive(Clone, Copy)]
+pub(super) struct At {
+    pub(super) revision: u64,
+    pub(super) part: Option<u32>,
 }
 
 /// The state a planned but unapplied write leaves its key in (durable mode).
@@ -155,17 +164,25 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// The one place a write is planned: it takes the next revision and, in
-    /// memory, is applied at once; with a data dir it joins the group.
+    /// The revision the next run of writes takes (all of them).
+    pub(super) fn next_revision(&self) -> u64 {
+        self.next + 1
+    }
+
+    /// The one place a write is planned, at a revision from
+    /// [`Committer::next_revision`]: in memory it is applied at once; with
+    /// a data dir it joins the group.
     pub(super) fn write(
         &mut self,
         locked: &mut Locked<'_>,
         key: &Key,
         planned: Planned,
         now: Instant,
+        at: At,
     ) {
-        self.next += 1;
-        let revision = self.next;
+        debug_assert!(at.revision == self.next || at.revision == self.next + 1);
+        self.next = at.revision;
+        let At { revision, part } = at;
         let change = match planned {
             Planned::Put { value, ttl } => {
                 // A deadline past what `Instant` can hold is no deadline.
@@ -179,6 +196,7 @@ impl Committer {
             key: key.clone(),
             change,
             revision,
+            part,
         };
         if self.mode.is_grouped() {
             let entry = match &write.change {
@@ -191,6 +209,16 @@ impl Committer {
         } else {
             self.commit(locked, write);
         }
+    }
+
+    /// Plans a key's expiry, at a revision of its own (as etcd's lease
+    /// expiry of a key with its own lease).
+    pub(super) fn expire(&mut self, locked: &mut Locked<'_>, key: &Key, now: Instant) {
+        let at = At {
+            revision: self.next_revision(),
+            part: None,
+        };
+        self.write(locked, key, Planned::Expire, now, at);
     }
 
     /// Waits for the group being planned (durable mode).
@@ -206,10 +234,10 @@ impl Committer {
             key,
             change,
             revision,
+            part,
         } = write;
-        debug_assert_eq!(
-            revision,
-            self.revision + 1,
+        debug_assert!(
+            revision == self.revision + 1 || (revision == self.revision && part.is_some()),
             "writes apply in revision order"
         );
         self.revision = revision;
@@ -221,7 +249,7 @@ impl Committer {
             deferred.keys.insert(key.clone(), entry);
             deferred.revision = revision;
         }
-        let event = match change {
+        let mut event = match change {
             Change::Put(entry) => {
                 if let Some(deadline) = entry.deadline() {
                     self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
@@ -242,6 +270,7 @@ impl Committer {
                 Event::removed(revision, kind, key.clone(), previous)
             }
         };
+        event.part = part;
         if let Some(previous) = event.prev().and_then(Entry::deadline) {
             self.expiry.remove(previous, &key);
         }

@@ -23,6 +23,56 @@ impl EventKind {
     }
 }
 
+/// A place in the stream of events, as a watcher resumes from it: after
+/// revision `revision` (`part: None`), or after event `part` of that
+/// revision's events. Written `R` or `R.part` (an SSE id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub revision: u64,
+    pub part: Option<u32>,
+}
+
+impl Position {
+    /// After every event of `revision`.
+    pub fn after(revision: u64) -> Self {
+        Self {
+            revision,
+            part: None,
+        }
+    }
+
+    /// Whether an event at `revision`/`part` comes after this place.
+    pub fn precedes(&self, revision: u64, part: Option<u32>) -> bool {
+        match (revision.cmp(&self.revision), self.part, part) {
+            (std::cmp::Ordering::Greater, _, _) => true,
+            (std::cmp::Ordering::Equal, Some(seen), Some(part)) => part > seen,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.part {
+            Some(part) => write!(f, "{}.{part}", self.revision),
+            None => write!(f, "{}", self.revision),
+        }
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (revision, part) = match text.split_once('.') {
+            Some((revision, part)) => (revision, Some(part.parse().map_err(|_| ())?)),
+            None => (text, None),
+        };
+        let revision = revision.parse().map_err(|_| ())?;
+        Ok(Self { revision, part })
+    }
+}
+
 /// Bytes an event is counted as when bounding memory: its key and value
 /// plus a fixed allowance for the event itself and its queue slot.
 const EVENT_OVERHEAD: usize = 96;
@@ -35,6 +85,10 @@ pub struct Event {
     /// change, the store's revision when it was taken for a snapshot. A
     /// watcher resumes after it.
     pub id: u64,
+    /// Where the event stands among its revision's events, when the
+    /// revision has several (a batch, a prefix delete): they share the
+    /// revision, and a watcher cut off among them resumes after this one.
+    pub part: Option<u32>,
     pub kind: EventKind,
     state: State,
     /// The key's record before a change (etcd's `prev_kv`): what a listing
@@ -79,6 +133,7 @@ impl Event {
         let cost = EVENT_OVERHEAD + key + value + prev_value;
         Self {
             id,
+            part: None,
             kind,
             state,
             prev,
@@ -95,6 +150,14 @@ impl Event {
     /// removed.
     pub fn removed(id: u64, kind: EventKind, key: Key, prev: Option<Entry>) -> Self {
         Self::costed(id, kind, State::Gone(key), prev)
+    }
+
+    /// Where a watcher that received this event resumes from.
+    pub fn position(&self) -> Position {
+        Position {
+            revision: self.id,
+            part: self.part,
+        }
     }
 
     /// The key's record before the change; `None` if it was absent.
@@ -153,8 +216,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_fits_in_five_words() {
-        assert!(size_of::<Event>() <= 40, "{} bytes", size_of::<Event>());
+    fn an_event_fits_in_six_words() {
+        assert!(size_of::<Event>() <= 48, "{} bytes", size_of::<Event>());
+    }
+
+    #[test]
+    fn a_position_reads_back_as_written() {
+        for text in ["0", "7", "7.0", "7.12"] {
+            let position: Position = text.parse().expect("a position");
+            assert_eq!(position.to_string(), text);
+        }
+        for bad in ["", "-1", "7.", ".3", "7.-1", "7.1.2", "x", " 7"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad:?}");
+        }
+        let at = Position {
+            revision: 7,
+            part: Some(1),
+        };
+        assert!(at.precedes(7, Some(2)) && at.precedes(8, None));
+        assert!(!at.precedes(7, Some(1)) && !at.precedes(6, Some(5)));
+        assert!(!Position::after(7).precedes(7, Some(3)));
     }
 
     #[test]

@@ -8,10 +8,8 @@ use super::Event;
 /// and, beyond the newest one, at most `max_bytes` of keys and values, so
 /// large values cannot make the history hold unbounded memory.
 ///
-/// Every write takes the next revision and adds exactly one event, so the
-/// history covers a contiguous range of revisions and the event for revision
-/// `r` sits at index `r - oldest`: finding where a resume starts is
-/// arithmetic, not a search.
+/// It holds whole revisions (a batch's events share one): the oldest
+/// revision it holds is replayable in full.
 pub struct History {
     events: VecDeque<Event>,
     capacity: usize,
@@ -39,10 +37,16 @@ impl History {
     pub fn push(&mut self, event: Event) {
         self.bytes += event.cost();
         self.events.push_back(event);
-        while self.events.len() > self.capacity
-            || (self.bytes > self.max_bytes && self.events.len() > 1)
-        {
-            if let Some(oldest) = self.events.pop_front() {
+        while self.events.len() > self.capacity || self.bytes > self.max_bytes {
+            let (Some(oldest), Some(newest)) = (self.events.front(), self.events.back()) else {
+                break;
+            };
+            // The newest revision always stays, however large.
+            let revision = oldest.id;
+            if revision == newest.id {
+                break;
+            }
+            while let Some(oldest) = self.events.pop_front_if(|event| event.id == revision) {
                 self.bytes -= oldest.cost();
                 self.bury(oldest);
             }
@@ -75,14 +79,9 @@ impl History {
 
     /// Events with a revision above `after`, oldest first. The caller checks
     /// that the history reaches back far enough.
-    pub fn after(&self, after: u64, current: u64) -> impl Iterator<Item = &Event> {
-        let oldest = self.oldest_revision(current);
-        let skip = (after + 1).saturating_sub(oldest);
-        self.events.range(
-            usize::try_from(skip)
-                .unwrap_or(usize::MAX)
-                .min(self.events.len())..,
-        )
+    pub fn after(&self, after: u64) -> impl Iterator<Item = &Event> {
+        let start = self.events.partition_point(|event| event.id <= after);
+        self.events.range(start..)
     }
 }
 
@@ -103,11 +102,27 @@ mod tests {
             history.push(event(id));
         }
         assert_eq!(history.oldest_revision(5), 3);
-        let ids: Vec<u64> = history.after(3, 5).map(|e| e.id).collect();
+        let ids: Vec<u64> = history.after(3).map(|e| e.id).collect();
         assert_eq!(ids, [4, 5]);
-        let ids: Vec<u64> = history.after(2, 5).map(|e| e.id).collect();
+        let ids: Vec<u64> = history.after(2).map(|e| e.id).collect();
         assert_eq!(ids, [3, 4, 5]);
-        assert_eq!(history.after(5, 5).count(), 0);
+        assert_eq!(history.after(5).count(), 0);
+    }
+
+    #[test]
+    fn keeps_whole_revisions() {
+        let mut history = History::new(3, usize::MAX);
+        for id in [1, 2, 2, 2, 3] {
+            history.push(event(id));
+        }
+        // Three of revision 2 and one of 3 are over capacity: revision 2
+        // goes whole rather than leave a part of it.
+        assert_eq!(history.oldest_revision(3), 3);
+        let mut big = History::new(2, usize::MAX);
+        for id in [1, 1, 1] {
+            big.push(event(id));
+        }
+        assert_eq!(big.after(0).count(), 3, "the newest revision stays whole");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 
 pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 pub use error::{BatchError, StorageError, WatchError};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, Position};
 pub use lock_map::{Entry, Key, LockMap, Locked};
 pub use op::{Action, Condition, Current, Op, Outcome, Revisions};
 pub use plan::PrefixDeleted;
@@ -247,10 +247,12 @@ impl Store {
         Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
     }
 
-    /// Runs `ops` in order as one atomic, isolated commit: their writes take
-    /// consecutive revisions and no reader sees some without the others. If
-    /// any condition fails nothing is written, and the outcomes come back in
-    /// the error.
+    /// Runs `ops` as one atomic, isolated commit, etcd's transaction: every
+    /// condition is checked against the store before the batch, all the
+    /// writes take one revision (their events share it, numbered by part),
+    /// and no reader sees some without the others. The ops name distinct
+    /// keys (the API checks). If any condition fails nothing is written,
+    /// and the outcomes come back in the error.
     pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
         bump(&self.inner.counters.batches);
         let (outcomes, ticket) = self.run(ops).map_err(BatchError::Storage)?;
@@ -270,14 +272,14 @@ impl Store {
     /// then one per key under each prefix (streamed from the index at the
     /// same revision, a chunk at a time, never built whole in memory), then
     /// a sync marker carrying the revision to resume from. With `since`, it
-    /// replays every event on what is watched after revision `since`. Live
+    /// replays every event on what is watched after that position. Live
     /// events follow either way, with no gap and no duplicate. If the store
     /// drops the watcher (too slow, or the watchers' memory is full) it
     /// calls `closer`.
     pub async fn watch(
         &self,
         watched: Watched,
-        since: Option<u64>,
+        since: Option<Position>,
         closer: Closer,
     ) -> Result<Watch, WatchError> {
         let watched = watched.normalised();
@@ -287,10 +289,10 @@ impl Store {
         let (first, snapshot): (Vec<Event>, Option<Snapshot>) = match since {
             Some(since) => {
                 let oldest = committer.history.oldest_revision(current);
-                if since > current {
+                if since.revision > current {
                     return Err(WatchError::Unknown { current, oldest });
                 }
-                if since + 1 < oldest {
+                if since.revision + 1 < oldest {
                     return Err(WatchError::Compacted { oldest });
                 }
                 let keys: HashSet<&str> = watched.keys.iter().map(|key| &**key).collect();
@@ -303,8 +305,8 @@ impl Store {
                 };
                 let replay = committer
                     .history
-                    .after(since, current)
-                    .filter(|event| wanted(event.key()))
+                    .after(since.revision.saturating_sub(1))
+                    .filter(|event| since.precedes(event.id, event.part) && wanted(event.key()))
                     .cloned()
                     .collect();
                 (replay, None)
@@ -458,7 +460,7 @@ mod tests {
                 true
             }
             Some(WatchItem::Synced(revision)) => {
-                assert_eq!(revision, 3000);
+                assert_eq!(revision, 1, "the batch's one revision");
                 false
             }
             None => panic!("the stream ended"),
@@ -519,23 +521,32 @@ mod tests {
     }
 
     #[test]
-    fn batch_ops_see_the_ops_before_them() {
+    fn a_batch_writes_at_one_revision() {
         let store = store();
-        let cas = Op {
-            key: "k".into(),
-            action: Action::Put {
-                value: "2".into(),
-                ttl: None,
-            },
-            condition: Condition::Value(Some("1".into())),
+        now(store.apply(put("b", "0", None))).expect("applies");
+        let delete = Op {
+            key: "b".into(),
+            action: Action::Delete,
+            condition: Condition::Always,
         };
-        let outcomes = now(store.batch(&[put("k", "1", None), cas])).expect("applies");
+        let get = Op {
+            key: "c".into(),
+            action: Action::Get,
+            condition: Condition::Always,
+        };
+        let outcomes = now(store.batch(&[put("a", "1", None), get, delete])).expect("applies");
         assert_eq!(
             outcomes,
             [
-                Outcome::Created { revision: 1 },
-                Outcome::Replaced { revision: 2 }
+                Outcome::Created { revision: 2 },
+                Outcome::NotFound,
+                Outcome::Deleted { revision: 2 }
             ]
+        );
+        assert_eq!(store.stats().revision, 2);
+        assert_eq!(
+            now(store.apply(put("a", "2", None))).expect("applies"),
+            Outcome::Replaced { revision: 3 }
         );
     }
 }

@@ -1,10 +1,9 @@
 //! Planning a run of operations (one request, or a batch) against the
 //! state the commit path sees, so a failed condition leaves no trace.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use super::commit::{Committer, Planned, Ticket, view};
+use super::commit::{At, Committer, Planned, Ticket, view};
 use super::flusher::settled;
 use super::{Action, Condition, Current, Key, Op, Outcome, StorageError, Store, bump};
 
@@ -98,60 +97,32 @@ impl Store {
 
         // Expired keys the sweeper has not reached yet are expired here first,
         // as writes of their own, so watchers see the expiry before whatever
-        // this batch does to the key.
+        // this run does to the key.
         for op in ops {
             if view(&committer.pending, &locked, &op.key).is_some_and(|e| e.is_expired(now)) {
-                committer.write(&mut locked, &op.key, Planned::Expire, now);
+                committer.expire(&mut locked, &op.key, now);
             }
         }
 
-        // Plan: evaluate every op against the state the ops before it leave,
-        // without writing, so a failed condition leaves no trace.
-        let mut staged: HashMap<&str, Option<Current>> = HashMap::new();
-        let mut next_revision = committer.next;
+        // Plan: evaluate every op against the state before the run, without
+        // writing, so a failed condition leaves no trace. The ops name
+        // distinct keys, so no op sees another's write; all the writes take
+        // one revision (etcd's model for a transaction).
+        let revision = committer.next_revision();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut rejected = false;
         for op in ops {
-            let current = match staged.get(&*op.key) {
-                Some(staged) => staged.clone(),
-                None => view(&committer.pending, &locked, &op.key).map(Current::from),
-            };
+            let current = view(&committer.pending, &locked, &op.key).map(Current::from);
             let outcome = if !op.condition.holds(current.as_ref()) {
                 rejected = true;
                 Outcome::Rejected { current }
             } else {
-                match &op.action {
-                    Action::Get => current.map_or(Outcome::NotFound, Outcome::Found),
-                    Action::Put { value, .. } => {
-                        next_revision += 1;
-                        if ops.len() > 1 {
-                            let after = Current {
-                                value: value.clone(),
-                                revision: next_revision,
-                            };
-                            staged.insert(&op.key, Some(after));
-                        }
-                        match current {
-                            Some(_) => Outcome::Replaced {
-                                revision: next_revision,
-                            },
-                            None => Outcome::Created {
-                                revision: next_revision,
-                            },
-                        }
-                    }
-                    Action::Delete => match current {
-                        None => Outcome::NotFound,
-                        Some(_) => {
-                            next_revision += 1;
-                            if ops.len() > 1 {
-                                staged.insert(&op.key, None);
-                            }
-                            Outcome::Deleted {
-                                revision: next_revision,
-                            }
-                        }
-                    },
+                match (&op.action, current) {
+                    (Action::Get, current) => current.map_or(Outcome::NotFound, Outcome::Found),
+                    (Action::Put { .. }, Some(_)) => Outcome::Replaced { revision },
+                    (Action::Put { .. }, None) => Outcome::Created { revision },
+                    (Action::Delete, Some(_)) => Outcome::Deleted { revision },
+                    (Action::Delete, None) => Outcome::NotFound,
                 }
             };
             self.count(op, &outcome);
@@ -159,10 +130,12 @@ impl Store {
         }
 
         if !rejected {
-            for (op, outcome) in ops.iter().zip(&outcomes) {
-                if !outcome.is_write() {
-                    continue;
-                }
+            let writes = outcomes.iter().filter(|outcome| outcome.is_write()).count();
+            let writing = ops
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| outcome.is_write());
+            for (part, (op, _)) in writing.enumerate() {
                 let planned = match &op.action {
                     Action::Put { value, ttl } => Planned::Put {
                         value: value.clone(),
@@ -170,7 +143,12 @@ impl Store {
                     },
                     _ => Planned::Delete,
                 };
-                committer.write(&mut locked, &op.key, planned, now);
+                let at = At {
+                    revision,
+                    // A revision of one write has no parts.
+                    part: (writes > 1).then(|| u32::try_from(part).unwrap_or(u32::MAX)),
+                };
+                committer.write(&mut locked, &op.key, planned, now, at);
             }
         }
         drop(locked);

@@ -159,7 +159,7 @@ impl Committer {
     /// Reads the history on from where `past` stopped, noting for each key
     /// under `prefix` after `after` the record before its first change.
     fn gather(&self, past: &mut Past, prefix: &str, after: Option<&str>) {
-        for event in self.history.after(past.read, self.revision) {
+        for event in self.history.after(past.read) {
             let key = event.key();
             let wanted = key.starts_with(prefix)
                 && after.is_none_or(|after| key.as_bytes() > after.as_bytes());

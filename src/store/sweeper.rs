@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::Store;
-use super::commit::{Planned, Ticket, view};
+use super::commit::{Ticket, view};
 use super::flusher::settled;
 
 /// How many keys the sweeper expires per hold of the commit lock, so that a
@@ -35,7 +35,7 @@ impl Store {
             for key in &due {
                 // A due key may already have an expiry or a new write planned.
                 if view(&committer.pending, &locked, key).is_some_and(|e| e.is_expired(now)) {
-                    committer.write(&mut locked, key, Planned::Expire, now);
+                    committer.expire(&mut locked, key, now);
                 }
             }
             drop(locked);

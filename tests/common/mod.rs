@@ -144,7 +144,10 @@ pub async fn problem(response: Response, status: StatusCode) -> Json {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseEvent {
     pub event: String,
+    /// The revision of the event's id (`R` or `R.N`).
     pub id: Option<u64>,
+    /// The `N` of an id `R.N`: the event's place among its revision's.
+    pub part: Option<u32>,
     pub data: Json,
 }
 
@@ -260,13 +263,21 @@ impl Sse {
 
 /// Parses one event block; comments (heartbeats) give `None`.
 fn parse_block(block: &str) -> Option<SseEvent> {
-    let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+    let (mut event, mut id, mut part, mut data) =
+        (String::from("message"), None, None, String::new());
     for line in block.lines() {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
             "event" => event = value.to_owned(),
-            "id" => id = value.parse().ok(),
+            "id" => {
+                let (revision, n) = match value.split_once('.') {
+                    Some((revision, n)) => (revision, Some(n)),
+                    None => (value, None),
+                };
+                id = Some(revision.parse().expect("an id is R or R.N"));
+                part = n.map(|n| n.parse().expect("an id is R or R.N"));
+            }
             "data" => data.push_str(value),
             _ => {}
         }
@@ -277,6 +288,7 @@ fn parse_block(block: &str) -> Option<SseEvent> {
     Some(SseEvent {
         event,
         id,
+        part,
         data: serde_json::from_str(&data).expect("event data is JSON"),
     })
 }
