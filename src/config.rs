@@ -13,6 +13,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the keys live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// In this process (with --data-dir, also on disk).
+    Memory,
+    /// In an etcd cluster (--etcd-endpoints): any number of kv-store nodes
+    /// serve the same keys. Needs a build with `--features etcd`.
+    Etcd,
+}
+
 /// When a write counts as done with `--data-dir`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FsyncMode {
@@ -136,8 +146,53 @@ pub struct Config {
     #[arg(long, env = "KV_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
 
+    /// Where the keys live: in this process, or in an etcd cluster.
+    #[arg(long, env = "KV_BACKEND", value_enum, default_value_t = BackendKind::Memory)]
+    pub backend: BackendKind,
+
+    /// With --backend etcd: the etcd members' client URLs, comma-separated.
+    #[arg(
+        long,
+        env = "KV_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// With --backend etcd: the prefix every key is stored under in etcd,
+    /// so several stores (or other users) can share a cluster.
+    #[arg(long, env = "KV_ETCD_PREFIX", default_value = "kv-store/")]
+    pub etcd_prefix: String,
+
+    /// With --backend etcd: how long a request waits for etcd before it is
+    /// answered 503.
+    #[arg(long, env = "KV_ETCD_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub etcd_timeout: Duration,
+
+    /// With --backend etcd: the cluster's --max-txn-ops; a batch with more
+    /// operations is answered 413 before it is sent.
+    #[arg(long, env = "KV_ETCD_MAX_TXN_OPS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub etcd_max_txn_ops: u32,
+
+    /// With --backend etcd: the etcd user to authenticate as (with
+    /// --etcd-password).
+    #[arg(long, env = "KV_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// With --backend etcd: the etcd user's password (prefer the
+    /// environment variable: a flag shows in the process list).
+    #[arg(
+        long,
+        env = "KV_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
+
     /// Keep the store in this directory as well as in memory, so it survives
     /// restarts and crashes. Without it the store lives in memory only.
+    /// Only with --backend memory.
     #[arg(long, env = "KV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 

@@ -5,10 +5,15 @@
 //!   routes and graceful shutdown;
 //! - [`api`]: the poem-openapi operations, which map HTTP onto store calls
 //!   and generate the OpenAPI spec;
-//! - [`store`]: the in-memory store itself, which knows nothing of HTTP.
+//! - [`backend`]: the seam the API calls, which is one of:
+//! - [`store`]: the in-process store, which knows nothing of HTTP, or
+//! - `etcd` (cargo feature `etcd`): the same calls over an etcd cluster.
 
 pub mod api;
+pub mod backend;
 pub mod config;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -27,6 +27,10 @@ async fn main() -> ExitCode {
             tracing::error!(error = %err, "cannot use the data dir");
             ExitCode::from(2)
         }
+        Err(err @ (server::StartError::Config(_) | server::StartError::Etcd(_))) => {
+            tracing::error!(error = %err, "cannot start the server");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(listen = %config.listen, error = %err, "cannot start the server");
             ExitCode::FAILURE

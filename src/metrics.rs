@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::store::Store;
+use crate::backend::Backend;
 
 /// The labels of a request: which operation (its OpenAPI operationId, or
 /// `unmatched` when no operation was reached) and the answer's status.
@@ -67,7 +67,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Store, connections: Arc<ConnectionCounters>) -> Self {
+    pub fn new(store: Backend, connections: Arc<ConnectionCounters>) -> Self {
         let mut registry = Registry::with_prefix("kv");
         let requests: Family<RequestLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
@@ -99,7 +99,7 @@ impl Metrics {
 }
 
 /// Reads the store's counters when a scrape asks for them.
-struct StoreCollector(Store);
+struct StoreCollector(Backend);
 
 impl fmt::Debug for StoreCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,7 +109,7 @@ impl fmt::Debug for StoreCollector {
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let stats = self.0.stats();
+        let stats = self.0.stats_now();
         let gauges = [
             (
                 "keys",
@@ -211,18 +211,20 @@ impl Collector for ConnectionCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreConfig;
+    use crate::store::{Store, StoreConfig, WatchLimits};
 
     #[test]
     fn encodes_requests_and_store_state() {
         let store = Store::new(StoreConfig {
             history: 10,
             history_bytes: 1 << 20,
-            watch_queue_bytes: 1 << 20,
-            watch_memory: 1 << 30,
-            max_watches: 1000,
+            watch: WatchLimits {
+                per_watcher: 1 << 20,
+                total: 1 << 30,
+                watchers: 1000,
+            },
         });
-        let metrics = Metrics::new(store, Arc::default());
+        let metrics = Metrics::new(Backend::Memory(store), Arc::default());
         metrics.observe("get_key", 200, 0.000_1);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(

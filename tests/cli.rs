@@ -31,6 +31,9 @@ fn bad_flag_values_exit_2_with_a_message() {
         (vec!["--idle-timeout", "0s"], vec![]),
         (vec!["--max-connections", "0"], vec![]),
         (vec!["--no-such-flag"], vec![]),
+        (vec!["--backend", "postgres"], vec![]),
+        (vec!["--etcd-user", "kv"], vec![]),
+        (vec!["--etcd-timeout", "never"], vec![]),
         (vec![], vec![("KV_MAX_BATCH_OPS", "many")]),
     ] {
         let output = run(&args, &env);
@@ -39,6 +42,29 @@ fn bad_flag_values_exit_2_with_a_message() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_data_dir_with_the_etcd_backend_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_str().expect("UTF-8 path");
+    let output = run(
+        &[
+            "--backend",
+            "etcd",
+            "--data-dir",
+            path,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("NO_COLOR", "1")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let logged = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        logged.contains("--data-dir keeps a memory store on disk"),
+        "{logged}"
+    );
 }
 
 #[test]

@@ -361,6 +361,20 @@ async fn ttl_validation() {
 }
 
 #[tokio::test]
+async fn readyz_says_the_node_can_serve() {
+    let server = TestServer::start(&[]).await;
+    let ready = server.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.text().await.expect("body"), "OK");
+    let backend = if common::etcd::wanted() {
+        "etcd"
+    } else {
+        "memory"
+    };
+    assert_eq!(server.status().await["backend"], backend);
+}
+
+#[tokio::test]
 async fn status_reports_the_seed_fields_and_revisions() {
     let server = TestServer::start(&[]).await;
     server.put("a", "1").await;
@@ -381,8 +395,8 @@ async fn status_reports_the_seed_fields_and_revisions() {
     assert_eq!(status["get_operations"], 1);
     assert_eq!(status["delete_operations"], 1);
     assert_eq!(status["total_operations"], 4);
-    assert_eq!(status["revision"], 3);
-    assert_eq!(status["oldest_revision"], 1);
+    assert_eq!(status["revision"], server.base + 3);
+    assert_eq!(status["oldest_revision"], server.base + 1);
     assert_eq!(status["expired_keys"], 0);
     assert_eq!(status["watch_requests_count"], 0);
     assert_eq!(status["batch_requests_count"], 0);
@@ -399,37 +413,36 @@ async fn the_fast_path_answers_as_the_operations_do() {
         TestServer::start(&flags).await,
         TestServer::start(&flags).await,
     );
+    // The ETags of the first and second writes, on either backend.
+    let tag = |n: u64| format!("\"{}\"", fast.base + n);
+    let either = format!("{}, {}", tag(3), tag(2));
+    let (first, second) = (tag(1), tag(2));
     /// Method, query, headers, body.
-    type Case = (
-        Method,
-        &'static str,
-        &'static [(&'static str, &'static str)],
-        &'static [u8],
-    );
-    let requests: &[Case] = &[
-        (Method::GET, "", &[], b""),
-        (Method::PUT, "", &[], b"v1"),
-        (Method::PUT, "", &[], b"v2"),
-        (Method::GET, "", &[], b""),
-        (Method::GET, "", &[("If-None-Match", "\"3\", \"2\"")], b""),
-        (Method::GET, "", &[("If-Match", "\"1\"")], b""),
-        (Method::GET, "", &[("If-Match", "*")], b""),
-        (Method::PUT, "", &[("If-Match", "\"1\"")], b"x"),
-        (Method::PUT, "", &[("If-None-Match", "*")], b"x"),
-        (Method::PUT, "?ttl=60", &[("If-Match", "\"2\"")], b"v3"),
-        (Method::PUT, "", &[], &[0xff, 0xfe]),
-        (Method::PUT, "", &[], b"too large"),
-        (Method::PUT, "?ttl=0", &[], b"x"),
-        (Method::PUT, "", &[("If-Match", "")], b"v4"),
-        (Method::GET, "", &[], b""),
+    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+    let requests: Vec<Case> = vec![
+        (Method::GET, "", vec![], b""),
+        (Method::PUT, "", vec![], b"v1"),
+        (Method::PUT, "", vec![], b"v2"),
+        (Method::GET, "", vec![], b""),
+        (Method::GET, "", vec![("If-None-Match", &either)], b""),
+        (Method::GET, "", vec![("If-Match", &first)], b""),
+        (Method::GET, "", vec![("If-Match", "*")], b""),
+        (Method::PUT, "", vec![("If-Match", &first)], b"x"),
+        (Method::PUT, "", vec![("If-None-Match", "*")], b"x"),
+        (Method::PUT, "?ttl=60", vec![("If-Match", &second)], b"v3"),
+        (Method::PUT, "", vec![], &[0xff, 0xfe]),
+        (Method::PUT, "", vec![], b"too large"),
+        (Method::PUT, "?ttl=0", vec![], b"x"),
+        (Method::PUT, "", vec![("If-Match", "")], b"v4"),
+        (Method::GET, "", vec![], b""),
     ];
-    for (method, query, headers, body) in requests {
+    for (method, query, headers, body) in &requests {
         let mut answers = Vec::new();
         for (server, path) in [(&fast, "/store/k"), (&long, "/store/%6B")] {
             let mut request = server
                 .request(method.clone(), &format!("{path}{query}"))
                 .body(body.to_vec());
-            for (name, value) in *headers {
+            for (name, value) in headers {
                 request = request.header(*name, *value);
             }
             let response = request.send().await.expect("request");
@@ -450,5 +463,5 @@ async fn the_fast_path_answers_as_the_operations_do() {
         let what = format!("{method} {query} {headers:?}");
         assert_eq!(answers[0], answers[1], "{what}: fast path vs poem-openapi");
     }
-    assert_eq!(fast.status().await["revision"], 4);
+    assert_eq!(fast.status().await["revision"], fast.base + 4);
 }

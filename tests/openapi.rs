@@ -66,7 +66,7 @@ fn every_operation_is_documented_for_generators() {
             }
         }
     }
-    assert_eq!(operations, 13);
+    assert_eq!(operations, 14);
 }
 
 #[tokio::test]

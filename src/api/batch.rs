@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, REQUEST_TIMEOUT,
-    SHUTTING_DOWN, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    TOO_LARGE, TOO_MANY_REQUESTS, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
@@ -130,7 +130,7 @@ impl ErrorStatuses for BatchErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
-        SHUTTING_DOWN,
+        UNAVAILABLE,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -221,6 +221,16 @@ impl BatchApi {
         if ops.len() > max {
             return Err(Problem::too_large(format!(
                 "the batch has {} operations; the limit is {max}",
+                ops.len()
+            ))
+            .into());
+        }
+        if let Some(max) = self.0.store.max_batch_ops()
+            && ops.len() > max
+        {
+            return Err(Problem::too_large(format!(
+                "the batch has {} operations; etcd takes at most {max} in one transaction \
+                 (--etcd-max-txn-ops)",
                 ops.len()
             ))
             .into());

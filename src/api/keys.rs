@@ -12,7 +12,7 @@ use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, NOT_FOUND, PRECONDITION_FAILED,
-    Problem, REQUEST_TIMEOUT, SHUTTING_DOWN, TOO_LARGE, TOO_MANY_REQUESTS, UNSUPPORTED_MEDIA_TYPE,
+    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
@@ -24,6 +24,7 @@ impl ErrorStatuses for GetErrors {
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
+        UNAVAILABLE,
     ];
 }
 
@@ -35,7 +36,7 @@ impl ErrorStatuses for PutErrors {
         REQUEST_TIMEOUT,
         TOO_LARGE,
         TOO_MANY_REQUESTS,
-        SHUTTING_DOWN,
+        UNAVAILABLE,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -47,7 +48,7 @@ impl ErrorStatuses for DeleteErrors {
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
-        SHUTTING_DOWN,
+        UNAVAILABLE,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -62,7 +63,7 @@ impl ErrorStatuses for CasErrors {
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         TOO_MANY_REQUESTS,
-        SHUTTING_DOWN,
+        UNAVAILABLE,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -298,7 +299,12 @@ impl KeysApi {
         if_match: Option<&str>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
         self.0.check_key(key)?;
-        let current = self.0.store.get(key).await;
+        let current = self
+            .0
+            .store
+            .get(key)
+            .await
+            .map_err(|err| Problem::not_stored(&err))?;
         if let Some(header) = given(if_match) {
             let must = Condition::Revision {
                 must: Some(parse_etags(header, false)),

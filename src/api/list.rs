@@ -9,8 +9,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::cursor::{Cursor, CursorError};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, SHUTTING_DOWN,
-    TOO_MANY_REQUESTS,
+    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, TOO_MANY_REQUESTS,
+    UNAVAILABLE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Entry, RangeError, RangeRequest};
@@ -37,7 +37,7 @@ pub const LISTING_GONE: (u16, &str) = (
 pub struct ListErrors;
 impl ErrorStatuses for ListErrors {
     const STATUSES: &'static [(u16, &'static str)] =
-        &[BAD_REQUEST, LISTING_GONE, TOO_MANY_REQUESTS];
+        &[BAD_REQUEST, LISTING_GONE, TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 
 pub struct DeletePrefixErrors;
@@ -45,7 +45,7 @@ impl ErrorStatuses for DeletePrefixErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
         TOO_MANY_REQUESTS,
-        SHUTTING_DOWN,
+        UNAVAILABLE,
         INSUFFICIENT_STORAGE,
     ];
 }
@@ -209,6 +209,7 @@ impl ListApi {
                         ),
                         oldest,
                     ),
+                    RangeError::Unavailable(detail) => return Problem::unavailable(&detail),
                     RangeError::Unknown { current, oldest } => (
                         format!(
                             "the listing shows revision {revision}, newer than the store's \

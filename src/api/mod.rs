@@ -34,8 +34,9 @@ use list::ListApi;
 use status::StatusApi;
 use watch::{WatchApi, WatchEvent};
 
+use crate::backend::Backend;
 use crate::metrics::Metrics;
-use crate::store::{Key, Store, StoreConfig};
+use crate::store::{Key, Store, StoreConfig, WatchLimits};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -79,7 +80,7 @@ pub struct Limits {
 /// shutdown signal that ends watch streams.
 #[derive(Clone)]
 pub struct Context {
-    pub store: Store,
+    pub store: Backend,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
@@ -196,13 +197,15 @@ pub fn routes() -> Vec<(String, Vec<Method>)> {
 /// A service over a throwaway store, for what depends only on the code: the
 /// spec.
 fn detached() -> OpenApiService<Api, ()> {
-    let store = Store::new(StoreConfig {
+    let store = Backend::Memory(Store::new(StoreConfig {
         history: 1,
         history_bytes: 1,
-        watch_queue_bytes: 1,
-        watch_memory: 1 << 30,
-        max_watches: 1000,
-    });
+        watch: WatchLimits {
+            per_watcher: 1,
+            total: 1 << 30,
+            watchers: 1000,
+        },
+    }));
     service(Context {
         metrics: Arc::new(Metrics::new(store.clone(), Arc::default())),
         store,

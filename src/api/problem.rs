@@ -106,8 +106,20 @@ impl Problem {
         )
     }
 
-    /// A write the store did not apply: 503 while the server stops, 507
-    /// when the data dir refused it (disk full or an I/O error).
+    /// The backend (etcd) did not answer within `--etcd-timeout`, or has no
+    /// quorum.
+    pub fn unavailable(detail: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Store unavailable",
+            format!("{detail}; retry after Retry-After seconds"),
+        )
+    }
+
+    /// A write the store did not apply: 503 while the server stops or etcd
+    /// cannot be reached, 507 when the data dir refused it (disk full or an
+    /// I/O error).
     pub fn not_stored(error: &StorageError) -> Self {
         match error {
             StorageError::ShuttingDown => Self::new(
@@ -122,6 +134,12 @@ impl Problem {
                 "Insufficient storage",
                 format!("{detail}; nothing was written, retry once the disk has room"),
             ),
+            StorageError::Unavailable(detail) => Self::unavailable(&format!(
+                "{detail}; a write may or may not have been applied"
+            )),
+            StorageError::TooLarge(detail) => {
+                Self::too_large(format!("{detail}; nothing was written"))
+            }
         }
     }
 
@@ -147,12 +165,19 @@ impl Example for Problem {
 
 const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// Seconds a client waits before retrying a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        Response::builder()
-            .status(self.status_code())
-            .content_type(PROBLEM_CONTENT_TYPE)
-            .body(self.to_json_string())
+        let status = self.status_code();
+        let mut response = Response::builder()
+            .status(status)
+            .content_type(PROBLEM_CONTENT_TYPE);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response = response.header(header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+        }
+        response.body(self.to_json_string())
     }
 }
 
@@ -188,9 +213,11 @@ pub const REQUEST_TIMEOUT: (u16, &str) = (
 );
 pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
-pub const SHUTTING_DOWN: (u16, &str) = (
+pub const UNAVAILABLE: (u16, &str) = (
     503,
-    "The server is stopping; nothing was written: retry (against another server, or once it is back).",
+    "The store cannot answer now: the server is stopping (nothing was written), or with \
+     `--backend etcd` etcd did not answer within `--etcd-timeout` or has no quorum (a write may \
+     or may not have been applied). Retry after `Retry-After` seconds, here or on another node.",
 );
 pub const INSUFFICIENT_STORAGE: (u16, &str) = (
     507,
@@ -232,7 +259,7 @@ impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
                     content_type: PROBLEM_CONTENT_TYPE,
                     schema: <Problem as Type>::schema_ref(),
                 }],
-                headers: if status == 429 {
+                headers: if status == 429 || status == 503 {
                     vec![MetaHeader {
                         name: header::RETRY_AFTER.to_string(),
                         description: Some("Seconds to wait before retrying.".to_owned()),

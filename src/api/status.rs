@@ -10,8 +10,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
 
 use super::body::JsonReply;
-use super::problem::{ApiError, ErrorStatuses, Problem, TOO_MANY_REQUESTS};
+use super::problem::{ApiError, ErrorStatuses, Problem, TOO_MANY_REQUESTS, UNAVAILABLE};
 use super::{ApiTags, Context};
+use crate::backend::Readiness;
 
 /// The server's state and counters.
 #[derive(Object, Serialize, Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Status {
     pub status: String,
     /// The server's version.
     pub version: String,
+    /// Where the keys live: `memory` (this process) or `etcd`.
+    pub backend: String,
     /// Seconds since the server started.
     pub uptime: u64,
     /// The server's clock, RFC 3339.
@@ -54,6 +57,7 @@ impl Example for Status {
         Self {
             status: "OK".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            backend: "memory".to_owned(),
             uptime: 3600,
             server_time: "2026-11-24T06:00:00Z".to_owned(),
             total_keys: 2,
@@ -81,7 +85,7 @@ impl ErrorStatuses for MetricsErrors {
 
 pub struct StatusErrors;
 impl ErrorStatuses for StatusErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[TOO_MANY_REQUESTS];
+    const STATUSES: &'static [(u16, &'static str)] = &[TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 
 #[derive(ApiResponse)]
@@ -124,6 +128,15 @@ pub enum HealthResponse {
     Ok(PlainText<&'static str>),
 }
 
+pub struct ReadyErrors;
+impl ErrorStatuses for ReadyErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[(
+        503,
+        "The node cannot serve requests now (it is stopping, or etcd cannot be reached); \
+         `detail` says why.",
+    )];
+}
+
 pub struct StatusApi {
     pub context: Context,
     pub started: Instant,
@@ -137,10 +150,15 @@ impl StatusApi {
     /// watch can resume after.
     #[oai(path = "/status", method = "get", operation_id = "status")]
     async fn status(&self) -> Result<StatusResponse, ApiError<StatusErrors>> {
-        let stats = self.context.store.stats();
+        let store = &self.context.store;
+        let stats = store
+            .stats()
+            .await
+            .map_err(|err| Problem::not_stored(&err))?;
         Ok(StatusResponse::Ok(JsonReply(Status {
             status: "OK".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            backend: store.name().to_owned(),
             uptime: self.started.elapsed().as_secs(),
             server_time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             total_keys: stats.keys,
@@ -181,5 +199,25 @@ impl StatusApi {
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> HealthResponse {
         HealthResponse::Ok(PlainText("OK"))
+    }
+
+    /// Readiness
+    ///
+    /// 200 when this node can serve requests: with `--backend etcd`, etcd
+    /// answered within `--etcd-timeout` and this node's watch on it is
+    /// running. 503 otherwise (and while the server stops). Exempt from
+    /// rate limiting.
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
+    async fn readyz(&self) -> Result<HealthResponse, ApiError<ReadyErrors>> {
+        match self.context.store.readiness().await {
+            Readiness::Ready => Ok(HealthResponse::Ok(PlainText("OK"))),
+            Readiness::NotReady(why) => Err(Problem::new(
+                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Not ready",
+                why,
+            )
+            .into()),
+        }
     }
 }

@@ -156,7 +156,8 @@ impl Example for WatchEvent {
 
 pub const UNAVAILABLE: (u16, &str) = (
     503,
-    "The server holds its most watch streams (`--max-watches`); retry later.",
+    "The server holds its most watch streams (`--max-watches`), or with `--backend etcd` etcd \
+     cannot be reached; retry after `Retry-After` seconds.",
 );
 
 pub const GONE: (u16, &str) = (
@@ -227,6 +228,9 @@ impl WatchApi {
                         "Too many watches",
                         format!("the server holds its most watch streams ({max}); retry later"),
                     ));
+                }
+                WatchError::Unavailable(detail) => {
+                    return Box::new(Problem::unavailable(&detail));
                 }
                 WatchError::Compacted { oldest } => (
                     format!(

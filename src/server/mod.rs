@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, FastPath, Limits};
-use crate::config::{Config, FsyncMode};
+use crate::backend::Backend;
+use crate::config::{BackendKind, Config, FsyncMode};
 use crate::metrics::{ConnectionCounters, Metrics};
-use crate::store::{Fsync, OpenError, Store, StoreConfig};
+use crate::store::{Fsync, OpenError, Store, StoreConfig, WatchLimits};
 
 pub use body_limit::BodyLimit;
 use connection::ConnConfig;
@@ -42,7 +43,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Paths the rate limiter lets through: probes must not be throttled.
-const UNLIMITED_PATHS: &[&str] = &["/healthz", "/metrics"];
+const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Builds the whole HTTP application over `context`.
 pub fn app(
@@ -84,6 +85,11 @@ pub enum StartError {
     /// be, in a newer format, or unreadable (exit code 2: an operator must
     /// act).
     DataDir(OpenError),
+    /// Flags that cannot go together, or a backend this build lacks (exit
+    /// code 2).
+    Config(String),
+    /// etcd refused the login (`--etcd-user`).
+    Etcd(String),
     Io(io::Error),
 }
 
@@ -91,6 +97,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::DataDir(err) => err.fmt(f),
+            Self::Config(detail) | Self::Etcd(detail) => f.write_str(detail),
             Self::Io(err) => err.fmt(f),
         }
     }
@@ -110,7 +117,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
-    store: Store,
+    store: Backend,
 }
 
 impl Running {
@@ -147,16 +154,72 @@ fn machine_memory() -> usize {
         .map_or(FALLBACK, |kib| kib.saturating_mul(1024))
 }
 
-/// The store `config` asks for: in memory, or loaded from `--data-dir`.
+/// The store `config` asks for: in memory, loaded from `--data-dir`, or
+/// an etcd cluster.
+async fn open_backend(config: &Config) -> Result<Backend, StartError> {
+    match config.backend {
+        BackendKind::Memory => {
+            // Loading a data dir can take a while and may block: keep it
+            // off the async workers.
+            let owned = config.clone();
+            let store = tokio::task::spawn_blocking(move || open_store(&owned))
+                .await
+                .map_err(io::Error::other)??;
+            Ok(Backend::Memory(store))
+        }
+        BackendKind::Etcd if config.data_dir.is_some() => Err(StartError::Config(
+            "--data-dir keeps a memory store on disk; with --backend etcd the keys live in \
+             etcd: drop one of the two"
+                .to_owned(),
+        )),
+        #[cfg(feature = "etcd")]
+        BackendKind::Etcd => {
+            let etcd = crate::etcd::EtcdConfig {
+                endpoints: config.etcd_endpoints.clone(),
+                prefix: config.etcd_prefix.clone(),
+                timeout: config.etcd_timeout,
+                max_txn_ops: config.etcd_max_txn_ops as usize,
+                user: config.etcd_user.clone().zip(config.etcd_password.clone()),
+                history: config.history as usize,
+                history_bytes: config.history_bytes as usize,
+                watch: watch_limits(config),
+            };
+            let store = crate::etcd::EtcdStore::connect(etcd)
+                .await
+                .map_err(|err| StartError::Etcd(err.to_string()))?;
+            tracing::info!(
+                "serving the keys under {:?} in etcd at {}",
+                config.etcd_prefix,
+                config.etcd_endpoints.join(",")
+            );
+            Ok(Backend::Etcd(store))
+        }
+        #[cfg(not(feature = "etcd"))]
+        BackendKind::Etcd => Err(StartError::Config(
+            "this build has no etcd backend: build with `cargo build --release --features etcd` \
+             (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)"
+                .to_owned(),
+        )),
+    }
+}
+
+/// The watch limits the flags set.
+fn watch_limits(config: &Config) -> WatchLimits {
+    WatchLimits {
+        per_watcher: config.watch_queue_bytes as usize,
+        total: config
+            .watch_memory
+            .map_or_else(|| machine_memory() / 4, |bytes| bytes as usize),
+        watchers: usize::try_from(config.max_watches).unwrap_or(usize::MAX),
+    }
+}
+
+/// The memory store: in memory, or loaded from `--data-dir`.
 fn open_store(config: &Config) -> Result<Store, StartError> {
     let store_config = StoreConfig {
         history: config.history as usize,
         history_bytes: config.history_bytes as usize,
-        watch_queue_bytes: config.watch_queue_bytes as usize,
-        watch_memory: config
-            .watch_memory
-            .map_or_else(|| machine_memory() / 4, |bytes| bytes as usize),
-        max_watches: usize::try_from(config.max_watches).unwrap_or(usize::MAX),
+        watch: watch_limits(config),
     };
     let Some(dir) = &config.data_dir else {
         return Ok(Store::new(store_config));
@@ -229,13 +292,8 @@ fn max_connections(config: &Config) -> usize {
 /// Opens the store, binds `config.listen` and serves the store there until
 /// [`Running::stop`].
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    // Loading a data dir can take a while and may block: keep it off the
-    // async workers. It comes before binding, so nothing answers until the
-    // data is there.
-    let owned = config.clone();
-    let store = tokio::task::spawn_blocking(move || open_store(&owned))
-        .await
-        .map_err(io::Error::other)??;
+    // Before binding, so nothing answers until the data is there.
+    let store = open_backend(config).await?;
     let listener = match bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -251,8 +309,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     tokio::spawn(
         shutdown
             .clone()
-            .run_until_cancelled_owned(store.clone().run_expiry()),
+            .run_until_cancelled_owned(store.clone().run()),
     );
+    if !store.started().await {
+        tracing::warn!("etcd cannot be reached yet: answering 503 until it can");
+    }
     let connections = Arc::new(ConnectionCounters::default());
     let context = Context {
         metrics: Arc::new(Metrics::new(store.clone(), connections.clone())),

@@ -13,13 +13,22 @@ pub enum StorageError {
     /// The data dir refused the write (full, or an I/O error): nothing of it
     /// was applied. Writes work again once the disk does.
     DiskRefused(Arc<str>),
+    /// The backend (etcd) did not answer in time, or has no quorum. A write
+    /// may or may not have been applied: etcd may have committed it just
+    /// before the answer was lost.
+    Unavailable(Arc<str>),
+    /// The backend (etcd) refused the request as too large; nothing was
+    /// written.
+    TooLarge(Arc<str>),
 }
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::ShuttingDown => f.write_str("the store is shutting down"),
-            Self::DiskRefused(detail) => f.write_str(detail),
+            Self::DiskRefused(detail) | Self::Unavailable(detail) | Self::TooLarge(detail) => {
+                f.write_str(detail)
+            }
         }
     }
 }
@@ -35,7 +44,7 @@ pub enum BatchError {
 }
 
 /// Why a watch could not start.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WatchError {
     /// The history no longer reaches back to the requested revision.
     Compacted { oldest: u64 },
@@ -44,4 +53,6 @@ pub enum WatchError {
     Unknown { current: u64, oldest: u64 },
     /// `--max-watches` streams are open.
     TooMany { max: usize },
+    /// The backend (etcd) cannot be reached.
+    Unavailable(Arc<str>),
 }

@@ -1,8 +1,8 @@
 //! The bounded history of recent events that watch resume replays from.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
-use super::Event;
+use super::{Event, Position, Watched};
 
 /// The most recent change events, oldest first: at most `capacity` of them
 /// and, beyond the newest one, at most `max_bytes` of keys and values, so
@@ -71,6 +71,13 @@ impl History {
         self.leaving.clear();
     }
 
+    /// Forgets every event: what follows is not contiguous with them.
+    #[cfg(feature = "etcd")]
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
     /// The oldest revision still replayable; `current + 1` when the history
     /// is empty (nothing to replay, and nothing missed).
     pub fn oldest_revision(&self, current: u64) -> u64 {
@@ -82,6 +89,25 @@ impl History {
     pub fn after(&self, after: u64) -> impl Iterator<Item = &Event> {
         let start = self.events.partition_point(|event| event.id <= after);
         self.events.range(start..)
+    }
+}
+
+impl History {
+    /// The events on what `watched` names after `since`, oldest first. The
+    /// caller checks that the history reaches back far enough.
+    pub fn replay(&self, since: Position, watched: &Watched) -> Vec<Event> {
+        let keys: HashSet<&str> = watched.keys.iter().map(|key| &**key).collect();
+        let wanted = |key: &str| {
+            keys.contains(key)
+                || watched
+                    .prefixes
+                    .iter()
+                    .any(|prefix| key.starts_with(&**prefix))
+        };
+        self.after(since.revision.saturating_sub(1))
+            .filter(|event| since.precedes(event.id, event.part) && wanted(event.key()))
+            .cloned()
+            .collect()
     }
 }
 

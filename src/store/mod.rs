@@ -29,7 +29,7 @@ mod watch;
 #[cfg(test)]
 mod model_tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,16 +48,21 @@ pub use plan::PrefixDeleted;
 pub use range::{Page, RangeError, RangeRequest, ReadPoint};
 pub use stats::Stats;
 pub use value::Value;
-pub use watch::{Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch, WatchItem, Watched};
+pub use watch::{
+    Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch, WatchItem, WatchLimits, Watched,
+};
 
 use commit::{Committer, Deferred, Group, MAX_DEFERRED_KEYS, Mode};
 use disk::Disk;
 use expiry::ExpiryQueue;
 use flusher::{flusher, settled};
-use history::History;
+pub(crate) use history::History;
 use index::Index;
-use stats::{Counters, bump};
-use watch::{Snapshot, WatchLimits, Watchers};
+pub(crate) use stats::{Counters, bump};
+#[cfg(feature = "etcd")]
+pub(crate) use watch::Receiver;
+use watch::Snapshot;
+pub(crate) use watch::Watchers;
 
 /// Store-wide settings.
 #[derive(Clone, Debug)]
@@ -66,13 +71,8 @@ pub struct StoreConfig {
     pub history: usize,
     /// How many bytes of keys and values the history may hold.
     pub history_bytes: usize,
-    /// How many bytes a watcher may be charged (queued events, frames not
-    /// yet written) before its stream is ended.
-    pub watch_queue_bytes: usize,
-    /// How many bytes of events and frames all watchers together may pin.
-    pub watch_memory: usize,
-    /// How many watch streams may be open at once.
-    pub max_watches: usize,
+    /// What watchers may hold, and how many there may be.
+    pub watch: WatchLimits,
 }
 
 struct Inner {
@@ -152,11 +152,7 @@ impl Store {
             history: History::new(config.history, config.history_bytes),
             index,
             expiry,
-            watchers: Watchers::new(WatchLimits {
-                per_watcher: config.watch_queue_bytes,
-                total: config.watch_memory,
-                watchers: config.max_watches,
-            }),
+            watchers: Watchers::new(config.watch),
             wake_sweeper: false,
             lagging_watchers: 0,
             expired: 0,
@@ -220,6 +216,11 @@ impl Store {
         {
             tracing::error!("the flusher thread panicked");
         }
+    }
+
+    /// Whether [`Store::close`] has been called.
+    pub fn is_closing(&self) -> bool {
+        self.inner.committer.lock().closing
     }
 
     /// Reads a key without taking the commit lock. Async, like every call
@@ -295,20 +296,7 @@ impl Store {
                 if since.revision + 1 < oldest {
                     return Err(WatchError::Compacted { oldest });
                 }
-                let keys: HashSet<&str> = watched.keys.iter().map(|key| &**key).collect();
-                let wanted = |key: &str| {
-                    keys.contains(key)
-                        || watched
-                            .prefixes
-                            .iter()
-                            .any(|prefix| key.starts_with(&**prefix))
-                };
-                let replay = committer
-                    .history
-                    .after(since.revision.saturating_sub(1))
-                    .filter(|event| since.precedes(event.id, event.part) && wanted(event.key()))
-                    .cloned()
-                    .collect();
+                let replay = committer.history.replay(since, &watched);
                 (replay, None)
             }
             None => {
@@ -400,9 +388,11 @@ mod tests {
         Store::new(StoreConfig {
             history,
             history_bytes: 1 << 20,
-            watch_queue_bytes: 1 << 20,
-            watch_memory: 1 << 30,
-            max_watches: 100,
+            watch: WatchLimits {
+                per_watcher: 1 << 20,
+                total: 1 << 30,
+                watchers: 100,
+            },
         })
     }
 

@@ -172,9 +172,11 @@ impl Model {
 const CONFIG: StoreConfig = StoreConfig {
     history: 1000,
     history_bytes: 1 << 20,
-    watch_queue_bytes: 1 << 20,
-    watch_memory: 1 << 30,
-    max_watches: 1000,
+    watch: WatchLimits {
+        per_watcher: 1 << 20,
+        total: 1 << 30,
+        watchers: 1000,
+    },
 };
 
 proptest! {

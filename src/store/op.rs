@@ -72,7 +72,7 @@ impl Condition {
         }
     }
 
-    pub(super) fn is_cas(&self) -> bool {
+    pub(crate) fn is_cas(&self) -> bool {
         matches!(self, Self::Value(_))
     }
 }
@@ -118,7 +118,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn is_write(&self) -> bool {
+    pub(crate) fn is_write(&self) -> bool {
         matches!(
             self,
             Self::Created { .. } | Self::Replaced { .. } | Self::Deleted { .. }

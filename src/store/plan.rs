@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::commit::{At, Committer, Planned, Ticket, view};
 use super::flusher::settled;
-use super::{Action, Condition, Current, Key, Op, Outcome, StorageError, Store, bump};
+use super::{Action, Condition, Current, Key, Op, Outcome, StorageError, Store};
 
 /// What `DELETE /store?prefix=` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,22 +16,6 @@ pub struct PrefixDeleted {
 }
 
 impl Store {
-    fn count(&self, op: &Op, outcome: &Outcome) {
-        let counters = &self.inner.counters;
-        match (&op.action, op.condition.is_cas()) {
-            (Action::Get, _) => bump(&counters.gets),
-            (Action::Put { .. }, true) => {
-                bump(&counters.cas);
-                match outcome {
-                    Outcome::Rejected { .. } => bump(&counters.cas_failed),
-                    _ => bump(&counters.cas_succeeded),
-                }
-            }
-            (Action::Put { .. }, false) => bump(&counters.puts),
-            (Action::Delete, _) => bump(&counters.deletes),
-        }
-    }
-
     /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
     /// tells when what they wrote or saw is durable.
     pub(super) fn run(&self, ops: &[Op]) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
@@ -125,7 +109,7 @@ impl Store {
                     (Action::Delete, None) => Outcome::NotFound,
                 }
             };
-            self.count(op, &outcome);
+            self.inner.counters.count(op, &outcome);
             outcomes.push(outcome);
         }
 

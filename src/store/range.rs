@@ -48,12 +48,14 @@ pub struct Page {
 }
 
 /// Why a range cannot be read at the point asked for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RangeError {
     /// The history no longer reaches back to the revision.
     Compacted { oldest: u64 },
     /// The revision is newer than the store's (a point from another run).
     Unknown { current: u64, oldest: u64 },
+    /// The backend (etcd) cannot be reached.
+    Unavailable(std::sync::Arc<str>),
 }
 
 impl ReadPoint {

@@ -3,27 +3,45 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::{Action, Op, Outcome};
+
 /// Counters for `/status`, kept with relaxed atomics: they are statistics,
 /// not synchronisation.
 #[derive(Default)]
-pub(super) struct Counters {
-    pub(super) gets: AtomicU64,
-    pub(super) puts: AtomicU64,
-    pub(super) deletes: AtomicU64,
-    pub(super) cas: AtomicU64,
-    pub(super) cas_succeeded: AtomicU64,
-    pub(super) cas_failed: AtomicU64,
-    pub(super) batches: AtomicU64,
-    pub(super) expired: AtomicU64,
-    pub(super) open_watches: AtomicU64,
-    pub(super) lagging_watchers: AtomicU64,
-    pub(super) disk_commits: AtomicU64,
-    pub(super) disk_writes: AtomicU64,
-    pub(super) disk_commit_micros: AtomicU64,
-    pub(super) disk_errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) gets: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+    pub(crate) cas: AtomicU64,
+    pub(crate) cas_succeeded: AtomicU64,
+    pub(crate) cas_failed: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) open_watches: AtomicU64,
+    pub(crate) lagging_watchers: AtomicU64,
+    pub(crate) disk_commits: AtomicU64,
+    pub(crate) disk_writes: AtomicU64,
+    pub(crate) disk_commit_micros: AtomicU64,
+    pub(crate) disk_errors: AtomicU64,
 }
 
 impl Counters {
+    /// Counts one operation by what it was and how it went.
+    pub(crate) fn count(&self, op: &Op, outcome: &Outcome) {
+        match (&op.action, op.condition.is_cas()) {
+            (Action::Get, _) => bump(&self.gets),
+            (Action::Put { .. }, true) => {
+                bump(&self.cas);
+                match outcome {
+                    Outcome::Rejected { .. } => bump(&self.cas_failed),
+                    _ => bump(&self.cas_succeeded),
+                }
+            }
+            (Action::Put { .. }, false) => bump(&self.puts),
+            (Action::Delete, _) => bump(&self.deletes),
+        }
+    }
+
     /// Notes one commit to the data dir of `writes` writes.
     pub(super) fn disk_commit(&self, writes: usize, took: Duration, ok: bool) {
         if ok {
@@ -37,7 +55,7 @@ impl Counters {
     }
 }
 
-pub(super) fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::range::Past;
@@ -307,6 +307,17 @@ impl Watchers {
         self.remove(id);
     }
 
+    /// Drops every watcher, closing their connections: their source of
+    /// events broke (etcd's watch), so their streams end and the clients
+    /// resume from their last ids.
+    #[cfg(feature = "etcd")]
+    pub fn drop_all(&mut self) {
+        let ids: Vec<u64> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.drop_watcher(id);
+        }
+    }
+
     /// Hands the event to every watcher of its key; returns how many
     /// watchers were dropped for being too slow.
     pub fn publish(&mut self, event: &Event) -> u64 {
@@ -389,6 +400,27 @@ pub struct Receiver {
     rx: mpsc::UnboundedReceiver<Delivery>,
     charged: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    /// Wraps an event read outside the queue (a snapshot, a replay) as an
+    /// item charged to this watcher like a queued one.
+    pub fn deliver(&self, event: Event) -> WatchItem {
+        let cost = event.cost();
+        WatchItem::Event(Delivery {
+            frame: SharedFrame::new(cost, self.total.clone()),
+            charge: Charge::new(cost, &self.charged),
+            event,
+        })
+    }
+}
+
+impl Stream for Receiver {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// What a watch stream yields.
@@ -482,30 +514,19 @@ pub struct Watch {
     pub(super) store: Store,
 }
 
-impl Watch {
-    fn deliver(&self, event: Event) -> WatchItem {
-        let cost = event.cost();
-        WatchItem::Event(Delivery {
-            frame: SharedFrame::new(cost, self.live.total.clone()),
-            charge: Charge::new(cost, &self.live.charged),
-            event,
-        })
-    }
-}
-
 impl Stream for Watch {
     type Item = WatchItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(event) = self.first.next() {
-            return Poll::Ready(Some(self.deliver(event)));
+            return Poll::Ready(Some(self.live.deliver(event)));
         }
         let this = &mut *self;
         if let Some(snapshot) = &mut this.snapshot {
             return Poll::Ready(match snapshot.next(&this.store) {
                 Ok(Some(entry)) => {
                     let event = Event::live(snapshot.at.revision, EventKind::Snapshot, entry);
-                    Some(this.deliver(event))
+                    Some(this.live.deliver(event))
                 }
                 Ok(None) => {
                     let revision = snapshot.at.revision;
@@ -516,8 +537,7 @@ impl Stream for Watch {
             });
         }
         self.live
-            .rx
-            .poll_recv(cx)
+            .poll_next_unpin(cx)
             .map(|delivery| delivery.map(WatchItem::Event))
     }
 }

@@ -23,17 +23,50 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: Client,
+    /// The store's revision when the test got the server: 0 on the memory
+    /// store, 1 on a fresh etcd.
+    pub base: u64,
     running: Option<Running>,
+    /// The etcd member the server uses (with `KV_TEST_BACKEND=etcd`).
+    etcd: Option<etcd::Cluster>,
 }
 
 impl TestServer {
-    /// A server with rate limiting off (unless `flags` set it) and `flags`.
+    /// A server with rate limiting off (unless `flags` set it) and `flags`,
+    /// on the backend the parity suites run against (`KV_TEST_BACKEND`:
+    /// the memory store, or `etcd`: a real etcd member of its own, so its
+    /// revisions are as predictable as the memory store's).
     pub async fn start(flags: &[&str]) -> Self {
         Self::start_at("127.0.0.1:0", flags).await
     }
 
-    /// A server listening on `listen` (a port of 0: any free one).
+    /// A server listening on `listen` (a port of 0: any free one), on the
+    /// backend the parity suites run against.
     pub async fn start_at(listen: &str, flags: &[&str]) -> Self {
+        if !etcd::wanted() {
+            return Self::start_with(listen, flags).await;
+        }
+        let cluster = etcd::Cluster::start(1);
+        let endpoints = cluster.endpoints();
+        let mut flags = flags.to_vec();
+        flags.extend(["--backend", "etcd", "--etcd-endpoints", &endpoints]);
+        // The member's own --max-txn-ops (etcd::Member::start).
+        flags.extend(["--etcd-max-txn-ops", "1024"]);
+        let mut server = Self::start_with(listen, &flags).await;
+        server.etcd = Some(cluster);
+        server.base = server.status().await["revision"]
+            .as_u64()
+            .expect("a revision");
+        server
+    }
+
+    /// A server on the memory store, for what only it has (a data dir,
+    /// expiry on the paused clock, its own history).
+    pub async fn start_memory(flags: &[&str]) -> Self {
+        Self::start_with("127.0.0.1:0", flags).await
+    }
+
+    async fn start_with(listen: &str, flags: &[&str]) -> Self {
         let mut args = vec!["kv-store", "--listen", listen, "--rate-limit", "0"];
         args.extend_from_slice(flags);
         let config = Config::try_parse_from(args).expect("valid test flags");
@@ -41,8 +74,15 @@ impl TestServer {
         Self {
             addr: running.local_addr,
             client: Client::new(),
+            base: 0,
             running: Some(running),
+            etcd: None,
         }
+    }
+
+    /// The etcd member's client URL, on the etcd backend.
+    pub fn etcd_endpoints(&self) -> Option<String> {
+        self.etcd.as_ref().map(etcd::Cluster::endpoints)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -307,4 +347,5 @@ pub async fn watch_keys(server: &TestServer, keys: &Json) -> Sse {
     Sse::new(server.post_json("/watch", keys).await)
 }
 
+pub mod etcd;
 pub mod process;

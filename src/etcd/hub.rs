@@ -1,0 +1,409 @@
+//! Watches over etcd: one etcd watch per node, fanned out locally.
+//!
+//! Ten thousand SSE clients must not cost etcd ten thousand watches. The
+//! node keeps one watch on its whole namespace (from the revision it last
+//! saw, with `prev_kv`) and hands each event to the local watcher registry
+//! and a local window of recent events, the same [`Watchers`] and
+//! [`History`] the memory store uses: so slow-client limits, resume
+//! within the window and SSE framing behave alike on both backends. A
+//! snapshot is read from etcd at the revision the node's watch has reached
+//! when the client registers, so snapshot and live events meet exactly.
+//!
+//! When the etcd watch breaks (etcd down, no leader) every stream ends and
+//! clients resume from their last ids once the node's watch is back (503
+//! until then); the node's watch resumes from the revision it last saw, so
+//! its window has no gap.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
+
+use super::{EtcdStore, Failure, revision};
+use crate::store::{
+    Closer, Event, EventKind, History, Key, Position, Receiver, WatchError, WatchItem, WatchLimits,
+    Watched, Watchers, bump,
+};
+
+/// How many records one read of a prefix snapshot asks etcd for.
+const SNAPSHOT_CHUNK: i64 = 512;
+
+/// How long the node waits before watching etcd again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The node's fan-out, fed by its one etcd watch.
+pub(super) struct Hub {
+    state: Mutex<State>,
+    /// Told when the etcd watch starts running.
+    started: tokio::sync::Notify,
+}
+
+struct State {
+    watchers: Watchers,
+    history: History,
+    /// Every event up to this revision has been published.
+    revision: u64,
+    /// Whether the etcd watch runs (watch requests are refused until it
+    /// does).
+    live: bool,
+}
+
+impl Hub {
+    pub(super) fn new(history: usize, history_bytes: usize, limits: WatchLimits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                watchers: Watchers::new(limits),
+                history: History::new(history, history_bytes),
+                revision: 0,
+                live: false,
+            }),
+            started: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The revision published up to, the oldest the window replays, and
+    /// the bytes the watchers pin.
+    pub(super) fn position(&self) -> (u64, u64, u64) {
+        let state = self.state.lock();
+        let oldest = state.history.oldest_revision(state.revision);
+        (state.revision, oldest, state.watchers.total_bytes() as u64)
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        self.state.lock().live
+    }
+}
+
+/// The store's events for one watch response: parts numbered within each
+/// revision that holds several.
+fn events(store: &EtcdStore, response: &WatchResponse) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::with_capacity(response.events().len());
+    for watched in response.events() {
+        let Some(kv) = watched.kv() else { continue };
+        let at = revision(kv.mod_revision());
+        let prev = watched.prev_kv().map(|prev| store.entry(prev));
+        let event = match watched.event_type() {
+            EventType::Put => Event::put(at, store.entry(kv), prev),
+            EventType::Delete => {
+                let key = Key::from(&*store.short(kv.key()));
+                Event::removed(at, EventKind::Delete, key, prev)
+            }
+        };
+        events.push(event);
+    }
+    let mut start = 0;
+    while start < events.len() {
+        let id = events[start].id;
+        let end = start + events[start..].iter().take_while(|e| e.id == id).count();
+        if end - start > 1 {
+            for (part, event) in events[start..end].iter_mut().enumerate() {
+                event.part = Some(u32::try_from(part).unwrap_or(u32::MAX));
+            }
+        }
+        start = end;
+    }
+    events
+}
+
+impl EtcdStore {
+    /// The node's one etcd watch, for as long as the server runs: watches
+    /// the namespace from the revision it last saw, publishes what arrives,
+    /// and starts over after a failure.
+    pub async fn run_watch(self) {
+        loop {
+            if let Err(failure) = self.watch_etcd().await {
+                tracing::warn!(error = %failure, "the watch on etcd stopped; retrying");
+            }
+            {
+                let mut state = self.inner.hub.state.lock();
+                state.live = false;
+                state.watchers.drop_all();
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn watch_etcd(&self) -> Result<(), Failure> {
+        let resume = self.inner.hub.state.lock().revision;
+        let start = if resume == 0 {
+            self.count().await?.0
+        } else {
+            resume
+        };
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(i64::try_from(start + 1).unwrap_or(i64::MAX));
+        let mut watch = self.inner.client.watch_client();
+        let mut stream = self
+            .call(watch.watch(self.inner.namespace.clone(), Some(options)))
+            .await?;
+        while let Some(response) = stream.message().await.map_err(Failure::from)? {
+            if response.compact_revision() > 0 {
+                // The window can no longer be continued: start afresh.
+                let mut state = self.inner.hub.state.lock();
+                state.revision = 0;
+                state.history.clear();
+                return Err(Failure::Compacted);
+            }
+            if response.canceled() {
+                return Err(Failure::Unavailable(format!(
+                    "etcd cancelled the watch: {}",
+                    response.cancel_reason()
+                )));
+            }
+            let events = events(self, &response);
+            let mut state = self.inner.hub.state.lock();
+            if response.created() {
+                state.revision = start;
+                state.live = true;
+                self.inner.hub.started.notify_waiters();
+            }
+            let mut dropped = 0;
+            for event in events {
+                state.revision = state.revision.max(event.id);
+                dropped += state.watchers.publish(&event);
+                state.history.push(event);
+            }
+            // A progress notification: nothing more up to its revision.
+            if response.events().is_empty() && !response.created() {
+                let header = response.header().map_or(0, |h| revision(h.revision()));
+                state.revision = state.revision.max(header);
+            }
+            drop(state);
+            self.inner
+                .counters
+                .lagging_watchers
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        Err(Failure::Unavailable("etcd ended the watch".to_owned()))
+    }
+
+    /// Waits until the node's etcd watch runs, for at most `--etcd-timeout`:
+    /// a node whose etcd is up is ready when the server starts answering.
+    pub async fn started(&self) -> bool {
+        let hub = &self.inner.hub;
+        let started = hub.started.notified();
+        if hub.is_live() {
+            return true;
+        }
+        tokio::time::timeout(self.inner.timeout, started)
+            .await
+            .is_ok()
+    }
+
+    /// Starts a watch stream, as [`crate::store::Store::watch`] does.
+    pub async fn watch(
+        &self,
+        watched: Watched,
+        since: Option<Position>,
+        closer: Closer,
+    ) -> Result<BoxStream<'static, WatchItem>, WatchError> {
+        let watched = watched.normalised();
+        let unavailable = |failure: Failure| WatchError::Unavailable(failure.to_string().into());
+        // A client that watched through a node further along than this one
+        // may name a revision this node has not reached yet: etcd says
+        // whether it exists.
+        let published = self.inner.hub.state.lock().revision;
+        let etcd_revision = match since {
+            Some(since) if since.revision > published => {
+                Some(self.count().await.map_err(unavailable)?.0)
+            }
+            _ => None,
+        };
+        let hub = &self.inner.hub;
+        let mut state = hub.state.lock();
+        if !state.live {
+            return Err(WatchError::Unavailable(
+                "this node's watch on etcd is not running (etcd unreachable?)".into(),
+            ));
+        }
+        let current = state.revision;
+        let oldest = state.history.oldest_revision(current);
+        let (replay, snapshot_at, skip_through) = match since {
+            Some(since) if since.revision > current => {
+                let newest = etcd_revision.unwrap_or(current);
+                if since.revision > newest {
+                    return Err(WatchError::Unknown {
+                        current: newest,
+                        oldest,
+                    });
+                }
+                (Vec::new(), None, Some(since))
+            }
+            Some(since) => {
+                if since.revision + 1 < oldest {
+                    return Err(WatchError::Compacted { oldest });
+                }
+                (state.history.replay(since, &watched), None, None)
+            }
+            None => (Vec::new(), Some(current), None),
+        };
+        let (id, live) = state
+            .watchers
+            .register(watched.clone(), closer)
+            .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
+        drop(state);
+        bump(&self.inner.counters.open_watches);
+        let snapshot = snapshot_at.map(|at| self.snapshot(watched, at));
+        Ok(EtcdWatch {
+            replay: replay.into(),
+            snapshot,
+            snapshot_at: snapshot_at.unwrap_or(current),
+            live,
+            skip_through,
+            _registered: Registered {
+                store: self.clone(),
+                id,
+            },
+        }
+        .boxed())
+    }
+
+    /// The watched keys and prefixes as they were at revision `at`, read
+    /// from etcd a key or a chunk at a time as the client takes them; an
+    /// `Err` item ends the stream (etcd failed or compacted `at`).
+    fn snapshot(&self, watched: Watched, at: u64) -> BoxStream<'static, Result<Event, Failure>> {
+        struct Reading {
+            store: EtcdStore,
+            keys: VecDeque<Key>,
+            prefixes: VecDeque<Key>,
+            after: Option<Vec<u8>>,
+            chunk: VecDeque<Event>,
+            at: u64,
+        }
+        let reading = Reading {
+            store: self.clone(),
+            keys: watched.keys.into(),
+            prefixes: watched.prefixes.into(),
+            after: None,
+            chunk: VecDeque::new(),
+            at,
+        };
+        let revision_at = i64::try_from(at).unwrap_or(i64::MAX);
+        futures_util::stream::unfold(Some(reading), move |reading| async move {
+            let mut r = reading?;
+            loop {
+                if let Some(event) = r.chunk.pop_front() {
+                    return Some((Ok(event), Some(r)));
+                }
+                let mut kv = r.store.inner.client.kv_client();
+                if let Some(key) = r.keys.pop_front() {
+                    let options = GetOptions::new().with_revision(revision_at);
+                    let read = r
+                        .store
+                        .call(kv.get(r.store.full(&key), Some(options)))
+                        .await;
+                    let event = match read {
+                        Ok(answer) => match answer.kvs().first() {
+                            Some(found) => {
+                                Event::live(r.at, EventKind::Snapshot, r.store.entry(found))
+                            }
+                            None => Event::gone(r.at, EventKind::Snapshot, key),
+                        },
+                        Err(failure) => return Some((Err(failure), None)),
+                    };
+                    return Some((Ok(event), Some(r)));
+                }
+                let prefix = r.prefixes.front()?.clone();
+                let full = r.store.full(&prefix);
+                let start = match r.after.take() {
+                    Some(mut after) => {
+                        after.push(0);
+                        after
+                    }
+                    None => full.clone(),
+                };
+                let options = GetOptions::new()
+                    .with_range(super::range::prefix_end(&full))
+                    .with_limit(SNAPSHOT_CHUNK)
+                    .with_revision(revision_at);
+                let answer = match r.store.call(kv.get(start, Some(options))).await {
+                    Ok(answer) => answer,
+                    Err(failure) => return Some((Err(failure), None)),
+                };
+                if answer.more() {
+                    r.after = answer.kvs().last().map(|last| last.key().to_vec());
+                } else {
+                    r.prefixes.pop_front();
+                }
+                r.chunk = answer
+                    .kvs()
+                    .iter()
+                    .map(|found| Event::live(r.at, EventKind::Snapshot, r.store.entry(found)))
+                    .collect();
+            }
+        })
+        .boxed()
+    }
+}
+
+/// A watcher's place in the hub, given up when its stream is dropped.
+struct Registered {
+    store: EtcdStore,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let inner = &self.store.inner;
+        inner.hub.state.lock().watchers.remove(self.id);
+        inner.counters.open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A watch stream on the etcd backend: the replay or the snapshot (then
+/// its sync marker), then live events from the hub.
+struct EtcdWatch {
+    replay: VecDeque<Event>,
+    snapshot: Option<BoxStream<'static, Result<Event, Failure>>>,
+    snapshot_at: u64,
+    live: Receiver,
+    /// Live events up to here were seen through another node already.
+    skip_through: Option<Position>,
+    _registered: Registered,
+}
+
+impl Stream for EtcdWatch {
+    type Item = WatchItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
+        let this = &mut *self;
+        if let Some(event) = this.replay.pop_front() {
+            return Poll::Ready(Some(this.live.deliver(event)));
+        }
+        if let Some(snapshot) = &mut this.snapshot {
+            return match snapshot.poll_next_unpin(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(this.live.deliver(event))),
+                Poll::Ready(Some(Err(failure))) => {
+                    tracing::warn!(error = %failure, "a watch snapshot could not be read");
+                    Poll::Ready(None)
+                }
+                Poll::Ready(None) => {
+                    this.snapshot = None;
+                    Poll::Ready(Some(WatchItem::Synced(this.snapshot_at)))
+                }
+            };
+        }
+        loop {
+            let Some(delivery) = std::task::ready!(this.live.poll_next_unpin(cx)) else {
+                return Poll::Ready(None);
+            };
+            let seen = this
+                .skip_through
+                .is_some_and(|seen| !seen.precedes(delivery.event.id, delivery.event.part));
+            if !seen {
+                this.skip_through = None;
+                return Poll::Ready(Some(WatchItem::Event(delivery)));
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The etcd backend: the store's calls over an etcd cluster, so that any
+//! number of kv-store nodes serve the same keys and none holds them.
+//!
+//! etcd's data model is the store's own (one revision for the whole store,
+//! a `mod_revision` per key, watches from a revision, compaction), so the
+//! mapping is direct: a key is `--etcd-prefix` + the key; revisions and
+//! ETags are etcd's, the same on every node; a write or a batch is one
+//! transaction (`ops.rs`); a listing is a range at the cursor's revision
+//! (`range.rs`); watches fan out from one etcd watch per node (`hub.rs`).
+//!
+//! Every call to etcd is bounded by `--etcd-timeout`: when etcd is down or
+//! has no quorum the client gets a 503 in time, never a hung request.
+
+mod hub;
+mod ops;
+mod range;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
+
+use crate::backend::Readiness;
+use crate::store::{Counters, Current, Entry, Stats, StorageError, Value, WatchLimits};
+
+use hub::Hub;
+
+/// How to reach the cluster and what to ask of it.
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Put in front of every key (`--etcd-prefix`).
+    pub prefix: String,
+    pub timeout: Duration,
+    /// The cluster's `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    pub user: Option<(String, String)>,
+    /// Events the node keeps for watch resume, and their bytes.
+    pub history: usize,
+    pub history_bytes: usize,
+    pub watch: WatchLimits,
+}
+
+/// Why the backend could not start.
+#[derive(Debug)]
+pub struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A handle on the cluster. Cloning it is cheap.
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    /// `--etcd-prefix`, in front of every key.
+    namespace: Vec<u8>,
+    timeout: Duration,
+    max_txn_ops: usize,
+    counters: Counters,
+    /// The key count `/status` last read, for metrics scrapes.
+    keys: AtomicU64,
+    hub: Hub,
+}
+
+impl EtcdStore {
+    /// A client for the cluster. It does not wait for etcd (the channel
+    /// connects on first use), so the server starts while etcd is down and
+    /// answers 503 until it is back; with a user it logs in first.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, ConnectError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.timeout)
+            .with_timeout(config.timeout)
+            .with_keep_alive(Duration::from_secs(10), config.timeout)
+            // Without a leader etcd refuses instead of serving stale reads
+            // and keeping watches open that see nothing.
+            .with_require_leader(true);
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user, password);
+        }
+        let connect = Client::connect(&config.endpoints, Some(options));
+        let client = tokio::time::timeout(config.timeout, connect)
+            .await
+            .map_err(|_| {
+                ConnectError(format!(
+                    "etcd at {} did not answer the login within {:?}",
+                    config.endpoints.join(","),
+                    config.timeout
+                ))
+            })?
+            .map_err(|err| {
+                ConnectError(format!(
+                    "cannot use etcd at {}: {err}",
+                    config.endpoints.join(",")
+                ))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                namespace: config.prefix.into_bytes(),
+                timeout: config.timeout,
+                max_txn_ops: config.max_txn_ops,
+                counters: Counters::default(),
+                keys: AtomicU64::new(0),
+                hub: Hub::new(config.history, config.history_bytes, config.watch),
+            }),
+        })
+    }
+
+    pub fn max_txn_ops(&self) -> usize {
+        self.inner.max_txn_ops
+    }
+
+    /// The key as etcd stores it.
+    fn full(&self, key: &str) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.inner.namespace.len() + key.len());
+        full.extend_from_slice(&self.inner.namespace);
+        full.extend_from_slice(key.as_bytes());
+        full
+    }
+
+    /// The key as clients know it: etcd's without the namespace. Keys
+    /// written around kv-store may not be UTF-8; they are shown lossily.
+    fn short<'a>(&self, full: &'a [u8]) -> std::borrow::Cow<'a, str> {
+        let key = full.strip_prefix(&self.inner.namespace[..]).unwrap_or(full);
+        String::from_utf8_lossy(key)
+    }
+
+    /// A record of what etcd holds, as the store's other layers use it.
+    fn entry(&self, kv: &KeyValue) -> Entry {
+        let key = self.short(kv.key());
+        let value = String::from_utf8_lossy(kv.value());
+        Entry::new(&key, value.as_bytes(), revision(kv.mod_revision()), None)
+    }
+
+    fn current(&self, kv: &KeyValue) -> Current {
+        Current {
+            value: Value::from(String::from_utf8_lossy(kv.value()).into_owned()),
+            revision: revision(kv.mod_revision()),
+        }
+    }
+
+    /// Runs one call to etcd within `--etcd-timeout`.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(Failure::from(err)),
+            Err(_) => Err(Failure::Unavailable(format!(
+                "etcd did not answer within --etcd-timeout ({:?})",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Current>, StorageError> {
+        crate::store::bump(&self.inner.counters.gets);
+        let mut kv = self.inner.client.kv_client();
+        let answer = self
+            .call(kv.get(self.full(key), None))
+            .await
+            .map_err(Failure::storage)?;
+        Ok(answer.kvs().first().map(|kv| self.current(kv)))
+    }
+
+    /// The store's revision and key count (a count-only range over the
+    /// namespace).
+    async fn count(&self) -> Result<(u64, u64), Failure> {
+        let mut kv = self.inner.client.kv_client();
+        let options = GetOptions::new().with_prefix().with_count_only();
+        let answer = self
+            .call(kv.get(self.inner.namespace.clone(), Some(options)))
+            .await?;
+        let revision = answer
+            .header()
+            .map_or(0, |header| revision(header.revision()));
+        let keys = u64::try_from(answer.count()).unwrap_or(0);
+        self.inner.keys.store(keys, Ordering::Relaxed);
+        Ok((revision, keys))
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StorageError> {
+        let (revision, keys) = self.count().await.map_err(Failure::storage)?;
+        Ok(Stats {
+            revision,
+            keys,
+            ..self.stats_now()
+        })
+    }
+
+    /// This node's counters, the revision its watch has reached and the
+    /// key count last read.
+    pub fn stats_now(&self) -> Stats {
+        let c = &self.inner.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (revision, oldest_revision, watch_bytes) = self.inner.hub.position();
+        Stats {
+            revision,
+            oldest_revision,
+            keys: load(&self.inner.keys),
+            gets: load(&c.gets),
+            puts: load(&c.puts),
+            deletes: load(&c.deletes),
+            cas: load(&c.cas),
+            cas_succeeded: load(&c.cas_succeeded),
+            cas_failed: load(&c.cas_failed),
+            batches: load(&c.batches),
+            expired: 0,
+            open_watches: load(&c.open_watches),
+            lagging_watchers: load(&c.lagging_watchers),
+            watch_bytes,
+            disk_commits: 0,
+            disk_writes: 0,
+            disk_commit_seconds: 0.0,
+            disk_errors: 0,
+        }
+    }
+
+    /// Ready when etcd answers a linearizable read (so it has a quorum) and
+    /// this node's watch runs.
+    pub async fn readiness(&self) -> Readiness {
+        if let Err(failure) = self.count().await {
+            return Readiness::NotReady(failure.to_string());
+        }
+        if !self.inner.hub.is_live() {
+            return Readiness::NotReady("this node's watch on etcd is not running yet".to_owned());
+        }
+        Readiness::Ready
+    }
+}
+
+/// etcd's revisions are `i64`; they are never negative.
+fn revision(revision: i64) -> u64 {
+    u64::try_from(revision).unwrap_or(0)
+}
+
+/// What went wrong in a call to etcd, sorted by what the client should do.
+#[derive(Debug)]
+enum Failure {
+    /// Unreachable, no leader, timed out: retry later.
+    Unavailable(String),
+    /// The revision asked for was compacted away.
+    Compacted,
+    /// The revision asked for is ahead of the cluster.
+    Future,
+    /// etcd refused the request as too large.
+    TooLarge(String),
+}
+
+impl From<etcd_client::Error> for Failure {
+    fn from(err: etcd_client::Error) -> Self {
+        let etcd_client::Error::GRpcStatus(status) = &err else {
+            return Self::Unavailable(format!("etcd cannot be reached: {err}"));
+        };
+        let message = status.message();
+        if message.contains("required revision has been compacted") {
+            Self::Compacted
+        } else if message.contains("required revision is a future revision") {
+            Self::Future
+        } else if message.contains("request is too large")
+            || message.contains("too many operations")
+        {
+            Self::TooLarge(format!("etcd refused the request: {message}"))
+        } else {
+            Self::Unavailable(format!("etcd cannot serve: {message}"))
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unavailable(detail) | Self::TooLarge(detail) => f.write_str(detail),
+            Self::Compacted => f.write_str("etcd compacted the revision away"),
+            Self::Future => f.write_str("the revision is ahead of etcd's"),
+        }
+    }
+}
+
+impl Failure {
+    fn storage(self) -> StorageError {
+        match self {
+            Self::TooLarge(detail) => StorageError::TooLarge(detail.into()),
+            other => StorageError::Unavailable(other.to_string().into()),
+        }
+    }
+}

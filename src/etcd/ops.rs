@@ -1,0 +1,308 @@
+//! Writes and conditional operations as etcd transactions.
+//!
+//! Every request, single op or batch, is one `Txn`: the ops' conditions
+//! become the `Txn`'s compares, the ops its success branch (with `prev_kv`,
+//! which tells a create from a replace), and a read of every key its failure
+//! branch (which tells which condition failed, and the key's state for the
+//! 412). So all of a batch's writes take one revision, etcd's model and the
+//! memory store's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+
+use super::{EtcdStore, Failure, revision};
+use crate::store::{
+    Action, BatchError, Condition, Current, Op, Outcome, PrefixDeleted, Revisions, StorageError,
+    bump,
+};
+
+/// The compares that hold exactly when `condition` holds for `key`, or
+/// `None` when etcd's compares (all ANDed) cannot say it: a key matching
+/// one of several ETags.
+fn compares(key: &[u8], condition: &Condition) -> Option<Vec<Compare>> {
+    let exists = || Compare::create_revision(key.to_vec(), CompareOp::Greater, 0);
+    let absent = || Compare::create_revision(key.to_vec(), CompareOp::Equal, 0);
+    // An ETag of 0 or beyond i64 names no revision etcd has.
+    let etcd_revision = |r: u64| i64::try_from(r).ok().filter(|r| *r > 0);
+    let mut compares = Vec::new();
+    match condition {
+        Condition::Always => {}
+        Condition::Value(Some(value)) => compares.push(Compare::value(
+            key.to_vec(),
+            CompareOp::Equal,
+            value.as_bytes(),
+        )),
+        Condition::Value(None) => compares.push(absent()),
+        Condition::Revision { must, must_not } => {
+            match must {
+                None => {}
+                Some(Revisions::Any) => compares.push(exists()),
+                Some(Revisions::OneOf(revisions)) => {
+                    let named: Vec<i64> =
+                        revisions.iter().filter_map(|r| etcd_revision(*r)).collect();
+                    match named[..] {
+                        // No revision can match: an existing key's is not 0,
+                        // and an absent key is in no set.
+                        [] => {
+                            compares.push(Compare::mod_revision(key.to_vec(), CompareOp::Less, 0))
+                        }
+                        [one] => compares.push(Compare::mod_revision(
+                            key.to_vec(),
+                            CompareOp::Equal,
+                            one,
+                        )),
+                        _ => return None,
+                    }
+                }
+            }
+            match must_not {
+                None => {}
+                Some(Revisions::Any) => compares.push(absent()),
+                Some(Revisions::OneOf(revisions)) => {
+                    compares.extend(
+                        revisions
+                            .iter()
+                            .filter_map(|r| etcd_revision(*r))
+                            .map(|r| Compare::mod_revision(key.to_vec(), CompareOp::NotEqual, r)),
+                    );
+                }
+            }
+        }
+    }
+    Some(compares)
+}
+
+/// Whole seconds for a lease, at least 1.
+fn lease_seconds(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX)
+}
+
+impl EtcdStore {
+    pub async fn apply(&self, op: Op) -> Result<Outcome, StorageError> {
+        match self.run(std::slice::from_ref(&op)).await {
+            Ok(mut outcomes) | Err(BatchError::Rejected(mut outcomes)) => {
+                Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
+            }
+            Err(BatchError::Storage(err)) => Err(err),
+        }
+    }
+
+    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
+        bump(&self.inner.counters.batches);
+        self.run(ops).await
+    }
+
+    /// Runs `ops` (distinct keys) as one transaction.
+    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
+        let leases = self.grant_leases(ops).await.map_err(BatchError::Storage)?;
+        let keys: Vec<Vec<u8>> = ops.iter().map(|op| self.full(&op.key)).collect();
+        let outcomes = loop {
+            // Conditions etcd cannot compare are checked against the keys'
+            // state read first, then pinned to it: the transaction fails if
+            // a key changed in between, and the loop reads again.
+            let mut pinned: HashMap<usize, Option<Current>> = HashMap::new();
+            let mut when = Vec::new();
+            for (index, (op, key)) in ops.iter().zip(&keys).enumerate() {
+                match compares(key, &op.condition) {
+                    Some(compares) => when.extend(compares),
+                    None => {
+                        let current = self.get(&op.key).await.map_err(BatchError::Storage)?;
+                        when.push(match &current {
+                            Some(current) => Compare::mod_revision(
+                                key.clone(),
+                                CompareOp::Equal,
+                                i64::try_from(current.revision).unwrap_or(i64::MAX),
+                            ),
+                            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                        });
+                        pinned.insert(index, current);
+                    }
+                }
+            }
+            if let Some(rejected) = self.rejected_early(ops, &pinned) {
+                break rejected;
+            }
+            let then: Vec<TxnOp> = ops
+                .iter()
+                .zip(&keys)
+                .map(|(op, key)| match &op.action {
+                    Action::Get => TxnOp::get(key.clone(), None),
+                    Action::Put { value, ttl } => {
+                        let mut options = PutOptions::new().with_prev_key();
+                        if let Some(lease) = ttl.and_then(|ttl| leases.get(&lease_seconds(ttl))) {
+                            options = options.with_lease(*lease);
+                        }
+                        TxnOp::put(key.clone(), value.as_bytes(), Some(options))
+                    }
+                    Action::Delete => {
+                        TxnOp::delete(key.clone(), Some(DeleteOptions::new().with_prev_key()))
+                    }
+                })
+                .collect();
+            let otherwise: Vec<TxnOp> = keys
+                .iter()
+                .map(|key| TxnOp::get(key.clone(), None))
+                .collect();
+            let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
+            let mut kv = self.inner.client.kv_client();
+            let answer = self
+                .call(kv.txn(txn))
+                .await
+                .map_err(|failure| BatchError::Storage(failure.storage()))?;
+            if answer.succeeded() {
+                break self.applied(&answer);
+            }
+            let outcomes = self.which_failed(ops, &answer);
+            let rejected = outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, Outcome::Rejected { .. }));
+            if rejected {
+                break outcomes;
+            }
+            if pinned.is_empty() {
+                // A compare failed that the state read back does not show
+                // (it cannot, but if it did): every conditional op is
+                // reported as failed rather than the batch as applied.
+                break ops
+                    .iter()
+                    .zip(answer.op_responses())
+                    .map(|(op, response)| match (&op.condition, response) {
+                        (Condition::Always, _) => Outcome::NotFound,
+                        (_, TxnOpResponse::Get(get)) => Outcome::Rejected {
+                            current: get.kvs().first().map(|kv| self.current(kv)),
+                        },
+                        _ => Outcome::Rejected { current: None },
+                    })
+                    .collect();
+            }
+            // Only a pinned key changed under us: read it again.
+        };
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            self.inner.counters.count(op, outcome);
+        }
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Outcome::Rejected { .. }))
+        {
+            Err(BatchError::Rejected(outcomes))
+        } else {
+            Ok(outcomes)
+        }
+    }
+
+    /// One lease per distinct TTL among the puts, granted before the
+    /// transaction (a lease cannot be made inside one). etcd may raise a
+    /// TTL to its minimum (about 2 s). A lease whose transaction fails is
+    /// left to expire with no key on it.
+    async fn grant_leases(&self, ops: &[Op]) -> Result<HashMap<i64, i64>, StorageError> {
+        let mut leases = HashMap::new();
+        for op in ops {
+            if let Action::Put { ttl: Some(ttl), .. } = &op.action {
+                let seconds = lease_seconds(*ttl);
+                if leases.contains_key(&seconds) {
+                    continue;
+                }
+                let mut lease = self.inner.client.lease_client();
+                let granted = self
+                    .call(lease.grant(seconds, None))
+                    .await
+                    .map_err(Failure::storage)?;
+                leases.insert(seconds, granted.id());
+            }
+        }
+        Ok(leases)
+    }
+
+    /// The outcomes when a pinned condition already fails on what was read:
+    /// no transaction needed.
+    fn rejected_early(
+        &self,
+        ops: &[Op],
+        pinned: &HashMap<usize, Option<Current>>,
+    ) -> Option<Vec<Outcome>> {
+        let failed = pinned
+            .iter()
+            .any(|(index, current)| !ops[*index].condition.holds(current.as_ref()));
+        failed.then(|| {
+            ops.iter()
+                .enumerate()
+                .map(|(index, op)| match pinned.get(&index) {
+                    Some(current) if !op.condition.holds(current.as_ref()) => Outcome::Rejected {
+                        current: current.clone(),
+                    },
+                    _ => Outcome::NotFound,
+                })
+                .collect()
+        })
+    }
+
+    /// The outcomes of a transaction that applied.
+    fn applied(&self, answer: &TxnResponse) -> Vec<Outcome> {
+        let at = answer
+            .header()
+            .map_or(0, |header| revision(header.revision()));
+        answer
+            .op_responses()
+            .into_iter()
+            .map(|response| match response {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map_or(Outcome::NotFound, |kv| Outcome::Found(self.current(kv))),
+                TxnOpResponse::Put(put) => match put.prev_key() {
+                    Some(_) => Outcome::Replaced { revision: at },
+                    None => Outcome::Created { revision: at },
+                },
+                TxnOpResponse::Delete(delete) if delete.deleted() > 0 => {
+                    Outcome::Deleted { revision: at }
+                }
+                TxnOpResponse::Delete(_) | TxnOpResponse::Txn(_) => Outcome::NotFound,
+            })
+            .collect()
+    }
+
+    /// The outcomes of a transaction whose compares failed, from the keys'
+    /// state its failure branch read: the ops whose condition does not hold
+    /// are rejected.
+    fn which_failed(&self, ops: &[Op], answer: &TxnResponse) -> Vec<Outcome> {
+        ops.iter()
+            .zip(answer.op_responses())
+            .map(|(op, response)| {
+                let current = match response {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.current(kv)),
+                    _ => None,
+                };
+                if op.condition.holds(current.as_ref()) {
+                    Outcome::NotFound
+                } else {
+                    Outcome::Rejected { current }
+                }
+            })
+            .collect()
+    }
+
+    /// Deletes every key under `prefix` with one DeleteRange: one revision,
+    /// one delete event per key.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
+        let mut kv = self.inner.client.kv_client();
+        let answer = self
+            .call(kv.delete(self.full(prefix), Some(DeleteOptions::new().with_prefix())))
+            .await
+            .map_err(Failure::storage)?;
+        let deleted = u64::try_from(answer.deleted()).unwrap_or(0);
+        self.inner
+            .counters
+            .deletes
+            .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+        Ok(PrefixDeleted {
+            deleted,
+            revision: answer
+                .header()
+                .map_or(0, |header| revision(header.revision())),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Real etcd members (Debian's `etcd-server`) on loopback, for the tests
+//! that run against `--backend etcd`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
+
+/// Which backend the parity suites run against: `KV_TEST_BACKEND=etcd`
+/// (with a build of `--features etcd`), or the memory store.
+pub fn wanted() -> bool {
+    match std::env::var("KV_TEST_BACKEND").as_deref() {
+        Ok("etcd") => true,
+        Ok("memory") | Err(_) => false,
+        Ok(other) => panic!("KV_TEST_BACKEND={other:?}: use memory or etcd"),
+    }
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One etcd member started by the tests.
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    data_dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            data_dir: tempfile::tempdir().expect("a data dir for etcd"),
+            child: None,
+        }
+    }
+
+    /// Starts (or restarts) the member; `cluster` is every member's
+    /// `name=peer_url`.
+    fn start(&mut self, cluster: &str, state: &str) {
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", &self.name, "--data-dir"])
+            .arg(self.data_dir.path())
+            .args(["--listen-client-urls", &self.client_url])
+            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", cluster])
+            .args(["--initial-cluster-state", state])
+            .args(["--max-txn-ops", "1024"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // The member dies with the thread that started it, however that
+        // ends (so with the test, or the process).
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!(
+                "KV_TEST_BACKEND=etcd needs the `etcd` binary on PATH (Debian: apt-get install \
+                 etcd-server): {err}"
+            )
+        });
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the member says it is healthy (it has a leader).
+    pub fn healthy(&self) -> bool {
+        let address = self.client_url.trim_start_matches("http://");
+        let Ok(mut stream) = TcpStream::connect(address) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET /health HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.contains("\"health\":\"true\"")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Members of one cluster.
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `size` members and waits until they have a leader.
+    pub fn start(size: usize) -> Self {
+        let mut members: Vec<Member> = (0..size).map(|n| Member::new(&format!("m{n}"))).collect();
+        let cluster = Self::initial(&members);
+        for member in &mut members {
+            member.start(&cluster, "new");
+        }
+        let cluster = Self { members };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    fn initial(members: &[Member]) -> String {
+        members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Restarts a stopped member with its data.
+    pub fn restart(&mut self, index: usize) {
+        let cluster = Self::initial(&self.members);
+        self.members[index].start(&cluster, "existing");
+    }
+
+    /// Waits until every running member reports healthy.
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .all(Member::healthy)
+        {
+            assert!(Instant::now() < deadline, "etcd members became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The client URLs, comma-separated, for `--etcd-endpoints`.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
