@@ -141,9 +141,12 @@ impl EtcdStore {
             .with_prev_key()
             .with_progress_notify()
             .with_start_revision(i64::try_from(start + 1).unwrap_or(i64::MAX));
-        let mut watch = self.inner.client.watch_client();
         let mut stream = self
-            .call(watch.watch(self.inner.namespace.clone(), Some(options)))
+            .call(|| {
+                let mut watch = self.inner.client.watch_client();
+                let (namespace, options) = (self.inner.namespace.clone(), options.clone());
+                async move { watch.watch(namespace, Some(options)).await }
+            })
             .await?;
         while let Some(response) = stream.message().await.map_err(Failure::from)? {
             if response.compact_revision() > 0 {
@@ -294,13 +297,9 @@ impl EtcdStore {
                 if let Some(event) = r.chunk.pop_front() {
                     return Some((Ok(event), Some(r)));
                 }
-                let mut kv = r.store.inner.client.kv_client();
                 if let Some(key) = r.keys.pop_front() {
                     let options = GetOptions::new().with_revision(revision_at);
-                    let read = r
-                        .store
-                        .call(kv.get(r.store.full(&key), Some(options)))
-                        .await;
+                    let read = r.store.read(r.store.full(&key), Some(options)).await;
                     let event = match read {
                         Ok(answer) => match answer.kvs().first() {
                             Some(found) => {
@@ -325,7 +324,7 @@ impl EtcdStore {
                     .with_range(super::range::prefix_end(&full))
                     .with_limit(SNAPSHOT_CHUNK)
                     .with_revision(revision_at);
-                let answer = match r.store.call(kv.get(start, Some(options))).await {
+                let answer = match r.store.read(start, Some(options)).await {
                     Ok(answer) => answer,
                     Err(failure) => return Some((Err(failure), None)),
                 };

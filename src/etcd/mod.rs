@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
+use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KeyValue};
 
 use crate::backend::Readiness;
 use crate::store::{Counters, Current, Entry, Stats, StorageError, Value, WatchLimits};
@@ -149,26 +149,50 @@ impl EtcdStore {
         }
     }
 
-    /// Runs one call to etcd within `--etcd-timeout`.
-    async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(Failure::from(err)),
-            Err(_) => Err(Failure::Unavailable(format!(
-                "etcd did not answer within --etcd-timeout ({:?})",
-                self.inner.timeout
-            ))),
+    /// Runs one call to etcd within `--etcd-timeout`. A call that never
+    /// reached etcd (the member it was sent to is down: tonic's balancer
+    /// keeps trying dead members) is tried again, so another member
+    /// answers; any other failure is the answer.
+    async fn call<T, Fut>(&self, mut attempt: impl FnMut() -> Fut) -> Result<T, Failure>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, attempt()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(err)) if never_sent(&err) => {
+                    tokio::time::sleep(RETRY_UNSENT).await;
+                }
+                Ok(Err(err)) => return Err(Failure::from(err)),
+                Err(_) => {
+                    return Err(Failure::Unavailable(format!(
+                        "etcd did not answer within --etcd-timeout ({:?})",
+                        self.inner.timeout
+                    )));
+                }
+            }
         }
+    }
+
+    /// A range read.
+    async fn read(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse, Failure> {
+        self.call(|| {
+            let mut kv = self.inner.client.kv_client();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Current>, StorageError> {
         crate::store::bump(&self.inner.counters.gets);
-        let mut kv = self.inner.client.kv_client();
         let answer = self
-            .call(kv.get(self.full(key), None))
+            .read(self.full(key), None)
             .await
             .map_err(Failure::storage)?;
         Ok(answer.kvs().first().map(|kv| self.current(kv)))
@@ -177,10 +201,9 @@ impl EtcdStore {
     /// The store's revision and key count (a count-only range over the
     /// namespace).
     async fn count(&self) -> Result<(u64, u64), Failure> {
-        let mut kv = self.inner.client.kv_client();
         let options = GetOptions::new().with_prefix().with_count_only();
         let answer = self
-            .call(kv.get(self.inner.namespace.clone(), Some(options)))
+            .read(self.inner.namespace.clone(), Some(options))
             .await?;
         let revision = answer
             .header()
@@ -237,6 +260,22 @@ impl EtcdStore {
             return Readiness::NotReady("this node's watch on etcd is not running yet".to_owned());
         }
         Readiness::Ready
+    }
+}
+
+/// How long a call that never reached etcd waits before it is tried again.
+const RETRY_UNSENT: Duration = Duration::from_millis(10);
+
+/// Whether a call failed before etcd could have seen it: its connection
+/// could not be made.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            message.contains("tcp connect error") || message.contains("Connection refused")
+        }
+        _ => false,
     }
 }
 

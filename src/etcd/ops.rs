@@ -148,9 +148,12 @@ impl EtcdStore {
                 .map(|key| TxnOp::get(key.clone(), None))
                 .collect();
             let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
-            let mut kv = self.inner.client.kv_client();
             let answer = self
-                .call(kv.txn(txn))
+                .call(|| {
+                    let mut kv = self.inner.client.kv_client();
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
                 .await
                 .map_err(|failure| BatchError::Storage(failure.storage()))?;
             if answer.succeeded() {
@@ -206,9 +209,11 @@ impl EtcdStore {
                 if leases.contains_key(&seconds) {
                     continue;
                 }
-                let mut lease = self.inner.client.lease_client();
                 let granted = self
-                    .call(lease.grant(seconds, None))
+                    .call(|| {
+                        let mut lease = self.inner.client.lease_client();
+                        async move { lease.grant(seconds, None).await }
+                    })
                     .await
                     .map_err(Failure::storage)?;
                 leases.insert(seconds, granted.id());
@@ -288,9 +293,16 @@ impl EtcdStore {
     /// Deletes every key under `prefix` with one DeleteRange: one revision,
     /// one delete event per key.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
-        let mut kv = self.inner.client.kv_client();
+        let key = self.full(prefix);
         let answer = self
-            .call(kv.delete(self.full(prefix), Some(DeleteOptions::new().with_prefix())))
+            .call(|| {
+                let mut kv = self.inner.client.kv_client();
+                let key = key.clone();
+                async move {
+                    kv.delete(key, Some(DeleteOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await
             .map_err(Failure::storage)?;
         let deleted = u64::try_from(answer.deleted()).unwrap_or(0);

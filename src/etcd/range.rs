@@ -44,9 +44,8 @@ impl EtcdStore {
         if request.keys_only {
             options = options.with_keys_only();
         }
-        let mut kv = self.inner.client.kv_client();
         let answer = self
-            .call(kv.get(start, Some(options)))
+            .read(start, Some(options))
             .await
             .map_err(|failure| self.range_error(failure, request.at))?;
         let read_at = answer
@@ -72,7 +71,7 @@ impl EtcdStore {
                 .with_count_only()
                 .with_revision(i64::try_from(at.revision).unwrap_or(i64::MAX));
             let counted = self
-                .call(kv.get(prefix, Some(options)))
+                .read(prefix, Some(options))
                 .await
                 .map_err(|failure| self.range_error(failure, Some(at)))?;
             Some(u64::try_from(counted.count()).unwrap_or(0))

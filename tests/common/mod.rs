@@ -60,6 +60,13 @@ impl TestServer {
         server
     }
 
+    /// A server on etcd at `endpoints` (a cluster the test started).
+    pub async fn start_on_etcd(endpoints: &str, flags: &[&str]) -> Self {
+        let mut flags = flags.to_vec();
+        flags.extend(["--backend", "etcd", "--etcd-endpoints", endpoints]);
+        Self::start_with("127.0.0.1:0", &flags).await
+    }
+
     /// A server on the memory store, for what only it has (a data dir,
     /// expiry on the paused clock, its own history).
     pub async fn start_memory(flags: &[&str]) -> Self {

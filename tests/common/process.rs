@@ -29,6 +29,27 @@ pub fn command(data_dir: &Path, flags: &[&str]) -> Command {
     command
 }
 
+/// The command for the binary on etcd at `endpoints`, rate limiting off
+/// and an ephemeral port.
+pub fn on_etcd(endpoints: &str, flags: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kv-store"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+            "--backend",
+            "etcd",
+        ])
+        .args(["--etcd-endpoints", endpoints])
+        .args(flags)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
 impl ServerProcess {
     /// Starts the server and waits until it logs the address it serves.
     pub fn start(data_dir: &Path, flags: &[&str]) -> Self {

@@ -1,0 +1,281 @@
+//! Several kv-store nodes over a three-member etcd cluster (real `etcd`
+//! processes on loopback): reads and watches across nodes, and what clients
+//! see when an etcd member, a majority of them, or a kv-store node dies.
+//!
+//! Built with `--features etcd` only; needs the `etcd` binary (Debian's
+//! `etcd-server`) and fails loudly without it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::etcd::Cluster;
+use common::process::{ServerProcess, on_etcd};
+use common::{PATIENCE, Sse, TestServer, problem, revision};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value as Json;
+use tokio::sync::{Notify, watch};
+
+/// Which member leads, from etcd's JSON gateway (`/v3/maintenance/status`
+/// answers the leader's id and the member's own).
+async fn leader(cluster: &Cluster) -> usize {
+    let client = Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for (index, member) in cluster.members.iter().enumerate() {
+            let Ok(answer) = client
+                .post(format!("{}/v3/maintenance/status", member.client_url))
+                .body("{}")
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(status) = answer.json::<Json>().await else {
+                continue;
+            };
+            let leader = status["leader"].as_str().unwrap_or("0");
+            if leader != "0" && Some(leader) == status["header"]["member_id"].as_str() {
+                return index;
+            }
+        }
+        assert!(Instant::now() < deadline, "the cluster elected a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_through_one_node_is_read_and_watched_through_the_other() {
+    let cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let a = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let b = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let mut watch = Sse::new(b.get("/watch?prefix=").await);
+    watch.snapshot().await;
+
+    let mut written = Vec::new();
+    for n in 0..20 {
+        let (node, other) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let response = node.put(&format!("k{}", n % 5), &n.to_string()).await;
+        assert!(response.status().is_success());
+        let tag = revision(&response);
+        // Read your write on the other node, with the same ETag.
+        let read = other.get(&format!("/store/k{}", n % 5)).await;
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(common::etag(&read), Some(format!("\"{tag}\"")));
+        assert_eq!(read.text().await.expect("body"), n.to_string());
+        written.push((tag, format!("k{}", n % 5), n.to_string()));
+    }
+    // The watcher on B saw every write, from both nodes, in revision order.
+    let seen: Vec<(u64, String, String)> = watch
+        .take(written.len())
+        .await
+        .into_iter()
+        .map(|e| {
+            let (key, value) = (e.key().to_owned(), e.value().unwrap_or("").to_owned());
+            (e.id.expect("id"), key, value)
+        })
+        .collect();
+    assert_eq!(seen, written);
+}
+
+/// Writes `key-N` through `node` until told to stop, noting each
+/// acknowledged write and when it was acknowledged.
+async fn write_until(
+    client: Client,
+    url: String,
+    prefix: &'static str,
+    stop: Arc<Notify>,
+    acked: watch::Sender<usize>,
+) -> Vec<(String, Instant)> {
+    let mut done = Vec::new();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    for n in 0.. {
+        let key = format!("{prefix}{n}");
+        let request = client.put(format!("{url}/store/{key}")).body(key.clone());
+        tokio::select! {
+            () = &mut stopped => break,
+            response = request.send() => {
+                if response.is_ok_and(|r| r.status().is_success()) {
+                    done.push((key, Instant::now()));
+                    acked.send_modify(|acked| *acked += 1);
+                }
+            }
+        }
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_etcd_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let flags = ["--etcd-timeout", "2s"];
+    let a = TestServer::start_on_etcd(&endpoints, &flags).await;
+    let b = TestServer::start_on_etcd(&endpoints, &flags).await;
+    let stop = Arc::new(Notify::new());
+    let (acked, mut progress) = watch::channel(0);
+    let writers: Vec<_> = [(&a, "a-"), (&b, "b-")]
+        .into_iter()
+        .map(|(node, prefix)| {
+            tokio::spawn(write_until(
+                node.client.clone(),
+                node.url(""),
+                prefix,
+                stop.clone(),
+                acked.clone(),
+            ))
+        })
+        .collect();
+    // Let the writers get going, then kill the leader mid-stream.
+    let mut acked_at_least = async |n: usize| {
+        tokio::time::timeout(PATIENCE, progress.wait_for(|acked| *acked >= n))
+            .await
+            .expect("writes go through")
+            .map(|acked| *acked)
+            .expect("writers running")
+    };
+    acked_at_least(100).await;
+    let killed = leader(&cluster).await;
+    cluster.members[killed].kill();
+    let before = acked_at_least(0).await;
+    // Writes resume after the election.
+    acked_at_least(before + 100).await;
+    stop.notify_waiters();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("writer"));
+    }
+    // The longest pause in acknowledged writes around the kill.
+    acknowledged.sort_by_key(|(_, at)| *at);
+    let gap = acknowledged
+        .windows(2)
+        .map(|pair| pair[1].1 - pair[0].1)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "leader election: longest pause between acknowledged writes {gap:?} ({} writes)",
+        acknowledged.len()
+    );
+    for (key, _) in &acknowledged {
+        for node in [&a, &b] {
+            let read = node.get(&format!("/store/{key}")).await;
+            let status = read.status();
+            if status != StatusCode::OK {
+                panic!("{key}: {status} {}", read.text().await.unwrap_or_default());
+            }
+            assert_eq!(&read.text().await.expect("body"), key);
+        }
+    }
+    cluster.restart(killed);
+    cluster.wait_healthy();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_whose_node_is_killed_resumes_on_the_other_with_nothing_missed() {
+    let cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let doomed = ServerProcess::spawn(on_etcd(&endpoints, &[]));
+    let other = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let client = Client::new();
+    let watch = client
+        .get(format!("{}/watch?prefix=w/", doomed.url))
+        .send()
+        .await
+        .expect("watch");
+    let mut watch = Sse::new(watch);
+    watch.snapshot().await;
+
+    // Writes through the other node, some seen on the doomed one.
+    let mut written = BTreeMap::new();
+    for n in 0..30 {
+        let response = other.put(&format!("w%2F{n}"), &n.to_string()).await;
+        written.insert(revision(&response), format!("w/{n}"));
+    }
+    let seen = watch.take(10).await;
+    let last = seen.last().and_then(|e| e.id).expect("an id");
+    doomed.kill();
+    drop(watch);
+    for n in 30..40 {
+        let response = other.put(&format!("w%2F{n}"), &n.to_string()).await;
+        written.insert(revision(&response), format!("w/{n}"));
+    }
+    // Resume on the other node with the last id the dead one gave.
+    let resumed = other
+        .request(Method::GET, "/watch?prefix=w/")
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .expect("watch");
+    let mut resumed = Sse::new(resumed);
+    let rest = resumed.take(30).await;
+    let all: Vec<(u64, String)> = seen
+        .iter()
+        .chain(&rest)
+        .map(|e| (e.id.expect("id"), e.key().to_owned()))
+        .collect();
+    let expected: Vec<(u64, String)> = written.into_iter().collect();
+    assert_eq!(all, expected, "every write once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_quorum_requests_fail_fast_and_recover() {
+    let mut cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let node = TestServer::start_on_etcd(&endpoints, &["--etcd-timeout", "1s"]).await;
+    let kept = node.put("kept", "before").await;
+    assert!(kept.status().is_success());
+    let mut watch = Sse::new(node.get("/watch_key/kept").await);
+    watch.snapshot().await;
+
+    cluster.members[1].kill();
+    cluster.members[2].kill();
+    // Within --etcd-timeout (plus the HTTP round trip), never a hang.
+    for (method, path) in [
+        (Method::GET, "/store/kept"),
+        (Method::PUT, "/store/new"),
+        (Method::GET, "/store?prefix="),
+        (Method::GET, "/status"),
+    ] {
+        let asked = Instant::now();
+        let response = tokio::time::timeout(PATIENCE, node.request(method.clone(), path).send())
+            .await
+            .expect("an answer, not a hang")
+            .expect("response");
+        println!(
+            "{method} {path} without quorum: answered in {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(body["type"], "urn:kv-store:problem:unavailable");
+    }
+    problem(node.get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(watch.next().await.is_none(), "the watch stream ends");
+
+    cluster.restart(1);
+    cluster.restart(2);
+    cluster.wait_healthy();
+    let deadline = Instant::now() + PATIENCE;
+    while node.get("/readyz").await.status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the node is ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = node.get("/store/kept").await;
+    assert_eq!(read.text().await.expect("body"), "before");
+    let written = node.put("after", "quorum").await;
+    assert_eq!(written.status(), StatusCode::CREATED);
+    let resumed = node
+        .request(Method::GET, "/watch_key/kept")
+        .header("Last-Event-ID", revision(&kept).to_string())
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(resumed.status(), StatusCode::OK);
+}
