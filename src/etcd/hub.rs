@@ -34,6 +34,9 @@ use crate::store::{
 /// How many records one read of a prefix snapshot asks etcd for.
 const SNAPSHOT_CHUNK: i64 = 512;
 
+/// How often a catch-up watch asks etcd whether it has sent everything.
+const PROGRESS: Duration = Duration::from_millis(100);
+
 /// How long the node waits before watching etcd again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -221,52 +224,178 @@ impl EtcdStore {
             }
             _ => None,
         };
-        let hub = &self.inner.hub;
-        let mut state = hub.state.lock();
-        if !state.live {
-            return Err(WatchError::Unavailable(
-                "this node's watch on etcd is not running (etcd unreachable?)".into(),
-            ));
-        }
-        let current = state.revision;
-        let oldest = state.history.oldest_revision(current);
-        let (replay, snapshot_at, skip_through) = match since {
-            Some(since) if since.revision > current => {
-                let newest = etcd_revision.unwrap_or(current);
-                if since.revision > newest {
-                    return Err(WatchError::Unknown {
-                        current: newest,
-                        oldest,
-                    });
-                }
-                (Vec::new(), None, Some(since))
+        let (current, oldest, replay, snapshot_at, skip_through, id, live) = {
+            let mut state = self.inner.hub.state.lock();
+            if !state.live {
+                return Err(WatchError::Unavailable(
+                    "this node's watch on etcd is not running (etcd unreachable?)".into(),
+                ));
             }
-            Some(since) => {
-                if since.revision + 1 < oldest {
-                    return Err(WatchError::Compacted { oldest });
+            let current = state.revision;
+            let oldest = state.history.oldest_revision(current);
+            let (replay, snapshot_at, skip_through) = match since {
+                Some(since) if since.revision > current => {
+                    let newest = etcd_revision.unwrap_or(current);
+                    if since.revision > newest {
+                        return Err(WatchError::Unknown {
+                            current: newest,
+                            oldest,
+                        });
+                    }
+                    (Vec::new(), None, Some(since))
                 }
-                (state.history.replay(since, &watched), None, None)
-            }
-            None => (Vec::new(), Some(current), None),
+                Some(since) => (state.history.replay(since, &watched), None, None),
+                None => (Vec::new(), Some(current), None),
+            };
+            let (id, live) = state
+                .watchers
+                .register(watched.clone(), closer)
+                .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
+            (current, oldest, replay, snapshot_at, skip_through, id, live)
         };
-        let (id, live) = state
-            .watchers
-            .register(watched.clone(), closer)
-            .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
-        drop(state);
         bump(&self.inner.counters.open_watches);
+        let registered = Registered {
+            store: self.clone(),
+            id,
+        };
+        // Older than the node's window: etcd has the rest, until compaction.
+        let earlier = match since {
+            Some(since) if since.revision + 1 < oldest => {
+                Some(self.catch_up(since, oldest, watched.clone()).await?)
+            }
+            _ => None,
+        };
         let snapshot = snapshot_at.map(|at| self.snapshot(watched, at));
         Ok(EtcdWatch {
+            earlier,
             replay: replay.into(),
             snapshot,
             snapshot_at: snapshot_at.unwrap_or(current),
             live,
             skip_through,
-            _registered: Registered {
-                store: self.clone(),
-                id,
-            },
+            _registered: registered,
         }
+        .boxed())
+    }
+
+    /// The events on `watched` after `since` and before `until` (where the
+    /// node's window starts), read from etcd's own history with a watch of
+    /// their own that ends once it has passed `until`. 410 if etcd compacted
+    /// them away.
+    async fn catch_up(
+        &self,
+        since: Position,
+        until: u64,
+        watched: Watched,
+    ) -> Result<BoxStream<'static, Result<Event, Failure>>, WatchError> {
+        let unavailable = |failure: Failure| WatchError::Unavailable(failure.to_string().into());
+        // A read at the revision says whether etcd still has it (the watch
+        // would say so only after it starts). The node's window is what
+        // can still be resumed from then.
+        let start = i64::try_from(since.revision.max(1)).unwrap_or(i64::MAX);
+        let probe = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_revision(start);
+        match self.read(self.inner.namespace.clone(), Some(probe)).await {
+            Ok(_) => {}
+            Err(Failure::Compacted) => return Err(WatchError::Compacted { oldest: until }),
+            Err(failure) => return Err(unavailable(failure)),
+        }
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(start);
+        let mut stream = self
+            .call(|| {
+                let mut watch = self.inner.client.watch_client();
+                let (namespace, options) = (self.inner.namespace.clone(), options.clone());
+                async move { watch.watch(namespace, Some(options)).await }
+            })
+            .await
+            .map_err(unavailable)?;
+        let created = tokio::time::timeout(self.inner.timeout, stream.message())
+            .await
+            .map_err(|_| unavailable(Failure::Unavailable("etcd did not start the watch".into())))?
+            .map_err(|err| unavailable(Failure::from(err)))?;
+        if let Some(compacted) = created.as_ref().map(WatchResponse::compact_revision)
+            && compacted > 0
+        {
+            return Err(WatchError::Compacted {
+                oldest: revision(compacted),
+            });
+        }
+        struct Reading {
+            store: EtcdStore,
+            stream: etcd_client::WatchStream,
+            pending: VecDeque<Event>,
+            done: bool,
+        }
+        let wanted = move |event: &Event| {
+            event.id < until
+                && since.precedes(event.id, event.part)
+                && (watched.keys.iter().any(|key| **key == *event.key())
+                    || watched
+                        .prefixes
+                        .iter()
+                        .any(|prefix| event.key().starts_with(&**prefix)))
+        };
+        let reading = Reading {
+            store: self.clone(),
+            stream,
+            pending: VecDeque::new(),
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(reading, move |mut r| {
+            let wanted = wanted.clone();
+            async move {
+                loop {
+                    if let Some(event) = r.pending.pop_front() {
+                        return Some((Ok(event), r));
+                    }
+                    if r.done {
+                        return None;
+                    }
+                    // etcd answers a progress request once the watch has
+                    // sent everything up to its revision; ask until then.
+                    let response = tokio::select! {
+                        response = r.stream.message() => response,
+                        () = tokio::time::sleep(PROGRESS) => {
+                            if let Err(err) = r.stream.request_progress().await {
+                                r.done = true;
+                                return Some((Err(Failure::from(err)), r));
+                            }
+                            continue;
+                        }
+                    };
+                    let failure = match response {
+                        Ok(Some(response)) => Ok(response),
+                        Ok(None) => Err(Failure::Unavailable("etcd ended the watch".into())),
+                        Err(err) => Err(Failure::from(err)),
+                    };
+                    let response = match failure {
+                        Ok(response) => response,
+                        Err(failure) => {
+                            r.done = true;
+                            return Some((Err(failure), r));
+                        }
+                    };
+                    let header = response.header().map_or(0, |h| revision(h.revision()));
+                    if response.events().is_empty() && header + 1 >= until {
+                        r.done = true;
+                    }
+                    for event in events(&r.store, &response) {
+                        if event.id >= until {
+                            r.done = true;
+                            break;
+                        }
+                        if wanted(&event) {
+                            r.pending.push_back(event);
+                        }
+                    }
+                }
+            }
+        })
         .boxed())
     }
 
@@ -361,6 +490,8 @@ impl Drop for Registered {
 /// A watch stream on the etcd backend: the replay or the snapshot (then
 /// its sync marker), then live events from the hub.
 struct EtcdWatch {
+    /// Events older than the node's window, read from etcd.
+    earlier: Option<BoxStream<'static, Result<Event, Failure>>>,
     replay: VecDeque<Event>,
     snapshot: Option<BoxStream<'static, Result<Event, Failure>>>,
     snapshot_at: u64,
@@ -375,6 +506,16 @@ impl Stream for EtcdWatch {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
         let this = &mut *self;
+        if let Some(earlier) = &mut this.earlier {
+            match std::task::ready!(earlier.poll_next_unpin(cx)) {
+                Some(Ok(event)) => return Poll::Ready(Some(this.live.deliver(event))),
+                Some(Err(failure)) => {
+                    tracing::warn!(error = %failure, "a watch could not read etcd's history");
+                    return Poll::Ready(None);
+                }
+                None => this.earlier = None,
+            }
+        }
         if let Some(event) = this.replay.pop_front() {
             return Poll::Ready(Some(this.live.deliver(event)));
         }
