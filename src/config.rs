@@ -190,6 +190,20 @@ pub struct Config {
     )]
     pub etcd_password: Option<String>,
 
+    /// With --backend etcd and https:// endpoints: the CA certificate (PEM)
+    /// that signed etcd's server certificates.
+    #[arg(long, env = "KV_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// With --backend etcd: a client certificate (PEM) to show etcd, with
+    /// --etcd-key (etcd's --client-cert-auth).
+    #[arg(long, env = "KV_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// With --backend etcd: the private key (PEM) of --etcd-cert.
+    #[arg(long, env = "KV_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+
     /// Keep the store in this directory as well as in memory, so it survives
     /// restarts and crashes. Without it the store lives in memory only.
     /// Only with --backend memory.

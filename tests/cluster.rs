@@ -279,3 +279,138 @@ async fn without_quorum_requests_fail_fast_and_recover() {
         .expect("watch");
     assert_eq!(resumed.status(), StatusCode::OK);
 }
+
+/// Runs openssl in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (Debian: apt-get install openssl)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A test CA and a certificate signed by it for `name` (`server` for
+/// 127.0.0.1, or `client`), as PEM files in `dir`.
+fn certificate(dir: &std::path::Path, name: &str, extension: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+    );
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subject],
+    );
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), extension).expect("extension file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_talks_to_etcd_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path();
+    openssl(
+        path,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+    );
+    openssl(
+        path,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kv-store test CA",
+        ],
+    );
+    certificate(
+        path,
+        "server",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    certificate(path, "client", "extendedKeyUsage=clientAuth\n");
+    let file = |name: &str| path.join(name).display().to_string();
+    let cluster = Cluster::start_tls(
+        &path.join("ca.pem"),
+        &path.join("server.pem"),
+        &path.join("server.key"),
+    );
+    let endpoints = cluster.endpoints();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let node = TestServer::start_on_etcd(
+        &endpoints,
+        &["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key],
+    )
+    .await;
+    let written = node.put("secret", "over tls").await;
+    assert_eq!(written.status(), StatusCode::CREATED);
+    assert_eq!(
+        node.get("/store/secret").await.text().await.expect("body"),
+        "over tls"
+    );
+    assert_eq!(node.get("/readyz").await.status(), StatusCode::OK);
+
+    // Without a client certificate etcd refuses the connection: 503.
+    let refused =
+        TestServer::start_on_etcd(&endpoints, &["--etcd-ca", &ca, "--etcd-timeout", "1s"]).await;
+    problem(
+        refused.get("/store/secret").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    problem(
+        refused.get("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+}

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KeyValue};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, GetResponse, Identity, KeyValue, TlsOptions,
+};
 
 use crate::backend::Readiness;
 use crate::store::{Counters, Current, Entry, Stats, StorageError, Value, WatchLimits};
@@ -36,10 +38,19 @@ pub struct EtcdConfig {
     /// The cluster's `--max-txn-ops`.
     pub max_txn_ops: usize,
     pub user: Option<(String, String)>,
+    /// TLS to etcd: the CA (PEM) and a client certificate and key (PEM).
+    pub tls: Option<EtcdTls>,
     /// Events the node keeps for watch resume, and their bytes.
     pub history: usize,
     pub history_bytes: usize,
     pub watch: WatchLimits,
+}
+
+/// TLS settings for the connections to etcd, as PEM bytes.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why the backend could not start.
@@ -86,6 +97,16 @@ impl EtcdStore {
             .with_require_leader(true);
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
+        }
+        if let Some(tls) = &config.tls {
+            let mut settings = TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                settings = settings.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                settings = settings.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(settings);
         }
         let connect = Client::connect(&config.endpoints, Some(options));
         let client = tokio::time::timeout(config.timeout, connect)

@@ -180,6 +180,7 @@ async fn open_backend(config: &Config) -> Result<Backend, StartError> {
                 timeout: config.etcd_timeout,
                 max_txn_ops: config.etcd_max_txn_ops as usize,
                 user: config.etcd_user.clone().zip(config.etcd_password.clone()),
+                tls: etcd_tls(config)?,
                 history: config.history as usize,
                 history_bytes: config.history_bytes as usize,
                 watch: watch_limits(config),
@@ -201,6 +202,22 @@ async fn open_backend(config: &Config) -> Result<Backend, StartError> {
                 .to_owned(),
         )),
     }
+}
+
+/// The TLS files for etcd, read now so that a missing one is an error at
+/// start (exit 2), not a failure on the first request.
+#[cfg(feature = "etcd")]
+fn etcd_tls(config: &Config) -> Result<Option<crate::etcd::EtcdTls>, StartError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|err| StartError::Config(format!("cannot read {}: {err}", path.display())))
+    };
+    let ca = config.etcd_ca.as_deref().map(read).transpose()?;
+    let identity = match (&config.etcd_cert, &config.etcd_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok((ca.is_some() || identity.is_some()).then_some(crate::etcd::EtcdTls { ca, identity }))
 }
 
 /// The watch limits the flags set.

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct Member {
     pub client_url: String,
     pub peer_url: String,
     data_dir: tempfile::TempDir,
+    /// Flags for TLS on the client URL.
+    tls: Vec<String>,
     child: Option<Child>,
 }
 
@@ -43,6 +46,7 @@ impl Member {
             client_url: format!("http://127.0.0.1:{}", free_port()),
             peer_url: format!("http://127.0.0.1:{}", free_port()),
             data_dir: tempfile::tempdir().expect("a data dir for etcd"),
+            tls: Vec::new(),
             child: None,
         }
     }
@@ -61,6 +65,7 @@ impl Member {
             .args(["--initial-cluster", cluster])
             .args(["--initial-cluster-state", state])
             .args(["--max-txn-ops", "1024"])
+            .args(&self.tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // The member dies with the thread that started it, however that
@@ -134,6 +139,40 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// One member serving clients over TLS only, with the server
+    /// certificate and key (PEM files), asking clients for a certificate
+    /// signed by `ca`; healthy once it has elected itself.
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        let mut member = Member::new("tls");
+        member.client_url = member.client_url.replace("http://", "https://");
+        for (flag, file) in [
+            ("--trusted-ca-file", ca),
+            ("--cert-file", cert),
+            ("--key-file", key),
+        ] {
+            member.tls.push(flag.to_owned());
+            member.tls.push(file.display().to_string());
+        }
+        member.tls.push("--client-cert-auth".to_owned());
+        let cluster = Self::initial(std::slice::from_ref(&member));
+        member.start(&cluster, "new");
+        let cluster = Self {
+            members: vec![member],
+        };
+        // Its health endpoint wants a client certificate too: wait for the
+        // port, then let the kv-store node's readiness say the rest.
+        let address = cluster.members[0]
+            .client_url
+            .trim_start_matches("https://")
+            .to_owned();
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "etcd listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
     }
 
     /// Restarts a stopped member with its data.
