@@ -27,30 +27,64 @@ export KV_STORE_BIN="$PWD/target/debug/kv-store"
 echo "== redocly lint"
 tests/contract/node_modules/.bin/redocly lint --config redocly.yaml
 
-echo "== TypeScript client (openapi-typescript + openapi-fetch): type-check, then run against a server"
-(cd clients/typescript && npm run --silent check && npm test --silent)
+# Processes to stop however the script ends.
+cleanup=()
+trap 'for pid in "${cleanup[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
 
-echo "== Python client (openapi-python-client) + pytest"
-rm -rf target/python-client
-"$venv/bin/openapi-python-client" generate --path openapi/kv-store.json \
-  --output-path target/python-client/kv_store_client --meta none
-"$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python
+# The generated clients and schemathesis, against a server started with
+# $KV_STORE_ARGS (each server under its own KV_ETCD_PREFIX on etcd).
+clients_and_schemathesis() {
+  echo "== TypeScript client (openapi-typescript + openapi-fetch): type-check, then run against a server"
+  (cd clients/typescript && npm run --silent check && npm test --silent)
 
-echo "== schemathesis"
-log=target/schemathesis-server.log
-"$KV_STORE_BIN" --listen 127.0.0.1:0 --rate-limit 0 >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-url=""
+  echo "== Python client (openapi-python-client) + pytest"
+  rm -rf target/python-client
+  "$venv/bin/openapi-python-client" generate --path openapi/kv-store.json \
+    --output-path target/python-client/kv_store_client --meta none
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python
+
+  echo "== schemathesis"
+  log=target/schemathesis-server.log
+  # shellcheck disable=SC2086 # the extra flags are meant to split
+  KV_ETCD_PREFIX="schemathesis-$$/" "$KV_STORE_BIN" --listen 127.0.0.1:0 --rate-limit 0 \
+    $KV_STORE_ARGS >"$log" 2>&1 &
+  server=$!
+  cleanup+=("$server")
+  url=""
+  for _ in $(seq 1 100); do
+    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { cat "$log"; exit 1; }
+  (cd tests/contract && PYTHONPATH=. "../../$venv/bin/schemathesis" --config-file schemathesis.toml \
+    run "$url/openapi.json" --exclude-path-regex '^/watch' --max-examples 200)
+  kill $server
+}
+
+export KV_STORE_ARGS=""
+clients_and_schemathesis
+
+echo "== the same against --backend etcd (one etcd member on loopback)"
+cargo build --features etcd
+etcd_dir=$(mktemp -d)
+etcd --name contract --data-dir "$etcd_dir" \
+  --listen-client-urls http://127.0.0.1:23179 --advertise-client-urls http://127.0.0.1:23179 \
+  --listen-peer-urls http://127.0.0.1:23180 --initial-advertise-peer-urls http://127.0.0.1:23180 \
+  --initial-cluster contract=http://127.0.0.1:23180 --max-txn-ops 1024 >target/contract-etcd.log 2>&1 &
+etcd_pid=$!
+cleanup+=("$etcd_pid")
+healthy=""
 for _ in $(seq 1 100); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
-  [ -n "$url" ] && break
+  curl -fs http://127.0.0.1:23179/health | grep -q '"health":"true"' && { healthy=yes; break; }
   sleep 0.1
 done
-[ -n "$url" ] || { cat "$log"; exit 1; }
-(cd tests/contract && PYTHONPATH=. "../../$venv/bin/schemathesis" --config-file schemathesis.toml \
-  run "$url/openapi.json" --exclude-path-regex '^/watch' --max-examples 200)
-kill $server
+[ -n "$healthy" ] || { cat target/contract-etcd.log; exit 1; }
+export KV_STORE_ARGS="--backend etcd --etcd-endpoints http://127.0.0.1:23179 --etcd-max-txn-ops 1024"
+clients_and_schemathesis
+kill $etcd_pid
+rm -rf "$etcd_dir"
+cargo build
 
 echo "== Swagger UI and EventSource in Chromium"
 (cd tests/browser && npm test --silent)

@@ -2,15 +2,18 @@
 generated from the committed spec importable.
 
 KV_STORE_BIN names the server binary (default: target/debug/kv-store, what
-`cargo test` builds). KV_PYTHON_CLIENT names the folder the client was
+`cargo test` builds); KV_STORE_ARGS adds flags (e.g. `--backend etcd ...`:
+each server then gets its own key prefix in etcd). KV_PYTHON_CLIENT names the folder the client was
 generated into (default: target/python-client, where .ci/contract.sh puts it).
 """
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,10 +27,12 @@ LISTENING = re.compile(r"listening on (http://[0-9.:]+)")
 @pytest.fixture()
 def base_url():
     binary = os.environ.get("KV_STORE_BIN", str(ROOT / "target" / "debug" / "kv-store"))
+    extra = shlex.split(os.environ.get("KV_STORE_ARGS", ""))
     server = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0"],
+        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "KV_ETCD_PREFIX": f"sdk-{uuid.uuid4()}/"},
     )
     url = None
     lines = []

@@ -85,12 +85,12 @@ def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
 
 def test_status_counts_operations(base_url):
     client = Client(base_url=base_url)
-    put_key.sync_detailed("k", client=client, body=value("v"))
+    put = put_key.sync_detailed("k", client=client, body=value("v"))
     current = status.sync(client=client)
     assert current.status == "OK"
     assert current.total_keys == 1
     assert current.put_operations == 1
-    assert current.revision == 1
+    assert current.revision == int(put.headers["etag"].strip('"'))
 
 
 def sse_events(response: httpx.Response):
@@ -111,13 +111,14 @@ def sse_events(response: httpx.Response):
 def test_watch_stream_resumes_without_loss(base_url):
     client = Client(base_url=base_url)
     http = client.get_httpx_client()
+    revision = status.sync(client=client).revision
     with http.stream("GET", "/watch_key/w", timeout=httpx.Timeout(30.0)) as response:
         assert response.status_code == 200
         events = sse_events(response)
         kind, _, data = next(events)
         assert (kind, data["value"]) == ("snapshot", None)
         kind, sync_id, _ = next(events)
-        assert (kind, sync_id) == ("sync", "0")
+        assert (kind, sync_id) == ("sync", str(revision))
         for text in ["one", "two"]:
             put_key.sync_detailed("w", client=client, body=value(text))
         first = next(events)

@@ -14,8 +14,11 @@ let stop = () => {};
 
 before(async () => {
   const binary = process.env.KV_STORE_BIN ?? path.join(root, "target/debug/kv-store");
-  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0"], {
+  // KV_STORE_ARGS adds flags (e.g. `--backend etcd ...`).
+  const extra = (process.env.KV_STORE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "");
+  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0", ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, KV_ETCD_PREFIX: `sdk-${process.pid}/` },
   });
   stop = () => child.kill("SIGTERM");
   url = await new Promise((resolve, reject) => {
