@@ -24,9 +24,13 @@ descriptor exhaustion, watchers that never read, memory after a bulk delete),
 and the key space: server CPU per listing page of 1000 keys in a 1M-key
 store (now, and at a revision 10k writes old), a prefix delete of 100k keys
 with readers and writers of other keys running, and a prefix watch's
-snapshot of 100k keys.
+snapshot of 100k keys. `--only etcd` (builds with `--features etcd`):
+kv-store over a single-member etcd against etcd's own JSON gateway on the
+same member (GET, PUT, CAS req/s and CPU per request, kv-store's and
+etcd's), and 10k SSE watchers on one node against the watches etcd holds.
 
-Needs wrk and taskset (apt-get install wrk util-linux).
+Needs wrk and taskset (apt-get install wrk util-linux), and etcd for
+`--only etcd` (apt-get install etcd-server).
 
     python3 bench/run.py                 # everything, 3 rounds of 5 s
     python3 bench/run.py --only get,put --rounds 5
@@ -64,7 +68,8 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery", "hostile", "keyspace"]
+                                 "durable", "recovery", "hostile", "keyspace", "etcd"]
+ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
 def raise_fd_limit():
@@ -561,6 +566,98 @@ def hostile_scenario():
     return out
 
 
+def etcd_server(data_dir):
+    """One etcd member on the server core, as the issue's comparison asks."""
+    url = f"http://127.0.0.1:{ETCD_PORT}"
+    peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    return Server(["etcd", "--name", "bench", "--data-dir", data_dir,
+                   "--listen-client-urls", url, "--advertise-client-urls", url,
+                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                   "--initial-cluster", f"bench={peer}", "--max-txn-ops", "1024"],
+                  ETCD_PORT)
+
+
+def etcd_watchers():
+    """The watchers etcd holds (its own gauge)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ETCD_PORT}/metrics").read().decode()
+    found = re.search(r"^etcd_debugging_mvcc_watcher_total (\S+)$", text, re.M)
+    return int(float(found.group(1))) if found else None
+
+
+def etcd_scenario(rounds, seconds, watchers):
+    """kv-store over etcd against etcd's own JSON gateway, on the same
+    single-member etcd, in alternating rounds: GET, PUT and CAS req/s and CPU
+    per request (kv-store's CPU plus etcd's for kv-store; etcd's for the
+    gateway, which runs inside etcd). Then 10k SSE watchers of one key on
+    one kv-store node, and how many watches etcd holds meanwhile."""
+    data_dir = tempfile.mkdtemp(prefix="kv-bench-etcd-")
+    etcd = etcd_server(data_dir)
+    for _ in range(100):
+        try:
+            if b'"health":"true"' in urllib.request.urlopen(
+                    f"http://127.0.0.1:{ETCD_PORT}/health").read():
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    kv = kv_server("--backend", "etcd", "--etcd-endpoints", f"http://127.0.0.1:{ETCD_PORT}",
+                   "--etcd-max-txn-ops", "1024")
+    http("PUT", KV_PORT, "/store/bench-key", b"v" * 100)
+    http("PUT", KV_PORT, "/store/counter", b"0")
+    env = {"LUA_DIR": LUA}
+    out = {}
+    for op, (kv_script, gateway_script) in {
+        "get": ("get.lua", "etcd_get.lua"),
+        "put": ("put.lua", "etcd_put.lua"),
+        "cas": ("cas_same.lua", "etcd_cas.lua"),
+    }.items():
+        kv_rounds, gateway_rounds = [], []
+        for round_ in range(rounds):
+            order = ("kv", "gateway") if round_ % 2 == 0 else ("gateway", "kv")
+            for which in order:
+                port, script = (KV_PORT, kv_script) if which == "kv" else (ETCD_PORT, gateway_script)
+                kv_before, etcd_before = kv.cpu_seconds(), etcd.cpu_seconds()
+                result = wrk(port, script, seconds, 32, env)
+                kv_cpu = kv.cpu_seconds() - kv_before if which == "kv" else 0.0
+                etcd_cpu = etcd.cpu_seconds() - etcd_before
+                result["cpu_us"] = (kv_cpu + etcd_cpu) / result["requests"] * 1e6
+                result["kv_cpu_us"] = kv_cpu / result["requests"] * 1e6
+                (kv_rounds if which == "kv" else gateway_rounds).append(result)
+        out[op] = {
+            "kv_rps": median(kv_rounds, "rps"), "gateway_rps": median(gateway_rounds, "rps"),
+            "rps_ratio": median(kv_rounds, "rps") / median(gateway_rounds, "rps"),
+            "kv_cpu_us": median(kv_rounds, "cpu_us"),
+            "kv_own_cpu_us": median(kv_rounds, "kv_cpu_us"),
+            "gateway_cpu_us": median(gateway_rounds, "cpu_us"),
+            "kv_non_2xx": median(kv_rounds, "non_2xx"),
+            "gateway_non_2xx": median(gateway_rounds, "non_2xx"),
+        }
+        print("etcd", op, json.dumps(out[op]), file=sys.stderr)
+    seen = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.append(etcd_watchers())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    fanout = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
+         f"127.0.0.1:{KV_PORT}", str(watchers), str(kv.proc.pid)],
+        capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
+    ).stdout
+    stop.set()
+    sampler.join()
+    out["fanout"] = json.loads(fanout)
+    out["fanout"]["etcd_watchers_max"] = max((n for n in seen if n is not None), default=None)
+    kv.stop()
+    etcd.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
 def main():
     global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -576,7 +673,8 @@ def main():
     KV_BINARY = os.path.abspath(args.kv_binary)
     only = args.only.split(",")
 
-    subprocess.run(["cargo", "build", "--release", "--bin", "kv-store",
+    features = ["--features", "etcd"] if "etcd" in only else []
+    subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features,
                     "--example", "hello", "--example", "fanout"], cwd=ROOT, check=True)
     results = {}
     for name in CEILING_SCENARIOS:
@@ -601,6 +699,8 @@ def main():
         results["recovery"] = recovery_scenario(args.keys)
     if "keyspace" in only:
         results["keyspace"] = keyspace_scenario(args.keys)
+    if "etcd" in only:
+        results["etcd"] = etcd_scenario(args.rounds, args.seconds, args.watchers)
     if "hostile" in only:
         raise_fd_limit()
         results["hostile"] = hostile_scenario()
