@@ -414,3 +414,42 @@ async fn a_node_talks_to_etcd_over_tls_with_a_client_certificate() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_larger_than_etcds_txn_limit_is_413_before_it_is_sent() {
+    let cluster = Cluster::start(1);
+    let node = TestServer::start_on_etcd(&cluster.endpoints(), &["--etcd-max-txn-ops", "2"]).await;
+    let ops = serde_json::json!([
+        {"method": "PUT", "key": "a", "value": "1"},
+        {"method": "PUT", "key": "b", "value": "2"},
+        {"method": "PUT", "key": "c", "value": "3"}
+    ]);
+    let body = problem(
+        node.post_json("/batch", &ops).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(
+        body["detail"],
+        "the batch has 3 operations; etcd takes at most 2 in one transaction (--etcd-max-txn-ops)"
+    );
+    assert_eq!(node.get("/store/a").await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_starts_while_etcd_is_down_and_answers_503() {
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoints = format!("http://127.0.0.1:{port}");
+    let node = TestServer::start_on_etcd(&endpoints, &["--etcd-timeout", "1s"]).await;
+    for path in ["/store/k", "/readyz", "/watch_key/k"] {
+        let response = tokio::time::timeout(PATIENCE, node.get(path))
+            .await
+            .expect("an answer, not a hang");
+        problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    assert_eq!(node.get("/healthz").await.status(), StatusCode::OK);
+}
