@@ -293,15 +293,22 @@ def memory_scenario(keys):
             "bytes_per_key_at_once": (at_once - before) / keys, "load_seconds": elapsed}
 
 
-def fanout_scenario(watchers):
-    server = kv_server()
+def fanout(server, watchers):
+    """examples/fanout against `server`: `watchers` SSE watchers of one key,
+    one PUT, and what delivering it cost."""
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
          f"127.0.0.1:{KV_PORT}", str(watchers), str(server.proc.pid)],
         capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
     ).stdout
-    server.stop()
     return json.loads(out)
+
+
+def fanout_scenario(watchers):
+    server = kv_server()
+    out = fanout(server, watchers)
+    server.stop()
+    return out
 
 
 def durable_scenario(rounds, seconds):
@@ -643,14 +650,9 @@ def etcd_scenario(rounds, seconds, watchers):
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    fanout = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
-         f"127.0.0.1:{KV_PORT}", str(watchers), str(kv.proc.pid)],
-        capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
-    ).stdout
+    out["fanout"] = fanout(kv, watchers)
     stop.set()
     sampler.join()
-    out["fanout"] = json.loads(fanout)
     out["fanout"]["etcd_watchers_max"] = max((n for n in seen if n is not None), default=None)
     kv.stop()
     etcd.stop()

@@ -292,6 +292,20 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
+/// A P-256 private key in `dir`/`name`.
+fn private_key(dir: &std::path::Path, name: &str) {
+    let args = [
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        name,
+    ];
+    openssl(dir, &args);
+}
+
 /// A test CA and a certificate signed by it for `name` (`server` for
 /// 127.0.0.1, or `client`), as PEM files in `dir`.
 fn certificate(dir: &std::path::Path, name: &str, extension: &str) {
@@ -300,18 +314,7 @@ fn certificate(dir: &std::path::Path, name: &str, extension: &str) {
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
+    private_key(dir, &key);
     let subject = format!("/CN={name}");
     openssl(
         dir,
@@ -345,18 +348,7 @@ fn certificate(dir: &std::path::Path, name: &str, extension: &str) {
 async fn a_node_talks_to_etcd_over_tls_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path();
-    openssl(
-        path,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ca.key",
-        ],
-    );
+    private_key(path, "ca.key");
     openssl(
         path,
         &[

@@ -246,28 +246,13 @@ impl EtcdStore {
     /// This node's counters, the revision its watch has reached and the
     /// key count last read.
     pub fn stats_now(&self) -> Stats {
-        let c = &self.inner.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (revision, oldest_revision, watch_bytes) = self.inner.hub.position();
         Stats {
             revision,
             oldest_revision,
-            keys: load(&self.inner.keys),
-            gets: load(&c.gets),
-            puts: load(&c.puts),
-            deletes: load(&c.deletes),
-            cas: load(&c.cas),
-            cas_succeeded: load(&c.cas_succeeded),
-            cas_failed: load(&c.cas_failed),
-            batches: load(&c.batches),
-            expired: 0,
-            open_watches: load(&c.open_watches),
-            lagging_watchers: load(&c.lagging_watchers),
+            keys: self.inner.keys.load(Ordering::Relaxed),
             watch_bytes,
-            disk_commits: 0,
-            disk_writes: 0,
-            disk_commit_seconds: 0.0,
-            disk_errors: 0,
+            ..self.inner.counters.snapshot()
         }
     }
 

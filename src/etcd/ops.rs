@@ -187,14 +187,7 @@ impl EtcdStore {
         for (op, outcome) in ops.iter().zip(&outcomes) {
             self.inner.counters.count(op, outcome);
         }
-        if outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, Outcome::Rejected { .. }))
-        {
-            Err(BatchError::Rejected(outcomes))
-        } else {
-            Ok(outcomes)
-        }
+        BatchError::unless_rejected(outcomes)
     }
 
     /// One lease per distinct TTL among the puts, granted before the

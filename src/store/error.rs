@@ -43,6 +43,21 @@ pub enum BatchError {
     Storage(StorageError),
 }
 
+impl BatchError {
+    /// The outcomes of a batch that applied, or the error of one that did
+    /// not (a condition failed).
+    pub fn unless_rejected(outcomes: Vec<Outcome>) -> Result<Vec<Outcome>, Self> {
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Outcome::Rejected { .. }))
+        {
+            Err(Self::Rejected(outcomes))
+        } else {
+            Ok(outcomes)
+        }
+    }
+}
+
 /// Why a watch could not start.
 #[derive(Debug)]
 pub enum WatchError {

@@ -32,7 +32,7 @@ mod model_tests;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -258,14 +258,7 @@ impl Store {
         bump(&self.inner.counters.batches);
         let (outcomes, ticket) = self.run(ops).map_err(BatchError::Storage)?;
         settled(ticket).await.map_err(BatchError::Storage)?;
-        if outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, Outcome::Rejected { .. }))
-        {
-            Err(BatchError::Rejected(outcomes))
-        } else {
-            Ok(outcomes)
-        }
+        BatchError::unless_rejected(outcomes)
     }
 
     /// Starts watching keys and prefixes. Without `since`, the stream
@@ -349,27 +342,12 @@ impl Store {
             let oldest = committer.history.oldest_revision(revision);
             (revision, oldest, committer.watchers.total_bytes() as u64)
         };
-        let c = &inner.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             revision,
             oldest_revision,
             keys: inner.map.count() as u64,
-            gets: load(&c.gets),
-            puts: load(&c.puts),
-            deletes: load(&c.deletes),
-            cas: load(&c.cas),
-            cas_succeeded: load(&c.cas_succeeded),
-            cas_failed: load(&c.cas_failed),
-            batches: load(&c.batches),
-            expired: load(&c.expired),
-            open_watches: load(&c.open_watches),
-            lagging_watchers: load(&c.lagging_watchers),
             watch_bytes,
-            disk_commits: load(&c.disk_commits),
-            disk_writes: load(&c.disk_writes),
-            disk_commit_seconds: load(&c.disk_commit_micros) as f64 / 1e6,
-            disk_errors: load(&c.disk_errors),
+            ..inner.counters.snapshot()
         }
     }
 }
