@@ -43,11 +43,14 @@ clients_and_schemathesis() {
     --output-path target/python-client/kv_store_client --meta none
   "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python
 
-  echo "== schemathesis"
+  echo "== schemathesis (with a token from kv-store token new)"
   log=target/schemathesis-server.log
+  minted=$("$KV_STORE_BIN" token new --name schemathesis --write "" --admin)
+  token=$(head -1 <<<"$minted")
+  sed -n '/^\[\[token\]\]/,$p' <<<"$minted" >target/schemathesis-tokens.toml
   # shellcheck disable=SC2086 # the extra flags are meant to split
   KV_ETCD_PREFIX="schemathesis-$$/" "$KV_STORE_BIN" --listen 127.0.0.1:0 --rate-limit 0 \
-    $KV_STORE_ARGS >"$log" 2>&1 &
+    --auth-file target/schemathesis-tokens.toml $KV_STORE_ARGS >"$log" 2>&1 &
   server=$!
   cleanup+=("$server")
   url=""
@@ -58,7 +61,8 @@ clients_and_schemathesis() {
   done
   [ -n "$url" ] || { cat "$log"; exit 1; }
   (cd tests/contract && PYTHONPATH=. "../../$venv/bin/schemathesis" --config-file schemathesis.toml \
-    run "$url/openapi.json" --exclude-path-regex '^/watch' --max-examples 200)
+    run "$url/openapi.json" --exclude-path-regex '^/watch' --max-examples 200 \
+    --header "Authorization: Bearer $token")
   kill $server
 }
 

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,6 +42,15 @@ pub enum FsyncMode {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "kv-store", version, about, args_override_self = true)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Tokens that may use the server (TOML; see the README's "Access
+    /// control"). Without it, anyone who can reach the server may do
+    /// anything. SIGHUP reloads it.
+    #[arg(long, env = "KV_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Address to listen on: IP:PORT or HOST:PORT (the host name is
     /// resolved; the first address that binds is used).
     #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000",
@@ -222,6 +231,39 @@ pub struct Config {
     /// Write the OpenAPI spec (JSON) to stdout and exit.
     #[arg(long)]
     pub print_openapi: bool,
+}
+
+/// What to do instead of serving.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Tokens for --auth-file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `kv-store token ...`
+#[derive(Clone, Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token (once: only its hash is kept), then the
+    /// [[token]] block that admits it, to add to the auth file.
+    New(NewToken),
+}
+
+/// `kv-store token new`: the new token's name and scopes.
+#[derive(Clone, Debug, Args)]
+pub struct NewToken {
+    /// Shown in logs and 403s.
+    #[arg(long)]
+    pub name: String,
+    /// A key prefix the token may read ("" for every key); repeat for more.
+    #[arg(long)]
+    pub read: Vec<String>,
+    /// A key prefix the token may write (and read); repeat for more.
+    #[arg(long)]
+    pub write: Vec<String>,
+    /// May read /status and /metrics.
+    #[arg(long)]
+    pub admin: bool,
 }
 
 /// A duration such as `10s`, `500ms` or `1m 30s`.

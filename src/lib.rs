@@ -10,6 +10,7 @@
 //! - `etcd` (cargo feature `etcd`): the same calls over an etcd cluster.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod config;
 #[cfg(feature = "etcd")]

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kv_store::config::{Config, LogFormat};
+use kv_store::auth::new_token;
+use kv_store::config::{Command, Config, LogFormat, NewToken, TokenCommand};
 use kv_store::{api, server};
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +17,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Token(TokenCommand::New(new))) = &config.command {
+        return new_token(new);
+    }
     if config.print_openapi {
         println!("{}", api::spec_json());
         return ExitCode::SUCCESS;
@@ -36,6 +40,27 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `kv-store token new`: the token on the first line (for scripts), then
+/// the block for the auth file.
+fn new_token(new: &NewToken) -> ExitCode {
+    let token = match new_token::generate() {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("error: the system gave no random bytes: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{token}");
+    println!();
+    println!("# The token above is shown once; only its hash is kept. Add this to the");
+    println!("# auth file, then send the server SIGHUP:");
+    print!(
+        "{}",
+        new_token::block(&token, &new.name, &new.read, &new.write, new.admin)
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging(format: LogFormat) {

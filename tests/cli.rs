@@ -68,6 +68,59 @@ fn a_data_dir_with_the_etcd_backend_exits_2() {
 }
 
 #[test]
+fn a_bad_auth_file_exits_2_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("tokens.toml");
+    std::fs::write(&bad, "[[token]]\nname = \"x\"\nsha256 = \"short\"\n").expect("written");
+    let missing = dir.path().join("missing.toml");
+    for (path, says) in [
+        (&bad, "64 hex digits"),
+        (&missing, "cannot read the auth file"),
+    ] {
+        let path = path.to_str().expect("UTF-8 path");
+        let output = run(
+            &["--auth-file", path, "--listen", "127.0.0.1:0"],
+            &[("NO_COLOR", "1")],
+        );
+        assert_eq!(output.status.code(), Some(2), "{path}");
+        let logged = String::from_utf8_lossy(&output.stdout);
+        assert!(logged.contains(says), "{logged}");
+    }
+}
+
+#[test]
+fn token_new_prints_a_token_and_the_block_that_admits_it() {
+    let output = run(
+        &[
+            "token",
+            "new",
+            "--name",
+            "deploy-bot",
+            "--read",
+            "config/",
+            "--write",
+            "config/deploy/",
+        ],
+        &[],
+    );
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = printed.lines().next().expect("the token first");
+    assert!(
+        token.starts_with("kvs_") && token.len() >= 4 + 43,
+        "{token}"
+    );
+    let block = &printed[printed.find("[[token]]").expect("a block")..];
+    assert!(block.contains("name = \"deploy-bot\""));
+    assert!(block.contains(&format!(
+        "sha256 = \"{}\"",
+        kv_store::auth::new_token::digest_hex(token)
+    )));
+    assert!(block.contains("write = [\"config/deploy/\"]"));
+    assert!(!block.contains(token), "the secret is not in the block");
+}
+
+#[test]
 fn a_negative_rate_limit_says_what_is_wrong() {
     let output = run(&["--rate-limit", "-1"], &[]);
     assert_eq!(output.status.code(), Some(2));

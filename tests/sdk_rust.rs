@@ -8,10 +8,50 @@ use futures_util::StreamExt;
 use kv_store_client::types::{BatchOp, CasRequest, Method, Problem};
 use kv_store_client::{ByteStream, Client, Error, ResponseValue};
 
+/// The token the SDK tests use: it may read and write every key, and read
+/// the status.
+const TOKEN: &str = "kvs_sdk-tests";
+
+/// A server that needs a token, as a deployment past loopback would.
+struct Secured {
+    server: TestServer,
+    _auth_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Secured {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+async fn secured_server() -> Secured {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tokens.toml");
+    let block = kv_store::auth::new_token::block(TOKEN, "sdk", &[], &[String::new()], true);
+    std::fs::write(&path, block).expect("auth file");
+    let path = path.to_str().expect("UTF-8 path");
+    Secured {
+        server: TestServer::start(&["--auth-file", path]).await,
+        _auth_dir: dir,
+    }
+}
+
 fn client(server: &TestServer) -> Client {
-    // A plain reqwest client: `Client::new` sets a 15 s total timeout that
-    // would cut watch streams.
-    Client::new_with_client(&server.url(""), reqwest::Client::new())
+    // A plain reqwest client (`Client::new` sets a 15 s total timeout that
+    // would cut watch streams), sending the token with every request.
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {TOKEN}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer.parse().expect("a header value"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client");
+    Client::new_with_client(&server.url(""), http)
 }
 
 async fn body_bytes(stream: ByteStream) -> Vec<u8> {
@@ -52,7 +92,7 @@ fn etag<T>(response: &ResponseValue<T>) -> String {
 
 #[tokio::test]
 async fn put_get_delete() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     let key = "user:1".try_into().expect("valid key");
 
@@ -88,7 +128,7 @@ async fn put_get_delete() {
 
 #[tokio::test]
 async fn compare_and_swap_succeeds_then_fails_with_412() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     let key = "counter".try_into().expect("valid key");
     let create = CasRequest {
@@ -116,7 +156,7 @@ async fn compare_and_swap_succeeds_then_fails_with_412() {
 
 #[tokio::test]
 async fn batch_commits_and_reports_a_failed_condition_with_409() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     let op = |method, key: &str, value: Option<&str>, expected: Option<&str>| BatchOp {
         method,
@@ -158,7 +198,7 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
 
 #[tokio::test]
 async fn status_counts_operations() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     kv.put_key(&"k".try_into().expect("valid key"), None, None, None, "v")
         .await
@@ -172,7 +212,7 @@ async fn status_counts_operations() {
 
 #[tokio::test]
 async fn watch_stream_through_the_generated_client() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     let stream = kv
         .watch_key(&"w".try_into().expect("valid key"), None, None)
@@ -217,12 +257,19 @@ async fn watch_stream_through_the_generated_client() {
 
 #[tokio::test]
 async fn page_through_a_listing_and_delete_the_prefix() {
-    let server = TestServer::start(&[]).await;
+    let server = secured_server().await;
     let kv = client(&server);
     let ops: Vec<serde_json::Value> = (0..25)
         .map(|n| serde_json::json!({"method": "PUT", "key": format!("user/{n:02}"), "value": n.to_string()}))
         .collect();
-    let loaded = server.post_json("/batch", &serde_json::json!(ops)).await;
+    let loaded = server
+        .request(reqwest::Method::POST, "/batch")
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(serde_json::json!(ops).to_string())
+        .send()
+        .await
+        .expect("batch");
     assert_eq!(loaded.status(), reqwest::StatusCode::OK);
 
     let mut keys = Vec::new();

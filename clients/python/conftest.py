@@ -1,4 +1,5 @@
-"""Starts a kv-store server for the Python SDK tests and makes the client
+"""Starts a kv-store server for the Python SDK tests (with an auth file, so
+every call carries a token, as past loopback it must) and makes the client
 generated from the committed spec importable.
 
 KV_STORE_BIN names the server binary (default: target/debug/kv-store, what
@@ -8,6 +9,7 @@ generated into (default: target/python-client, where .ci/contract.sh puts it).
 """
 
 import os
+import hashlib
 import re
 import shlex
 import subprocess
@@ -23,13 +25,21 @@ sys.path.insert(0, os.environ.get("KV_PYTHON_CLIENT", str(ROOT / "target" / "pyt
 
 LISTENING = re.compile(r"listening on (http://[0-9.:]+)")
 
+# The token the tests send: it may read and write every key, and the status.
+TOKEN = "kvs_python-sdk-tests"
+
 
 @pytest.fixture()
-def base_url():
+def base_url(tmp_path):
+    auth_file = tmp_path / "tokens.toml"
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    auth_file.write_text(
+        f'[[token]]\nname = "python-sdk"\nsha256 = "{digest}"\nwrite = [""]\nadmin = true\n'
+    )
     binary = os.environ.get("KV_STORE_BIN", str(ROOT / "target" / "debug" / "kv-store"))
     extra = shlex.split(os.environ.get("KV_STORE_ARGS", ""))
     server = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0", *extra],
+        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0", "--auth-file", str(auth_file), *extra],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "KV_ETCD_PREFIX": f"sdk-{uuid.uuid4()}/"},

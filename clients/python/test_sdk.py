@@ -4,7 +4,8 @@ spec, driven against a live server: what an SDK user sees."""
 import json
 
 import httpx
-from kv_store_client import Client
+from conftest import TOKEN
+from kv_store_client import AuthenticatedClient
 from kv_store_client.api.batch import batch
 from kv_store_client.api.keys import (
     compare_and_swap,
@@ -24,7 +25,7 @@ def value(text: str) -> File:
 
 
 def test_put_get_delete(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     created = put_key.sync_detailed("user:1", client=client, body=value("Ada"))
     assert created.status_code == 201
     replaced = put_key.sync_detailed("user:1", client=client, body=value("Grace"))
@@ -43,7 +44,7 @@ def test_put_get_delete(base_url):
 
 
 def test_compare_and_swap_succeeds_then_fails_with_412(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     create = CasRequest(new="1", expected=None)
     assert compare_and_swap.sync_detailed("counter", client=client, body=create).status_code == 204
     swap = CasRequest(new="2", expected="1")
@@ -57,7 +58,7 @@ def test_compare_and_swap_succeeds_then_fails_with_412(base_url):
 
 
 def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     done = batch.sync_detailed(
         client=client,
         body=[
@@ -84,7 +85,7 @@ def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
 
 
 def test_status_counts_operations(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     put = put_key.sync_detailed("k", client=client, body=value("v"))
     current = status.sync(client=client)
     assert current.status == "OK"
@@ -109,7 +110,7 @@ def sse_events(response: httpx.Response):
 
 
 def test_watch_stream_resumes_without_loss(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     http = client.get_httpx_client()
     revision = status.sync(client=client).revision
     with http.stream("GET", "/watch_key/w", timeout=httpx.Timeout(30.0)) as response:
@@ -134,7 +135,7 @@ def test_watch_stream_resumes_without_loss(base_url):
 
 
 def test_page_through_a_listing_and_delete_the_prefix(base_url):
-    client = Client(base_url=base_url)
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     ops = [BatchOp(method=Method.PUT, key=f"user/{n:02}", value=str(n)) for n in range(25)]
     assert batch.sync_detailed(client=client, body=ops).status_code == 200
 

@@ -3,6 +3,9 @@
 // server binary; default target/debug/kv-store).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { connect, deletePrefix, listAll } from "./usage.js";
@@ -11,12 +14,18 @@ import { connect, deletePrefix, listAll } from "./usage.js";
 const root = path.resolve(process.cwd(), "../..");
 let url = "";
 let stop = () => {};
+// The server has an auth file, so every call carries this token.
+const token = "kvs_typescript-sdk-tests";
 
 before(async () => {
   const binary = process.env.KV_STORE_BIN ?? path.join(root, "target/debug/kv-store");
   // KV_STORE_ARGS adds flags (e.g. `--backend etcd ...`).
   const extra = (process.env.KV_STORE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "");
-  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0", ...extra], {
+  const authFile = path.join(mkdtempSync(path.join(tmpdir(), "kv-sdk-")), "tokens.toml");
+  const digest = createHash("sha256").update(token).digest("hex");
+  writeFileSync(authFile, `[[token]]\nname = "ts-sdk"\nsha256 = "${digest}"\nwrite = [""]\n`);
+  const flags = ["--listen", "127.0.0.1:0", "--rate-limit", "0", "--auth-file", authFile];
+  const child = spawn(binary, [...flags, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, KV_ETCD_PREFIX: `sdk-${process.pid}/` },
   });
@@ -36,7 +45,7 @@ before(async () => {
 after(() => stop());
 
 test("pages through a listing at one revision, then deletes the prefix", async () => {
-  const kv = connect(url);
+  const kv = connect(url, token);
   const ops = Array.from({ length: 25 }, (_, n) => ({
     method: "PUT" as const,
     key: `user/${String(n).padStart(2, "0")}`,

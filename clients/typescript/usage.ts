@@ -6,9 +6,11 @@ import type { components, paths } from "./kv-store";
 type Problem = components["schemas"]["Problem"];
 type OpResult = components["schemas"]["OpResult"];
 
-/** A client of the server at `baseUrl`. */
-export function connect(baseUrl: string) {
-  return createClient<paths>({ baseUrl });
+/** A client of the server at `baseUrl` (with `token` when it has an auth file). */
+export function connect(baseUrl: string, token?: string) {
+  // With --auth-file, every call carries the token.
+  const headers = token === undefined ? undefined : { Authorization: `Bearer ${token}` };
+  return createClient<paths>({ baseUrl, headers });
 }
 
 type Kv = ReturnType<typeof connect>;

@@ -5,10 +5,12 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
+use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, REQUEST_TIMEOUT,
-    TOO_LARGE, TOO_MANY_REQUESTS, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
+    REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
@@ -125,6 +127,8 @@ pub struct BatchErrors;
 impl ErrorStatuses for BatchErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         CONFLICT,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -216,6 +220,7 @@ impl BatchApi {
     async fn batch(
         &self,
         ops: JsonBody<Vec<BatchOp>>,
+        auth: TokenAuth,
     ) -> Result<BatchResponse, ApiError<BatchErrors>> {
         let max = self.0.limits.max_batch_ops;
         if ops.len() > max {
@@ -243,6 +248,14 @@ impl BatchApi {
                 op.key
             ))
             .into());
+        }
+        // Every op is checked before any is applied.
+        let caller = auth.caller();
+        for op in ops.iter() {
+            match op.method {
+                Method::Get => caller.may_read_key(&op.key)?,
+                Method::Put | Method::Delete | Method::Cas => caller.may_write_key(&op.key)?,
+            }
         }
         let methods: Vec<Method> = ops.iter().map(|op| op.method).collect();
         let ops = ops

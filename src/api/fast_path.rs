@@ -4,6 +4,7 @@ use poem::http::{HeaderName, Method, Uri, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 
+use super::auth::caller_of;
 use super::keys::KeysApi;
 use super::{Context, MAX_TTL_SECONDS};
 
@@ -44,9 +45,10 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                 let Some(get) = Get::of(&req) else {
                     return self.long_way(req).await;
                 };
+                let caller = caller_of(&req);
                 let answer = self
                     .keys
-                    .get(get.key, get.if_none_match, get.if_match)
+                    .get(&caller, get.key, get.if_none_match, get.if_match)
                     .await;
                 (respond(answer), "get_key")
             }
@@ -56,10 +58,11 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                 };
                 let (if_match, if_none_match) =
                     (put.if_match.as_deref(), put.if_none_match.as_deref());
+                let caller = caller_of(&req);
                 let body = req.take_body();
-                let answer = self
-                    .keys
-                    .put(&put.key, put.ttl, if_match, if_none_match, body);
+                let answer =
+                    self.keys
+                        .put(&caller, &put.key, put.ttl, if_match, if_none_match, body);
                 (respond(answer.await), "put_key")
             }
             _ => return self.long_way(req).await,

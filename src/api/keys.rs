@@ -8,19 +8,24 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
+use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, NOT_FOUND, PRECONDITION_FAILED,
-    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, NOT_FOUND,
+    PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
+    UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
+use crate::auth::Caller;
 use crate::store::{Action, Condition, Current, Op, Outcome, Value};
 
 pub struct GetErrors;
 impl ErrorStatuses for GetErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
@@ -32,6 +37,8 @@ pub struct PutErrors;
 impl ErrorStatuses for PutErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -45,6 +52,8 @@ pub struct DeleteErrors;
 impl ErrorStatuses for DeleteErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         NOT_FOUND,
         PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
@@ -57,6 +66,8 @@ pub struct CasErrors;
 impl ErrorStatuses for CasErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         NOT_FOUND,
         PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
@@ -172,8 +183,10 @@ impl KeysApi {
         /// Answer 412 unless the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
+        auth: TokenAuth,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
-        self.get(&key, if_none_match.as_deref(), if_match.as_deref())
+        let caller = auth.caller();
+        self.get(&caller, &key, if_none_match.as_deref(), if_match.as_deref())
             .await
     }
     /// Write a key
@@ -199,9 +212,12 @@ impl KeysApi {
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
         body: ValueBody,
+        auth: TokenAuth,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
         let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
-        self.put(&key, ttl.0, if_match, if_none_match, body.0).await
+        let caller = auth.caller();
+        self.put(&caller, &key, ttl.0, if_match, if_none_match, body.0)
+            .await
     }
 
     /// Delete a key
@@ -217,8 +233,10 @@ impl KeysApi {
         /// Delete only if the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
+        auth: TokenAuth,
     ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
         let key = self.0.key(&key)?;
+        auth.caller().may_write_key(&key)?;
         let op = Op {
             key: key.clone(),
             action: Action::Delete,
@@ -256,8 +274,10 @@ impl KeysApi {
         #[oai(validator(min_length = 1))]
         key: Path<String>,
         request: JsonBody<CasRequest>,
+        auth: TokenAuth,
     ) -> Result<CasResponse, ApiError<CasErrors>> {
         let key = self.0.key(&key)?;
+        auth.caller().may_write_key(&key)?;
         let JsonBody(CasRequest { expected, new, ttl }) = request;
         self.0.check_value(&new)?;
         let ttl = self.0.ttl(ttl)?;
@@ -294,11 +314,13 @@ impl KeysApi {
 impl KeysApi {
     pub(super) async fn get(
         &self,
+        caller: &Caller,
         key: &str,
         if_none_match: Option<&str>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, ApiError<GetErrors>> {
         self.0.check_key(key)?;
+        caller.may_read_key(key)?;
         let current = self
             .0
             .store
@@ -326,6 +348,7 @@ impl KeysApi {
 
     pub(super) async fn put(
         &self,
+        caller: &Caller,
         key: &str,
         ttl: Option<u64>,
         if_match: Option<&str>,
@@ -333,6 +356,7 @@ impl KeysApi {
         body: poem::Body,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
         let key = self.0.key(key)?;
+        caller.may_write_key(&key)?;
         let limit = self.0.limits.max_value_bytes;
         let bytes = body
             .into_bytes_limit(limit)

@@ -7,10 +7,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::auth::TokenAuth;
 use super::cursor::{Cursor, CursorError};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, INSUFFICIENT_STORAGE, Problem, TOO_MANY_REQUESTS,
-    UNAVAILABLE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
+    TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
 use super::{ApiTags, Context};
 use crate::store::{Entry, RangeError, RangeRequest};
@@ -36,14 +37,22 @@ pub const LISTING_GONE: (u16, &str) = (
 
 pub struct ListErrors;
 impl ErrorStatuses for ListErrors {
-    const STATUSES: &'static [(u16, &'static str)] =
-        &[BAD_REQUEST, LISTING_GONE, TOO_MANY_REQUESTS, UNAVAILABLE];
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        LISTING_GONE,
+        TOO_MANY_REQUESTS,
+        UNAVAILABLE,
+    ];
 }
 
 pub struct DeletePrefixErrors;
 impl ErrorStatuses for DeletePrefixErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         TOO_MANY_REQUESTS,
         UNAVAILABLE,
         INSUFFICIENT_STORAGE,
@@ -162,9 +171,11 @@ impl ListApi {
         keys_only: Query<Option<bool>>,
         /// Also count the keys of the whole listing.
         count: Query<Option<bool>>,
+        auth: TokenAuth,
     ) -> Result<ListResponse, ApiError<ListErrors>> {
         let prefix = prefix.0.unwrap_or_default();
         self.0.check_prefix(&prefix)?;
+        auth.caller().may_read_prefix(&prefix)?;
         // In 1..=MAX_LIMIT: the validator above said so, in the words of
         // `bad_limit` (server/errors.rs).
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
@@ -258,10 +269,12 @@ impl ListApi {
         /// Delete the keys starting with this (not empty).
         #[oai(validator(min_length = 1))]
         prefix: Query<String>,
+        auth: TokenAuth,
     ) -> Result<DeletePrefixResponse, ApiError<DeletePrefixErrors>> {
         // Not empty: the validator above said so, in the words of
         // `EMPTY_PREFIX` (server/errors.rs).
         self.0.check_prefix(&prefix)?;
+        auth.caller().may_write_prefix(&prefix)?;
         let done = self
             .0
             .store

@@ -4,6 +4,7 @@
 //! declarations here. Each operation checks its input, calls the store once
 //! and maps the outcome to a response; errors are [`Problem`]s.
 
+mod auth;
 mod batch;
 mod body;
 mod conditional;

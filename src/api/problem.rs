@@ -223,6 +223,15 @@ pub const INSUFFICIENT_STORAGE: (u16, &str) = (
     507,
     "The data dir refused the write (disk full or an I/O error); nothing was written.",
 );
+pub const UNAUTHORIZED: (u16, &str) = (
+    401,
+    "The server has an auth file and the request has no `Authorization: Bearer` token it knows.",
+);
+pub const FORBIDDEN: (u16, &str) = (
+    403,
+    "The token's scopes do not cover a key or prefix the request touches (or, for status and \
+     metrics, it is not an admin token); nothing was done.",
+);
 pub const TOO_MANY_REQUESTS: (u16, &str) = (
     429,
     "The client exceeded its rate limit; retry after `Retry-After` seconds.",
@@ -259,8 +268,8 @@ impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
                     content_type: PROBLEM_CONTENT_TYPE,
                     schema: <Problem as Type>::schema_ref(),
                 }],
-                headers: if status == 429 || status == 503 {
-                    vec![MetaHeader {
+                headers: match status {
+                    429 | 503 => vec![MetaHeader {
                         name: header::RETRY_AFTER.to_string(),
                         description: Some("Seconds to wait before retrying.".to_owned()),
                         required: true,
@@ -268,9 +277,15 @@ impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
                         schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format(
                             "integer", "uint64",
                         ))),
-                    }]
-                } else {
-                    Vec::new()
+                    }],
+                    401 => vec![MetaHeader {
+                        name: header::WWW_AUTHENTICATE.to_string(),
+                        description: Some("`Bearer realm=\"kv-store\"`.".to_owned()),
+                        required: true,
+                        deprecated: false,
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                    }],
+                    _ => Vec::new(),
                 },
             })
             .collect();

@@ -9,8 +9,11 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
 
+use super::auth::TokenAuth;
 use super::body::JsonReply;
-use super::problem::{ApiError, ErrorStatuses, Problem, TOO_MANY_REQUESTS, UNAVAILABLE};
+use super::problem::{
+    ApiError, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
+};
 use super::{ApiTags, Context};
 use crate::backend::Readiness;
 
@@ -80,12 +83,17 @@ impl Example for Status {
 
 pub struct MetricsErrors;
 impl ErrorStatuses for MetricsErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[(500, "The metrics could not be encoded.")];
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        UNAUTHORIZED,
+        FORBIDDEN,
+        (500, "The metrics could not be encoded."),
+    ];
 }
 
 pub struct StatusErrors;
 impl ErrorStatuses for StatusErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[TOO_MANY_REQUESTS, UNAVAILABLE];
+    const STATUSES: &'static [(u16, &'static str)] =
+        &[UNAUTHORIZED, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 
 #[derive(ApiResponse)]
@@ -149,7 +157,8 @@ impl StatusApi {
     /// Counters since start, the store's revision and the oldest revision a
     /// watch can resume after.
     #[oai(path = "/status", method = "get", operation_id = "status")]
-    async fn status(&self) -> Result<StatusResponse, ApiError<StatusErrors>> {
+    async fn status(&self, auth: TokenAuth) -> Result<StatusResponse, ApiError<StatusErrors>> {
+        auth.caller().may_administer()?;
         let store = &self.context.store;
         let stats = store
             .stats()
@@ -184,7 +193,8 @@ impl StatusApi {
     /// revision, open watch streams, dropped slow watchers and expirations.
     /// Exempt from rate limiting.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self) -> Result<MetricsResponse, ApiError<MetricsErrors>> {
+    async fn metrics(&self, auth: TokenAuth) -> Result<MetricsResponse, ApiError<MetricsErrors>> {
+        auth.caller().may_administer()?;
         let text = self
             .context
             .metrics

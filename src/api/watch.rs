@@ -12,10 +12,11 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS,
-    UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, Problem, REQUEST_TIMEOUT, TOO_LARGE,
+    TOO_MANY_REQUESTS, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::sse::SseFrames;
 use super::{ApiTags, Context};
@@ -168,14 +169,22 @@ pub const GONE: (u16, &str) = (
 
 pub struct WatchKeyErrors;
 impl ErrorStatuses for WatchKeyErrors {
-    const STATUSES: &'static [(u16, &'static str)] =
-        &[BAD_REQUEST, GONE, TOO_MANY_REQUESTS, UNAVAILABLE];
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        GONE,
+        TOO_MANY_REQUESTS,
+        UNAVAILABLE,
+    ];
 }
 
 pub struct WatchKeysErrors;
 impl ErrorStatuses for WatchKeysErrors {
     const STATUSES: &'static [(u16, &'static str)] = &[
         BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
         GONE,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -198,10 +207,18 @@ impl WatchApi {
     async fn open(
         &self,
         req: &Request,
+        auth: &TokenAuth,
         watched: Watched,
         last_event_id: Option<&str>,
         since: Option<u64>,
     ) -> Result<WatchResponse, Box<Problem>> {
+        let caller = auth.caller();
+        for key in &watched.keys {
+            caller.may_read_key(key)?;
+        }
+        for prefix in &watched.prefixes {
+            caller.may_read_prefix(prefix)?;
+        }
         // A reconnecting EventSource repeats the URL (with its `since`) and
         // adds the newer position as Last-Event-ID: the header wins.
         // EventSource sends no Last-Event-ID before it has seen an id; treat
@@ -253,7 +270,10 @@ impl WatchApi {
                 ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
             })
         })?;
-        let stream = watch.take_until(self.0.shutdown.clone().cancelled_owned());
+        // The stream ends at shutdown, and when a reload revokes the token.
+        let stream = watch
+            .take_until(self.0.shutdown.clone().cancelled_owned())
+            .take_until(caller.revoked());
         Ok(WatchResponse::Events(SseFrames::new(stream, HEARTBEAT)))
     }
 }
@@ -281,13 +301,14 @@ impl WatchApi {
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
         since: Query<Option<u64>>,
+        auth: TokenAuth,
     ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
         let watched = Watched {
             keys: vec![self.0.key(&key)?],
             prefixes: Vec::new(),
         };
         Ok(self
-            .open(req, watched, last_event_id.as_deref(), since.0)
+            .open(req, &auth, watched, last_event_id.as_deref(), since.0)
             .await?)
     }
 
@@ -313,6 +334,7 @@ impl WatchApi {
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
         since: Query<Option<u64>>,
+        auth: TokenAuth,
     ) -> Result<WatchResponse, ApiError<WatchKeyErrors>> {
         self.0.check_prefix(&prefix)?;
         let watched = Watched {
@@ -320,7 +342,7 @@ impl WatchApi {
             prefixes: vec![Key::from(prefix.as_str())],
         };
         Ok(self
-            .open(req, watched, last_event_id.as_deref(), since.0)
+            .open(req, &auth, watched, last_event_id.as_deref(), since.0)
             .await?)
     }
 
@@ -342,6 +364,7 @@ impl WatchApi {
         last_event_id: Header<Option<String>>,
         /// Resume after this revision; `Last-Event-ID` wins if both are given.
         since: Query<Option<u64>>,
+        auth: TokenAuth,
     ) -> Result<WatchResponse, ApiError<WatchKeysErrors>> {
         let (keys, prefixes) = match body.0 {
             WatchBody::Keys(keys) => (keys, Vec::new()),
@@ -374,7 +397,7 @@ impl WatchApi {
                 .collect(),
         };
         Ok(self
-            .open(req, watched, last_event_id.as_deref(), since.0)
+            .open(req, &auth, watched, last_event_id.as_deref(), since.0)
             .await?)
     }
 }

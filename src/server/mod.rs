@@ -1,5 +1,6 @@
 //! The server layer: listener, routes, middleware and shutdown.
 
+mod admission;
 mod body_limit;
 mod body_timeout;
 mod connection;
@@ -7,7 +8,6 @@ mod errors;
 mod guarded_io;
 mod listener;
 mod observe;
-mod rate_limit;
 mod raw_response;
 
 use std::io;
@@ -22,17 +22,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, FastPath, Limits};
+use crate::auth::Auth;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
 use crate::metrics::{ConnectionCounters, Metrics};
 use crate::store::{Fsync, OpenError, Store, StoreConfig, WatchLimits};
 
+pub use admission::Admission;
 pub use body_limit::BodyLimit;
 use connection::ConnConfig;
 use errors::{AllowTable, Problems};
 use guarded_io::Timeouts;
 use observe::RecordMetrics;
-pub use rate_limit::RateLimit;
 
 /// How long shutdown waits for requests in flight before closing their
 /// connections; with watch streams ended at once, it is only a bound for
@@ -48,7 +49,7 @@ const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// Builds the whole HTTP application over `context`.
 pub fn app(
     context: Context,
-    rate_limit: RateLimit,
+    admission: Admission,
     body_limit: BodyLimit,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
     let mut routes = api::routes();
@@ -71,7 +72,7 @@ pub fn app(
         .at("/watch_key/", errors::empty_key);
     FastPath::new(app, keys)
         .with(body_limit)
-        .with(rate_limit)
+        .with(admission)
         .with(RecordMetrics(metrics))
         .with(Problems {
             allow: Arc::new(AllowTable::new(routes)),
@@ -118,9 +119,27 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     store: Backend,
+    auth: Option<Arc<Auth>>,
 }
 
 impl Running {
+    /// Reads the auth file again (SIGHUP): new tokens serve from the next
+    /// request and removed ones end their watch streams; a bad file keeps
+    /// the old tokens, and says why in the log.
+    pub fn reload(&self) {
+        let Some(auth) = &self.auth else {
+            return;
+        };
+        match auth.reload() {
+            Ok(reloaded) => tracing::info!(
+                tokens = reloaded.tokens,
+                revoked = reloaded.revoked,
+                "reloaded the auth file"
+            ),
+            Err(err) => tracing::error!(error = %err, "kept the old tokens"),
+        }
+    }
+
     /// Starts a graceful shutdown: stop accepting, end watch streams, let
     /// requests in flight finish.
     pub fn stop(&self) {
@@ -309,6 +328,18 @@ fn max_connections(config: &Config) -> usize {
 /// Opens the store, binds `config.listen` and serves the store there until
 /// [`Running::stop`].
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let auth = match &config.auth_file {
+        Some(path) => {
+            let auth = Auth::load(path).map_err(|err| StartError::Config(err.to_string()))?;
+            if auth.is_empty() {
+                tracing::warn!(
+                    "the auth file holds no token: every request but probes and docs is refused"
+                );
+            }
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
     // Before binding, so nothing answers until the data is there.
     let store = open_backend(config).await?;
     let listener = match bind(&config.listen).await {
@@ -321,6 +352,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     };
     let local_addr = listener.local_addr()?;
+    if auth.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(
+            "no --auth-file: anyone who can reach {local_addr} may read and write every key"
+        );
+    }
 
     let shutdown = CancellationToken::new();
     tokio::spawn(
@@ -344,11 +380,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         shutdown: shutdown.clone(),
     };
-    let rate_limit = RateLimit::new(config, UNLIMITED_PATHS);
+    let admission = Admission::new(config, UNLIMITED_PATHS, auth.clone());
     tokio::spawn(
         shutdown
             .clone()
-            .run_until_cancelled_owned(rate_limit.clone().forget_idle_clients()),
+            .run_until_cancelled_owned(admission.clone().forget_idle_clients()),
     );
     // A PUT must always be able to carry a value of the largest size.
     let body_limit = BodyLimit {
@@ -359,7 +395,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body: config.body_timeout,
         idle: config.idle_timeout,
     };
-    let app = app(context, rate_limit, body_limit);
+    let app = app(context, admission, body_limit);
     let conn_config = Arc::new(ConnConfig::new(app, local_addr, timeouts));
     let server = tokio::spawn(listener::run(
         listener,
@@ -374,6 +410,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         shutdown,
         server,
         store,
+        auth,
     })
 }
 
@@ -384,12 +421,16 @@ pub async fn run(config: &Config) -> Result<(), StartError> {
     // Installed before the address is logged: whoever waits for that line
     // may signal at once.
     let signal = shutdown_signal();
+    let reloads = reloads(&running);
     tracing::info!(
         "kv-store {} listening on http://{} (Swagger UI at /docs)",
         env!("CARGO_PKG_VERSION"),
         running.local_addr
     );
-    signal.await;
+    tokio::select! {
+        () = signal => {}
+        () = reloads => {}
+    }
     tracing::info!("shutting down");
     running.stop();
     match tokio::time::timeout(SHUTDOWN_LIMIT, running.wait()).await {
@@ -402,6 +443,30 @@ pub async fn run(config: &Config) -> Result<(), StartError> {
 
 /// A future that resolves on SIGINT or SIGTERM; the handlers are installed
 /// when this is called, not when the future is first polled.
+/// Reloads on every SIGHUP; never completes. The handler is installed at
+/// once (SIGHUP would otherwise end the process).
+#[cfg(unix)]
+fn reloads(running: &Running) -> impl Future<Output = ()> + '_ {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        match hangups {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    running.reload();
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot listen for SIGHUP: no reloads"),
+        }
+        std::future::pending().await
+    }
+}
+
+#[cfg(not(unix))]
+fn reloads(_: &Running) -> impl Future<Output = ()> + '_ {
+    std::future::pending()
+}
+
 #[cfg(unix)]
 fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};

@@ -1,0 +1,227 @@
+//! Who may come in: the caller's token (with `--auth-file`) and per-client
+//! rate limits (governor).
+//!
+//! One middleware for both because each needs the other: the rate limit
+//! is per token once a request has one, and per IP before (so guessing
+//! tokens is throttled like anything else), and the token is looked up once.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use poem::http::{StatusCode, header};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+
+use crate::api::Problem;
+use crate::auth::{Auth, Caller};
+use crate::config::Config;
+
+/// How often the state of clients that went quiet is dropped, so it does not
+/// grow with every client ever seen.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// Whom a rate limit counts: a token, or the address of a caller without
+/// one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Client {
+    Ip(IpAddr),
+    Token(Arc<str>),
+}
+
+/// Paths anyone may ask for, token or not: probes, and the docs that say
+/// how to get in.
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/openapi.json" | "/openapi.yaml"
+    ) || path == "/docs"
+        || path.starts_with("/docs/")
+}
+
+/// A poem middleware that identifies the caller and applies a governor
+/// limiter keyed by token or client IP.
+///
+/// Written here because no maintained poem + governor middleware exists and
+/// tower-governor does not fit poem's tower compatibility layer. A watch
+/// stream passes through once, when it opens, so it counts as one request.
+#[derive(Clone)]
+pub struct Admission {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<Client>>>,
+    trust_forwarded_for: bool,
+    exempt: &'static [&'static str],
+    auth: Option<Arc<Auth>>,
+}
+
+impl Admission {
+    /// Admission as `config` sets it: a limiter (none for a rate of 0)
+    /// that lets the `exempt` paths through, and `auth`'s tokens if any.
+    pub fn new(config: &Config, exempt: &'static [&'static str], auth: Option<Arc<Auth>>) -> Self {
+        let limiter = NonZeroU32::new(config.rate_limit).map(|rate| {
+            let burst = config.rate_burst.unwrap_or(rate);
+            Arc::new(DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
+        Self {
+            limiter,
+            trust_forwarded_for: config.trust_forwarded_for,
+            exempt,
+            auth,
+        }
+    }
+
+    /// Drops the state of idle clients now and then; runs forever.
+    pub async fn forget_idle_clients(self) {
+        let Some(limiter) = self.limiter else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(FORGET_EVERY);
+        loop {
+            ticks.tick().await;
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    fn client_ip(&self, req: &Request) -> IpAddr {
+        if self.trust_forwarded_for {
+            // The last address is the one our trusted proxy added; earlier
+            // ones come from the client and can be forged.
+            let forwarded = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|addr| addr.trim().parse::<IpAddr>().ok())
+                .next_back();
+            if let Some(ip) = forwarded {
+                return ip;
+            }
+        }
+        req.remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
+    }
+}
+
+/// Why a request that needs a token has none that counts.
+enum Refused {
+    Missing,
+    Unknown,
+}
+
+impl Refused {
+    fn response(self) -> Response {
+        let (detail, challenge) = match self {
+            Self::Missing => (
+                "this server needs `Authorization: Bearer <token>`",
+                "Bearer realm=\"kv-store\"",
+            ),
+            Self::Unknown => (
+                "the bearer token is not one this server knows (mistyped, or removed)",
+                "Bearer realm=\"kv-store\", error=\"invalid_token\"",
+            ),
+        };
+        let mut response = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+        response
+    }
+}
+
+impl Admission {
+    /// The caller of `req`: its token's, if it shows a known one.
+    fn identify(&self, req: &Request) -> Result<Option<Caller>, Refused> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        match bearer {
+            None => Err(Refused::Missing),
+            Some(secret) => auth
+                .identify(secret)
+                .map(|token| Some(Caller::Token(token)))
+                .ok_or(Refused::Unknown),
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for Admission {
+    type Output = Admitted<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        Admitted {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// An endpoint behind [`Admission`].
+pub struct Admitted<E> {
+    inner: E,
+    config: Admission,
+}
+
+impl<E: Endpoint> Endpoint for Admitted<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let path = req.uri().path();
+        let identified = if is_public(path) {
+            Ok(None)
+        } else {
+            self.config.identify(&req)
+        };
+        if let Some(limiter) = &self.config.limiter
+            && !self.config.exempt.contains(&path)
+        {
+            let client = match &identified {
+                Ok(Some(Caller::Token(token))) => Client::Token(token.name.clone()),
+                _ => Client::Ip(self.config.client_ip(&req)),
+            };
+            if let Err(not_until) = limiter.check_key(&client) {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let mut response = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    format!("rate limit exceeded; retry in {seconds} s"),
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.into());
+                return Ok(response);
+            }
+        }
+        match identified {
+            Err(refused) => return Ok(refused.response()),
+            Ok(Some(caller)) => {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(None) => {}
+        }
+        self.inner.call(req).await.map(IntoResponse::into_response)
+    }
+}
