@@ -28,6 +28,8 @@ snapshot of 100k keys. `--only etcd` (builds with `--features etcd`):
 kv-store over a single-member etcd against etcd's own JSON gateway on the
 same member (GET, PUT, CAS req/s and CPU per request, kv-store's and
 etcd's), and 10k SSE watchers on one node against the watches etcd holds.
+`--only auth`: GET and PUT efficiency with `--auth-file` (a token on every
+request) against without it.
 
 Needs wrk and taskset (apt-get install wrk util-linux), and etcd for
 `--only etcd` (apt-get install etcd-server).
@@ -68,7 +70,7 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery", "hostile", "keyspace", "etcd"]
+                                 "durable", "recovery", "hostile", "keyspace", "etcd", "auth"]
 ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
@@ -136,12 +138,14 @@ def hello_server():
     )
 
 
-def http(method, port, path, body=None, content_type=None):
+def http(method, port, path, body=None, content_type=None, token=None):
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=body, method=method
     )
     if content_type:
         request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request) as response:
         return response.read()
 
@@ -660,6 +664,49 @@ def etcd_scenario(rounds, seconds, watchers):
     return out
 
 
+def auth_scenario(rounds, seconds):
+    """GET and PUT with --auth-file (every request carries a token checked
+    against its scopes) against the same server without it, and the ceiling,
+    in rotating rounds: the efficiency each reaches."""
+    minted = subprocess.run([KV_BINARY, "token", "new", "--name", "bench", "--write", ""],
+                            capture_output=True, text=True, check=True).stdout
+    token = minted.splitlines()[0]
+    auth_dir = tempfile.mkdtemp(prefix="kv-bench-auth-")
+    auth_file = os.path.join(auth_dir, "tokens.toml")
+    with open(auth_file, "w") as f:
+        f.write(minted[minted.index("[[token]]"):])
+    out = {}
+    for op, script in (("get", "get.lua"), ("put", "put.lua")):
+        runs = {"off": [], "on": [], "ceiling": []}
+        for round_ in range(rounds):
+            order = ["off", "on", "ceiling"]
+            order = order[round_ % 3:] + order[:round_ % 3]
+            for which in order:
+                if which == "ceiling":
+                    server = hello_server()
+                    runs[which].append(measured(server, script, seconds, 32))
+                else:
+                    flags = ["--auth-file", auth_file] if which == "on" else []
+                    secret = token if which == "on" else None
+                    server = kv_server(*flags)
+                    http("PUT", KV_PORT, "/store/bench-key", b"v" * 100, token=secret)
+                    env = {"KV_TOKEN": secret} if secret else None
+                    runs[which].append(measured(server, script, seconds, 32, env))
+                server.stop()
+        ceiling = median(runs["ceiling"], "cpu_us")
+        out[op] = {
+            "off_cpu_us": median(runs["off"], "cpu_us"),
+            "on_cpu_us": median(runs["on"], "cpu_us"),
+            "ceiling_cpu_us": ceiling,
+            "efficiency_off": ceiling / median(runs["off"], "cpu_us"),
+            "efficiency_on": ceiling / median(runs["on"], "cpu_us"),
+            "on_non_2xx": median(runs["on"], "non_2xx"),
+        }
+        print("auth", op, json.dumps(out[op]), file=sys.stderr)
+    shutil.rmtree(auth_dir, ignore_errors=True)
+    return out
+
+
 def main():
     global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -703,6 +750,8 @@ def main():
         results["keyspace"] = keyspace_scenario(args.keys)
     if "etcd" in only:
         results["etcd"] = etcd_scenario(args.rounds, args.seconds, args.watchers)
+    if "auth" in only:
+        results["auth"] = auth_scenario(args.rounds, args.seconds)
     if "hostile" in only:
         raise_fd_limit()
         results["hostile"] = hostile_scenario()

@@ -1,5 +1,6 @@
 //! The `kv-store` binary: reads the configuration and runs the server.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -52,15 +53,21 @@ fn new_token(new: &NewToken) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("{token}");
-    println!();
-    println!("# The token above is shown once; only its hash is kept. Add this to the");
-    println!("# auth file, then send the server SIGHUP:");
-    print!(
-        "{}",
+    let printed = format!(
+        "{token}\n\n# The token above is shown once; only its hash is kept. Add this to the\n# \
+         auth file, then send the server SIGHUP:\n{}",
         new_token::block(&token, &new.name, &new.read, &new.write, new.admin)
     );
-    ExitCode::SUCCESS
+    // Written, not printed: `| head -1` closes the pipe early, and that is
+    // no reason to panic.
+    match std::io::stdout().lock().write_all(printed.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: cannot write the token: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

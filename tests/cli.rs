@@ -121,6 +121,18 @@ fn token_new_prints_a_token_and_the_block_that_admits_it() {
 }
 
 #[test]
+fn token_new_into_a_closed_pipe_does_not_panic() {
+    // `true` reads nothing and exits: the token is written to a closed pipe.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{BIN}' token new --name x --read a/ | true"))
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn a_negative_rate_limit_says_what_is_wrong() {
     let output = run(&["--rate-limit", "-1"], &[]);
     assert_eq!(output.status.code(), Some(2));
