@@ -3,10 +3,11 @@
 use poem::http::{HeaderName, Method, Uri, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
+use std::sync::Arc;
 
-use super::auth::caller_of;
 use super::keys::KeysApi;
 use super::{Context, MAX_TTL_SECONDS};
+use crate::auth::Caller;
 
 /// Serves `GET` and `PUT /store/{key}` in their common shapes without going
 /// through poem's router and poem-openapi's per-operation dispatch, and
@@ -25,13 +26,22 @@ use super::{Context, MAX_TTL_SECONDS};
 pub struct FastPath<E> {
     inner: E,
     keys: KeysApi,
+    gate: Gate,
 }
 
+/// The server layer's admission rule (token, 401, rate limit), which the
+/// fast path applies to its requests itself: `inner` applies the same rule
+/// to the rest. The caller then goes to the operation as an argument
+/// rather than through the request's extensions (an allocation per
+/// request).
+pub type Gate = Arc<dyn Fn(&Request) -> Result<Option<Caller>, Box<Response>> + Send + Sync>;
+
 impl<E> FastPath<E> {
-    pub fn new(inner: E, context: Context) -> Self {
+    pub fn new(inner: E, context: Context, gate: Gate) -> Self {
         Self {
             inner,
             keys: KeysApi(context),
+            gate,
         }
     }
 }
@@ -45,7 +55,10 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                 let Some(get) = Get::of(&req) else {
                     return self.long_way(req).await;
                 };
-                let caller = caller_of(&req);
+                let caller = match (self.gate)(&req) {
+                    Ok(caller) => caller.unwrap_or(Caller::Anyone),
+                    Err(answer) => return Ok(*answer),
+                };
                 let answer = self
                     .keys
                     .get(&caller, get.key, get.if_none_match, get.if_match)
@@ -58,7 +71,10 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                 };
                 let (if_match, if_none_match) =
                     (put.if_match.as_deref(), put.if_none_match.as_deref());
-                let caller = caller_of(&req);
+                let caller = match (self.gate)(&req) {
+                    Ok(caller) => caller.unwrap_or(Caller::Anyone),
+                    Err(answer) => return Ok(*answer),
+                };
                 let body = req.take_body();
                 let answer =
                     self.keys

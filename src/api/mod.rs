@@ -24,7 +24,7 @@ use poem::http::Method;
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
-pub use fast_path::FastPath;
+pub use fast_path::{FastPath, Gate};
 pub use list::{EMPTY_PREFIX, bad_limit};
 pub use problem::Problem;
 pub use watch::{ConnectionCloser, may_stream};

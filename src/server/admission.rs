@@ -182,22 +182,24 @@ pub struct Admitted<E> {
     config: Admission,
 }
 
-impl<E: Endpoint> Endpoint for Admitted<E> {
-    type Output = Response;
-
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+impl Admission {
+    /// The whole rule for one request: the caller it comes from (`None`:
+    /// a server without tokens, or a public path), or the answer that
+    /// turns it away (401, 429). The middleware and the API's fast path
+    /// both ask this.
+    pub fn admit(&self, req: &Request) -> Result<Option<Caller>, Box<Response>> {
         let path = req.uri().path();
         let identified = if is_public(path) {
             Ok(None)
         } else {
-            self.config.identify(&req)
+            self.identify(req)
         };
-        if let Some(limiter) = &self.config.limiter
-            && !self.config.exempt.contains(&path)
+        if let Some(limiter) = &self.limiter
+            && !self.exempt.contains(&path)
         {
             let client = match &identified {
                 Ok(Some(Caller::Token(token))) => Client::Token(token.name.clone()),
-                _ => Client::Ip(self.config.client_ip(&req)),
+                _ => Client::Ip(self.client_ip(req)),
             };
             if let Err(not_until) = limiter.check_key(&client) {
                 let wait = not_until.wait_time_from(limiter.clock().now());
@@ -212,11 +214,19 @@ impl<E: Endpoint> Endpoint for Admitted<E> {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, seconds.into());
-                return Ok(response);
+                return Err(Box::new(response));
             }
         }
-        match identified {
-            Err(refused) => return Ok(refused.response()),
+        identified.map_err(|refused| Box::new(refused.response()))
+    }
+}
+
+impl<E: Endpoint> Endpoint for Admitted<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        match self.config.admit(&req) {
+            Err(answer) => return Ok(*answer),
             Ok(Some(caller)) => {
                 req.extensions_mut().insert(caller);
             }

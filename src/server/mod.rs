@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, Context, FastPath, Limits};
+use crate::api::{self, Context, FastPath, Gate, Limits};
 use crate::auth::Auth;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
@@ -70,9 +70,10 @@ pub fn app(
         .at("/store/", errors::empty_key)
         .at("/store/cas/", errors::empty_key)
         .at("/watch_key/", errors::empty_key);
-    FastPath::new(app, keys)
+    let rule = admission.clone();
+    let gate: Gate = Arc::new(move |req| rule.admit(req));
+    FastPath::new(app.with(admission), keys, gate)
         .with(body_limit)
-        .with(admission)
         .with(RecordMetrics(metrics))
         .with(Problems {
             allow: Arc::new(AllowTable::new(routes)),
