@@ -51,6 +51,20 @@ pub struct Config {
     #[arg(long, env = "KV_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
 
+    /// Serve HTTPS only, with this certificate chain (PEM; with --tls-key).
+    /// SIGHUP reloads it.
+    #[arg(long, env = "KV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With --tls-cert: require client certificates signed by this CA
+    /// (PEM): mutual TLS.
+    #[arg(long, env = "KV_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Address to listen on: IP:PORT or HOST:PORT (the host name is
     /// resolved; the first address that binds is used).
     #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000",

@@ -17,10 +17,12 @@ use poem::http::uri::Scheme;
 use poem::http::{self, Version, header};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Body, Endpoint, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body_timeout::TimedBody;
 use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
+use super::tls::Tls;
 use crate::api::{self, ConnectionCloser};
 use crate::store::Closer;
 
@@ -30,15 +32,18 @@ pub struct ConnConfig<E> {
     pub local_addr: SocketAddr,
     pub timeouts: Timeouts,
     pub builder: auto::Builder<TokioExecutor>,
+    /// HTTPS only, when set.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl<E> ConnConfig<E> {
-    pub fn new(app: E, local_addr: SocketAddr, timeouts: Timeouts) -> Self {
+    pub fn new(app: E, local_addr: SocketAddr, timeouts: Timeouts, tls: Option<Arc<Tls>>) -> Self {
         Self {
             app,
             local_addr,
             timeouts,
             builder: auto::Builder::new(TokioExecutor::new()),
+            tls,
         }
     }
 }
@@ -57,7 +62,40 @@ pub async fn serve<E>(
     // Answers go out in one writev; waiting for an ACK (Nagle) only adds
     // latency to small responses.
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &config.tls else {
+        let io = GuardedIo::new(stream, shared.clone(), config.timeouts);
+        return serve_io(config, io, Scheme::HTTP, peer, shared).await;
+    };
+    // The handshake counts toward the head's deadline: a client that stalls
+    // in it holds a connection like one that stalls in its head.
+    let acceptor = tls.acceptor();
+    let handshake = tokio::time::timeout(config.timeouts.header, acceptor.accept(stream));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+        _ = shared.signalled(false) => return,
+    };
     let io = GuardedIo::new(stream, shared.clone(), config.timeouts);
+    serve_io(config, io, Scheme::HTTPS, peer, shared).await;
+}
+
+/// Serves HTTP on `io` (plain or TLS).
+async fn serve_io<E, S>(
+    config: Arc<ConnConfig<E>>,
+    io: GuardedIo<S>,
+    scheme: Scheme,
+    peer: SocketAddr,
+    shared: Arc<ConnShared>,
+) where
+    E: Endpoint<Output = Response> + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let closer: Closer = shared.clone();
     let service = {
         let config = config.clone();
@@ -66,8 +104,9 @@ pub async fn serve<E>(
             let in_flight = InFlight::start(shared.clone());
             let config = config.clone();
             let closer = api::may_stream(req.uri().path()).then(|| closer.clone());
+            let scheme = scheme.clone();
             async move {
-                let request = poem_request(req, &config, peer, closer);
+                let request = poem_request(req, &config, scheme, peer, closer);
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
                     config.app.get_response(request).await.into();
                 Ok::<_, Infallible>(response.map(|body| Tracked {
@@ -96,6 +135,7 @@ pub async fn serve<E>(
 fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,
+    scheme: Scheme,
     peer: SocketAddr,
     closer: Option<Closer>,
 ) -> Request {
@@ -103,7 +143,7 @@ fn poem_request<E>(
         req,
         LocalAddr(config.local_addr.into()),
         RemoteAddr(peer.into()),
-        Scheme::HTTP,
+        scheme,
     ));
     if may_have_body(&request) {
         let body = BoxBody::from(request.take_body());

@@ -167,8 +167,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// It also reports vectored writes, so hyper queues response body chunks
 /// (shared `Bytes`, e.g. one watch event's frame for ten thousand watchers)
 /// instead of copying each into a per-connection buffer.
-pub struct GuardedIo {
-    io: TcpStream,
+pub struct GuardedIo<S = TcpStream> {
+    io: S,
     shared: Arc<ConnShared>,
     timeouts: Timeouts,
     phase: Phase,
@@ -184,8 +184,8 @@ pub struct GuardedIo {
     replacement: Option<Bytes>,
 }
 
-impl GuardedIo {
-    pub fn new(io: TcpStream, shared: Arc<ConnShared>, timeouts: Timeouts) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
+    pub fn new(io: S, shared: Arc<ConnShared>, timeouts: Timeouts) -> Self {
         Self {
             io,
             shared,
@@ -269,9 +269,9 @@ impl GuardedIo {
         if self.phase == Phase::Head && self.protocol != Protocol::Http2 {
             // Best effort: a fresh connection's send buffer has room, and
             // a client that cannot take 300 bytes gets the close alone.
-            let _ = self
-                .io
-                .try_write(&raw_response::problem(RawProblem::HeaderTimeout));
+            let answer = raw_response::problem(RawProblem::HeaderTimeout);
+            let _ = Pin::new(&mut self.io).poll_write(cx, &answer);
+            let _ = Pin::new(&mut self.io).poll_flush(cx);
         }
         // hyper keeps an idle connection open after an end of stream or a
         // read error on it: the connection's task closes the socket.
@@ -306,7 +306,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -325,7 +325,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

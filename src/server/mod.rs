@@ -9,6 +9,7 @@ mod guarded_io;
 mod listener;
 mod observe;
 mod raw_response;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use connection::ConnConfig;
 use errors::{AllowTable, Problems};
 use guarded_io::Timeouts;
 use observe::RecordMetrics;
+use tls::{Tls, TlsFiles};
 
 /// How long shutdown waits for requests in flight before closing their
 /// connections; with watch streams ended at once, it is only a bound for
@@ -121,24 +123,36 @@ pub struct Running {
     server: JoinHandle<()>,
     store: Backend,
     auth: Option<Arc<Auth>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Running {
-    /// Reads the auth file again (SIGHUP): new tokens serve from the next
-    /// request and removed ones end their watch streams; a bad file keeps
-    /// the old tokens, and says why in the log.
+    /// Reads the auth file and the TLS files again (SIGHUP): new tokens
+    /// serve from the next request and removed ones end their watch
+    /// streams; new connections get the new certificate. A bad file keeps
+    /// what was there, and the log says why.
     pub fn reload(&self) {
-        let Some(auth) = &self.auth else {
-            return;
-        };
-        match auth.reload() {
-            Ok(reloaded) => tracing::info!(
-                tokens = reloaded.tokens,
-                revoked = reloaded.revoked,
-                "reloaded the auth file"
-            ),
-            Err(err) => tracing::error!(error = %err, "kept the old tokens"),
+        if let Some(auth) = &self.auth {
+            match auth.reload() {
+                Ok(reloaded) => tracing::info!(
+                    tokens = reloaded.tokens,
+                    revoked = reloaded.revoked,
+                    "reloaded the auth file"
+                ),
+                Err(err) => tracing::error!(error = %err, "kept the old tokens"),
+            }
         }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                Err(err) => tracing::error!(error = %err, "kept the old TLS certificate"),
+            }
+        }
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Starts a graceful shutdown: stop accepting, end watch streams, let
@@ -341,6 +355,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
         None => None,
     };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            };
+            Some(Arc::new(Tls::load(files).map_err(StartError::Config)?))
+        }
+        _ => None,
+    };
     // Before binding, so nothing answers until the data is there.
     let store = open_backend(config).await?;
     let listener = match bind(&config.listen).await {
@@ -397,7 +422,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         idle: config.idle_timeout,
     };
     let app = app(context, admission, body_limit);
-    let conn_config = Arc::new(ConnConfig::new(app, local_addr, timeouts));
+    let conn_config = Arc::new(ConnConfig::new(app, local_addr, timeouts, tls.clone()));
     let server = tokio::spawn(listener::run(
         listener,
         conn_config,
@@ -412,6 +437,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         server,
         store,
         auth,
+        tls,
     })
 }
 
@@ -424,8 +450,9 @@ pub async fn run(config: &Config) -> Result<(), StartError> {
     let signal = shutdown_signal();
     let reloads = reloads(&running);
     tracing::info!(
-        "kv-store {} listening on http://{} (Swagger UI at /docs)",
+        "kv-store {} listening on {}://{} (Swagger UI at /docs)",
         env!("CARGO_PKG_VERSION"),
+        running.scheme(),
         running.local_addr
     );
     tokio::select! {

@@ -74,7 +74,7 @@ impl ServerProcess {
             let line = logs
                 .recv_timeout(PATIENCE)
                 .expect("the server logs its address");
-            if let Some(at) = line.find("listening on http://") {
+            if let Some(at) = line.find("listening on http") {
                 let rest = &line[at + "listening on ".len()..];
                 break rest
                     .split_whitespace()
