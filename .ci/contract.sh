@@ -9,9 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== install contract tools"
-if ! command -v chromium >/dev/null; then
+# Chromium, and certutil and openssl for the HTTPS browser test's trusted CA.
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
   apt-get update
-  apt-get install -y --no-install-recommends chromium
+  apt-get install -y --no-install-recommends "${need[@]}"
 fi
 venv=target/contract-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -90,5 +95,5 @@ kill $etcd_pid
 rm -rf "$etcd_dir"
 cargo build
 
-echo "== Swagger UI and EventSource in Chromium"
+echo "== Swagger UI (also over HTTPS with a token) and EventSource in Chromium"
 (cd tests/browser && npm test --silent)

@@ -29,7 +29,8 @@ kv-store over a single-member etcd against etcd's own JSON gateway on the
 same member (GET, PUT, CAS req/s and CPU per request, kv-store's and
 etcd's), and 10k SSE watchers on one node against the watches etcd holds.
 `--only auth`: GET and PUT efficiency with `--auth-file` (a token on every
-request) against without it.
+request) against without it. `--only tls`: GET and PUT over HTTPS against
+the ceiling over the same TLS stack.
 
 Needs wrk and taskset (apt-get install wrk util-linux), and etcd for
 `--only etcd` (apt-get install etcd-server).
@@ -45,6 +46,7 @@ import os
 import re
 import resource
 import socket
+import ssl
 import shutil
 import statistics
 import subprocess
@@ -70,7 +72,7 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery", "hostile", "keyspace", "etcd", "auth"]
+                                 "durable", "recovery", "hostile", "keyspace", "etcd", "auth", "tls"]
 ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
@@ -131,9 +133,9 @@ def kv_server(*flags, fd_limit=None):
     )
 
 
-def hello_server():
+def hello_server(*tls):
     return Server(
-        [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{HELLO_PORT}"],
+        [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{HELLO_PORT}", *tls],
         HELLO_PORT,
     )
 
@@ -172,11 +174,11 @@ def prepare_kv(scenario):
 LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(port, script, seconds, connections, env=None):
+def wrk(port, script, seconds, connections, env=None, scheme="http"):
     """Runs wrk against `port`; returns requests, req/s and latency (ms)."""
     argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}",
             f"-d{seconds}s", "--latency", "-s", os.path.join(LUA, script),
-            f"http://127.0.0.1:{port}"]
+            f"{scheme}://127.0.0.1:{port}"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
                          env={**os.environ, **(env or {})}).stdout
     result = {
@@ -192,9 +194,9 @@ def wrk(port, script, seconds, connections, env=None):
     return result
 
 
-def measured(server, script, seconds, connections, env=None):
+def measured(server, script, seconds, connections, env=None, scheme="http"):
     before = server.cpu_seconds()
-    result = wrk(server.port, script, seconds, connections, env)
+    result = wrk(server.port, script, seconds, connections, env, scheme)
     result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
     return result
 
@@ -707,6 +709,43 @@ def auth_scenario(rounds, seconds):
     return out
 
 
+def tls_scenario(rounds, seconds):
+    """GET and PUT over HTTPS (kept-alive connections, so the handshake is
+    paid once per connection) against the ceiling served over the same TLS
+    stack (examples/hello.rs with a certificate), alternating rounds."""
+    tls_dir = tempfile.mkdtemp(prefix="kv-bench-tls-")
+    cert, key = os.path.join(tls_dir, "cert.pem"), os.path.join(tls_dir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    out = {}
+    for op, script in (("get", "get.lua"), ("put", "put.lua")):
+        kv_rounds, hello_rounds = [], []
+        for round_ in range(rounds):
+            order = ("hello", "kv") if round_ % 2 == 0 else ("kv", "hello")
+            for which in order:
+                if which == "kv":
+                    server = kv_server("--tls-cert", cert, "--tls-key", key)
+                    body = b"v" * 100
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"https://127.0.0.1:{KV_PORT}/store/bench-key", data=body, method="PUT"),
+                        context=ssl._create_unverified_context())
+                    kv_rounds.append(measured(server, script, seconds, 32, scheme="https"))
+                else:
+                    server = hello_server(cert, key)
+                    hello_rounds.append(measured(server, script, seconds, 32, scheme="https"))
+                server.stop()
+        kv_cpu, hello_cpu = median(kv_rounds, "cpu_us"), median(hello_rounds, "cpu_us")
+        out[op] = {"kv_rps": median(kv_rounds, "rps"), "ceiling_rps": median(hello_rounds, "rps"),
+                   "kv_cpu_us": kv_cpu, "ceiling_cpu_us": hello_cpu,
+                   "efficiency": hello_cpu / kv_cpu, "kv_non_2xx": median(kv_rounds, "non_2xx")}
+        print("tls", op, json.dumps(out[op]), file=sys.stderr)
+    shutil.rmtree(tls_dir, ignore_errors=True)
+    return out
+
+
 def main():
     global KV_BINARY
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -752,6 +791,8 @@ def main():
         results["etcd"] = etcd_scenario(args.rounds, args.seconds, args.watchers)
     if "auth" in only:
         results["auth"] = auth_scenario(args.rounds, args.seconds)
+    if "tls" in only:
+        results["tls"] = tls_scenario(args.rounds, args.seconds)
     if "hostile" in only:
         raise_fd_limit()
         results["hostile"] = hostile_scenario()

@@ -11,17 +11,17 @@ import { chromium } from "playwright-core";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 /** Starts the server binary (KV_STORE_BIN, default target/debug/kv-store) on
- * an ephemeral port; resolves once it logs its address. */
-export function startServer() {
+ * an ephemeral port, with `flags`; resolves once it logs its address. */
+export function startServer(flags = []) {
   const binary = process.env.KV_STORE_BIN ?? path.join(root, "target/debug/kv-store");
-  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0"], {
+  const child = spawn(binary, ["--listen", "127.0.0.1:0", "--rate-limit", "0", ...flags], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
     let log = "";
     const onData = (chunk) => {
       log += chunk;
-      const match = /listening on (http:\/\/[0-9.:]+)/.exec(log);
+      const match = /listening on (https?:\/\/[0-9.:]+)/.exec(log);
       if (match) {
         child.stdout.off("data", onData);
         child.stdout.resume(); // keep draining the log
@@ -36,11 +36,13 @@ export function startServer() {
 }
 
 /** Debian's Chromium, headless, with a fresh profile and nothing that reaches
- * for the (closed) outside network. */
-export async function launchBrowser() {
+ * for the (closed) outside network; `env` adds to its environment (a HOME
+ * whose NSS database trusts a test CA, say). */
+export async function launchBrowser(env = {}) {
   const profile = mkdtempSync(path.join(tmpdir(), "kv-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    env: { ...process.env, ...env },
     headless: true,
     viewport: { width: 1280, height: 900 },
     args: [
