@@ -122,3 +122,20 @@ export async function startProxy(target) {
     },
   };
 }
+
+/** Opens an operation in Swagger UI on `page`, presses "Try it out", lets
+ * `fill` fill its parameters, executes it and returns the live response's
+ * status and body element. */
+export async function tryItOut(page, operationId, fill) {
+  const block = page.locator(`.opblock[id$="-${operationId}"]`);
+  await block.locator(".opblock-summary").first().click();
+  await block.locator(".try-out__btn").click();
+  await fill(block);
+  await block.locator(".execute").click();
+  const response = block.locator(".live-responses-table .response").first();
+  await response.waitFor();
+  return {
+    status: (await response.locator(".response-col_status").innerText()).trim(),
+    body: block.locator(".live-responses-table .response-col_description pre").first(),
+  };
+}

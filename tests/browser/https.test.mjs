@@ -9,7 +9,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { launchBrowser, startServer } from "./harness.mjs";
+import { launchBrowser, startServer, tryItOut } from "./harness.mjs";
 
 const token = "kvs_browser-test-token";
 let dir;
@@ -60,20 +60,6 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function tryItOut(operationId, fill) {
-  const block = page.locator(`.opblock[id$="-${operationId}"]`);
-  await block.locator(".opblock-summary").first().click();
-  await block.locator(".try-out__btn").click();
-  await fill(block);
-  await block.locator(".execute").click();
-  const response = block.locator(".live-responses-table .response").first();
-  await response.waitFor();
-  return {
-    status: (await response.locator(".response-col_status").innerText()).trim(),
-    body: block.locator(".live-responses-table .response-col_description pre").first(),
-  };
-}
-
 test("over HTTPS, a token entered in Authorize lets Try it out write and read", async () => {
   await page.goto(`${server.url}/docs`);
   await page.locator(".opblock").first().waitFor();
@@ -84,7 +70,7 @@ test("over HTTPS, a token entered in Authorize lets Try it out write and read", 
   await dialog.locator(".auth-btn-wrapper .authorize").click();
   await dialog.locator(".btn-done, .close-modal").first().click();
 
-  const put = await tryItOut("put_key", async (block) => {
+  const put = await tryItOut(page, "put_key", async (block) => {
     await block.locator('tr[data-param-name="key"] input').fill("https-key");
     await block.locator('input[type="file"]').setInputFiles({
       name: "value.txt",
@@ -93,7 +79,7 @@ test("over HTTPS, a token entered in Authorize lets Try it out write and read", 
     });
   });
   assert.equal(put.status, "201");
-  const get = await tryItOut("get_key", async (block) => {
+  const get = await tryItOut(page, "get_key", async (block) => {
     await block.locator('tr[data-param-name="key"] input').fill("https-key");
   });
   assert.equal(get.status, "200");

@@ -2,7 +2,7 @@
 // "Try it out" writes a key and reads it back.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { launchBrowser, startServer } from "./harness.mjs";
+import { launchBrowser, startServer, tryItOut } from "./harness.mjs";
 
 let server;
 let browser;
@@ -38,25 +38,11 @@ test("/docs renders every operation in the spec", async () => {
   }
 });
 
-async function tryItOut(operationId, fill) {
-  const block = page.locator(`.opblock[id$="-${operationId}"]`);
-  await block.locator(".opblock-summary").first().click();
-  await block.locator(".try-out__btn").click();
-  await fill(block);
-  await block.locator(".execute").click();
-  const response = block.locator(".live-responses-table .response").first();
-  await response.waitFor();
-  return {
-    status: (await response.locator(".response-col_status").innerText()).trim(),
-    body: block.locator(".live-responses-table .response-col_description pre").first(),
-  };
-}
-
 test('"Try it out": PUT a value, then GET shows it', async () => {
   await page.goto(`${server.url}/docs`);
   await page.locator(".opblock").first().waitFor();
 
-  const put = await tryItOut("put_key", async (block) => {
+  const put = await tryItOut(page, "put_key", async (block) => {
     await block.locator('tr[data-param-name="key"] input').fill("swagger-key");
     await block.locator('input[type="file"]').setInputFiles({
       name: "value.txt",
@@ -66,7 +52,7 @@ test('"Try it out": PUT a value, then GET shows it', async () => {
   });
   assert.equal(put.status, "201");
 
-  const get = await tryItOut("get_key", async (block) => {
+  const get = await tryItOut(page, "get_key", async (block) => {
     await block.locator('tr[data-param-name="key"] input').fill("swagger-key");
   });
   assert.equal(get.status, "200");
