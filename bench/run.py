@@ -84,7 +84,7 @@ def raise_fd_limit():
 class Server:
     """A server process pinned to the server core."""
 
-    def __init__(self, argv, port, fd_limit=None):
+    def __init__(self, argv, port, fd_limit=None, env=None):
         self.port = port
         if fd_limit:
             # sh's ulimit sets the hard limit too: the server cannot raise it.
@@ -94,6 +94,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=raise_fd_limit,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -299,21 +300,38 @@ def memory_scenario(keys):
             "bytes_per_key_at_once": (at_once - before) / keys, "load_seconds": elapsed}
 
 
-def fanout(server, watchers):
+def fanout(server, watchers, markers=()):
     """examples/fanout against `server`: `watchers` SSE watchers of one key,
-    one PUT, and what delivering it cost."""
+    one PUT, and what delivering it cost. `markers`: what marks a watch as
+    open and the PUT's event, for a server other than kv-store."""
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
-         f"127.0.0.1:{KV_PORT}", str(watchers), str(server.proc.pid)],
+         f"127.0.0.1:{server.port}", str(watchers), str(server.proc.pid), *markers],
         capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
     ).stdout
     return json.loads(out)
 
 
-def fanout_scenario(watchers):
+# The seed (LambdaP/kv_store, axum): its watch opens with `event: WATCH key
+# K` and a write is `event: PUT key K`; it listens on KV_STORE_PORT.
+ANCHOR_PORT = 3202
+ANCHOR_MARKERS = ("event: WATCH key", "event: PUT key")
+
+
+def anchor_server(binary):
+    """The anchor binary pinned to the server core, like kv-store."""
+    return Server([binary], ANCHOR_PORT, env={"KV_STORE_PORT": str(ANCHOR_PORT)})
+
+
+def fanout_scenario(watchers, anchor=None):
+    """The fan-out, and with `anchor` the same for the seed, in one run."""
     server = kv_server()
     out = fanout(server, watchers)
     server.stop()
+    if anchor:
+        seed = anchor_server(anchor)
+        out = {"kv": out, "anchor": fanout(seed, watchers, ANCHOR_MARKERS)}
+        seed.stop()
     return out
 
 
@@ -757,6 +775,9 @@ def main():
     parser.add_argument("--watchers", type=int, default=10_000)
     parser.add_argument("--kv-binary", default=KV_BINARY,
                         help="the kv-store to measure (e.g. an older build, for A/B)")
+    parser.add_argument("--anchor-binary",
+                        help="the seed's server (LambdaP/kv_store, built outside this repo with "
+                             "its rate limit removed), measured beside kv-store in the fan-out")
     args = parser.parse_args()
     KV_BINARY = os.path.abspath(args.kv_binary)
     only = args.only.split(",")
@@ -779,7 +800,7 @@ def main():
     if "memory" in only:
         results["memory"] = memory_scenario(args.keys)
     if "fanout" in only:
-        results["fanout"] = fanout_scenario(args.watchers)
+        results["fanout"] = fanout_scenario(args.watchers, args.anchor_binary)
     if "durable" in only:
         results["durable"] = durable_scenario(args.rounds, args.seconds)
         print("durable", json.dumps(results["durable"]), file=sys.stderr)

@@ -2,9 +2,12 @@
 //! the key once and measures how long each watcher takes to see the event.
 //! Prints one JSON line. Run by `bench/run.py`, which raises the fd limit.
 //!
-//! `cargo run --release --example fanout -- ADDR WATCHERS SERVER_PID`
+//! `cargo run --release --example fanout -- ADDR WATCHERS SERVER_PID [READY EVENT]`
+//! (READY and EVENT: the text that marks a watch as open and the PUT's
+//! event; by default kv-store's `event: snapshot` and `event: put`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,6 +90,19 @@ async fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let watchers: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let pid: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    // What marks a watch as open and the PUT's event, so another server
+    // (the seed, as an anchor: `event: WATCH key`, `event: PUT key`) can be
+    // measured the same way.
+    let ready: Arc<[u8]> = args
+        .next()
+        .unwrap_or_else(|| "event: snapshot".to_owned())
+        .into_bytes()
+        .into();
+    let event: Arc<[u8]> = args
+        .next()
+        .unwrap_or_else(|| "event: put".to_owned())
+        .into_bytes()
+        .into();
 
     let before = rss_bytes(pid);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
@@ -96,13 +112,12 @@ async fn main() -> std::io::Result<()> {
         let mut stream = connect(server, index).await?;
         let (ready_tx, done_tx) = (ready_tx.clone(), done_tx.clone());
         let mut start = start_tx.subscribe();
+        let (ready, event) = (ready.clone(), event.clone());
         tokio::spawn(async move {
             let request = format!("GET /watch_key/{KEY} HTTP/1.1\r\nHost: bench\r\n\r\n");
             let mut seen = Vec::new();
             if stream.write_all(request.as_bytes()).await.is_err()
-                || read_until(&mut stream, &mut seen, b"event: snapshot")
-                    .await
-                    .is_err()
+                || read_until(&mut stream, &mut seen, &ready).await.is_err()
             {
                 return;
             }
@@ -110,10 +125,7 @@ async fn main() -> std::io::Result<()> {
             let Ok(started) = start.recv().await else {
                 return;
             };
-            if read_until(&mut stream, &mut seen, b"event: put")
-                .await
-                .is_ok()
-            {
+            if read_until(&mut stream, &mut seen, &event).await.is_ok() {
                 let _ = done_tx.send(started.elapsed());
             }
         });
