@@ -161,6 +161,8 @@ async fn batches_are_validated() {
         json!([{"method": "GET"}]),
         json!([{"method": "GET", "key": 5}]),
         json!([{"method": "PUT", "key": "a", "value": true}]),
+        json!([{"method": "GET", "key": "a", "ttl": 6_598_271_035_371_912_192_u64}]),
+        json!([{"method": "DELETE", "key": "a", "ttl": 0}]),
         json!({"method": "GET", "key": "a"}),
     ] {
         let body = problem(

@@ -157,6 +157,9 @@ impl BatchApi {
             })
         };
         let key = self.0.key(&op.key).map_err(at)?;
+        // Checked whatever the method: the spec bounds the field for all
+        // (a GET ignores it, but a bad one is still a bad request).
+        let ttl = self.0.ttl(op.ttl).map_err(at)?;
         let (action, condition) = match op.method {
             Method::Get => (Action::Get, Condition::Always),
             Method::Delete => (Action::Delete, Condition::Always),
@@ -165,7 +168,7 @@ impl BatchApi {
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
                     value: Value::from(value),
-                    ttl: self.0.ttl(op.ttl).map_err(at)?,
+                    ttl,
                 };
                 let condition = match op.method {
                     Method::Cas => Condition::Value(op.expected.map(Value::from)),
