@@ -62,27 +62,25 @@ pub async fn serve<E>(
     // Answers go out in one writev; waiting for an ACK (Nagle) only adds
     // latency to small responses.
     let _ = stream.set_nodelay(true);
-    if config.tls.is_none() {
+    let Some(tls) = config.tls.clone() else {
         let io = GuardedIo::new(stream, shared.clone(), config.timeouts);
         return serve_io(config, io, Scheme::HTTP, peer, shared).await;
-    }
+    };
     // Boxed: a TLS connection's state (rustls' session inline) would
     // otherwise size every connection's task, clear-text ones included.
-    Box::pin(serve_tls(config, stream, peer, shared)).await;
+    Box::pin(serve_tls(config, &tls, stream, peer, shared)).await;
 }
 
 /// Serves a connection over TLS (the server has a certificate).
 async fn serve_tls<E>(
     config: Arc<ConnConfig<E>>,
+    tls: &Tls,
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
 {
-    let Some(tls) = &config.tls else {
-        return;
-    };
     // The handshake counts toward the head's deadline: a client that stalls
     // in it holds a connection like one that stalls in its head.
     let acceptor = tls.acceptor();
