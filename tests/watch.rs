@@ -60,6 +60,38 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
     assert_eq!(snapshot[0].data["revision"], synced);
 }
 
+/// A watch opened after a write was acknowledged shows that write: on etcd
+/// the node's own watch may not have seen it yet, so this repeats the race.
+#[tokio::test]
+async fn a_watch_opened_after_a_write_sees_it_in_its_snapshot() {
+    let server = TestServer::start(&[]).await;
+    for round in 0..40 {
+        let value = round.to_string();
+        let written = revision(&server.put("k", &value).await);
+        let mut key = watch_key(&server, "k", None).await;
+        let (snapshot, synced) = key.snapshot().await;
+        assert_eq!(snapshot[0].value(), Some(value.as_str()), "round {round}");
+        assert_eq!(synced, written, "round {round}");
+
+        let watch = server
+            .request(Method::GET, "/watch")
+            .query(&[("prefix", "k")]);
+        let mut prefix = Sse::new(watch.send().await.expect("watch"));
+        let (snapshot, synced) = prefix.snapshot().await;
+        assert_eq!(snapshot.len(), 1, "round {round}");
+        assert_eq!(snapshot[0].value(), Some(value.as_str()), "round {round}");
+        assert_eq!(synced, written, "round {round}");
+
+        // The live stream starts right after the snapshot: the next write
+        // is the next event, not one the snapshot already held.
+        let next = revision(&server.put("k", "next").await);
+        let event = key.next().await.expect("the next write");
+        assert_eq!(event.id, Some(next), "round {round}");
+        let event = prefix.next().await.expect("the next write");
+        assert_eq!(event.id, Some(next), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn a_multi_key_watch_under_concurrent_writers_sees_every_event_in_order() {
     let server = TestServer::start(&[]).await;

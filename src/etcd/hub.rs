@@ -6,8 +6,9 @@
 //! and a local window of recent events, the same [`Watchers`] and
 //! [`History`] the memory store uses: so slow-client limits, resume
 //! within the window and SSE framing behave alike on both backends. A
-//! snapshot is read from etcd at the revision the node's watch has reached
-//! when the client registers, so snapshot and live events meet exactly.
+//! snapshot is read from etcd at its newest revision (the node's own watch
+//! may lag a write that was already acknowledged), and the live events up
+//! to that revision are skipped, so snapshot and live events meet exactly.
 //!
 //! When the etcd watch breaks (etcd down, no leader) every stream ends and
 //! clients resume from their last ids once the node's watch is back (503
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse};
+use etcd_client::{EventType, GetOptions, GetResponse, WatchOptions, WatchResponse};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
@@ -224,7 +225,7 @@ impl EtcdStore {
             }
             _ => None,
         };
-        let (current, oldest, replay, snapshot_at, skip_through, id, live) = {
+        let (oldest, replay, snapshot, skip_through, id, live) = {
             let mut state = self.inner.hub.state.lock();
             if !state.live {
                 return Err(WatchError::Unavailable(
@@ -233,7 +234,7 @@ impl EtcdStore {
             }
             let current = state.revision;
             let oldest = state.history.oldest_revision(current);
-            let (replay, snapshot_at, skip_through) = match since {
+            let (replay, snapshot, skip_through) = match since {
                 Some(since) if since.revision > current => {
                     let newest = etcd_revision.unwrap_or(current);
                     if since.revision > newest {
@@ -242,16 +243,16 @@ impl EtcdStore {
                             oldest,
                         });
                     }
-                    (Vec::new(), None, Some(since))
+                    (Vec::new(), false, Some(since))
                 }
-                Some(since) => (state.history.replay(since, &watched), None, None),
-                None => (Vec::new(), Some(current), None),
+                Some(since) => (state.history.replay(since, &watched), false, None),
+                None => (Vec::new(), true, None),
             };
             let (id, live) = state
                 .watchers
                 .register(watched.clone(), closer)
                 .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
-            (current, oldest, replay, snapshot_at, skip_through, id, live)
+            (oldest, replay, snapshot, skip_through, id, live)
         };
         bump(&self.inner.counters.open_watches);
         let registered = Registered {
@@ -265,12 +266,11 @@ impl EtcdStore {
             }
             _ => None,
         };
-        let snapshot = snapshot_at.map(|at| self.snapshot(watched, at));
+        let snapshot = snapshot.then(|| self.snapshot(watched));
         Ok(EtcdWatch {
             earlier,
             replay: replay.into(),
             snapshot,
-            snapshot_at: snapshot_at.unwrap_or(current),
             live,
             skip_through,
             _registered: registered,
@@ -399,17 +399,37 @@ impl EtcdStore {
         .boxed())
     }
 
-    /// The watched keys and prefixes as they were at revision `at`, read
-    /// from etcd a key or a chunk at a time as the client takes them; an
-    /// `Err` item ends the stream (etcd failed or compacted `at`).
-    fn snapshot(&self, watched: Watched, at: u64) -> BoxStream<'static, Result<Event, Failure>> {
+    /// The watched keys and prefixes as they are in etcd now, read a key
+    /// or a chunk at a time as the client takes them: the first read takes
+    /// etcd's newest revision and the rest read at that revision; the
+    /// stream ends with [`Snapshot::Through`] it. An `Err` item ends the
+    /// stream (etcd failed, or compacted the revision between chunks).
+    fn snapshot(&self, watched: Watched) -> BoxStream<'static, Result<Snapshot, Failure>> {
         struct Reading {
             store: EtcdStore,
             keys: VecDeque<Key>,
             prefixes: VecDeque<Key>,
             after: Option<Vec<u8>>,
             chunk: VecDeque<Event>,
+            /// 0 until the first read has answered ("newest" to etcd).
             at: u64,
+        }
+        impl Reading {
+            async fn read(
+                &mut self,
+                key: Vec<u8>,
+                options: GetOptions,
+            ) -> Result<GetResponse, Failure> {
+                let at = i64::try_from(self.at).unwrap_or(i64::MAX);
+                let answer = self
+                    .store
+                    .read(key, Some(options.with_revision(at)))
+                    .await?;
+                if self.at == 0 {
+                    self.at = answer.header().map_or(0, |h| revision(h.revision()));
+                }
+                Ok(answer)
+            }
         }
         let reading = Reading {
             store: self.clone(),
@@ -417,19 +437,17 @@ impl EtcdStore {
             prefixes: watched.prefixes.into(),
             after: None,
             chunk: VecDeque::new(),
-            at,
+            at: 0,
         };
-        let revision_at = i64::try_from(at).unwrap_or(i64::MAX);
         futures_util::stream::unfold(Some(reading), move |reading| async move {
             let mut r = reading?;
             loop {
                 if let Some(event) = r.chunk.pop_front() {
-                    return Some((Ok(event), Some(r)));
+                    return Some((Ok(Snapshot::Event(event)), Some(r)));
                 }
                 if let Some(key) = r.keys.pop_front() {
-                    let options = GetOptions::new().with_revision(revision_at);
-                    let read = r.store.read(r.store.full(&key), Some(options)).await;
-                    let event = match read {
+                    let full = r.store.full(&key);
+                    let event = match r.read(full, GetOptions::new()).await {
                         Ok(answer) => match answer.kvs().first() {
                             Some(found) => {
                                 Event::live(r.at, EventKind::Snapshot, r.store.entry(found))
@@ -438,9 +456,11 @@ impl EtcdStore {
                         },
                         Err(failure) => return Some((Err(failure), None)),
                     };
-                    return Some((Ok(event), Some(r)));
+                    return Some((Ok(Snapshot::Event(event)), Some(r)));
                 }
-                let prefix = r.prefixes.front()?.clone();
+                let Some(prefix) = r.prefixes.front().cloned() else {
+                    return Some((Ok(Snapshot::Through(r.at)), None));
+                };
                 let full = r.store.full(&prefix);
                 let start = match r.after.take() {
                     Some(mut after) => {
@@ -451,9 +471,8 @@ impl EtcdStore {
                 };
                 let options = GetOptions::new()
                     .with_range(super::range::prefix_end(&full))
-                    .with_limit(SNAPSHOT_CHUNK)
-                    .with_revision(revision_at);
-                let answer = match r.store.read(start, Some(options)).await {
+                    .with_limit(SNAPSHOT_CHUNK);
+                let answer = match r.read(start, options).await {
                     Ok(answer) => answer,
                     Err(failure) => return Some((Err(failure), None)),
                 };
@@ -471,6 +490,13 @@ impl EtcdStore {
         })
         .boxed()
     }
+}
+
+/// What a snapshot stream yields: the watched keys, then the revision they
+/// were read at.
+enum Snapshot {
+    Event(Event),
+    Through(u64),
 }
 
 /// A watcher's place in the hub, given up when its stream is dropped.
@@ -493,8 +519,7 @@ struct EtcdWatch {
     /// Events older than the node's window, read from etcd.
     earlier: Option<BoxStream<'static, Result<Event, Failure>>>,
     replay: VecDeque<Event>,
-    snapshot: Option<BoxStream<'static, Result<Event, Failure>>>,
-    snapshot_at: u64,
+    snapshot: Option<BoxStream<'static, Result<Snapshot, Failure>>>,
     live: Receiver,
     /// Live events up to here were seen through another node already.
     skip_through: Option<Position>,
@@ -522,15 +547,21 @@ impl Stream for EtcdWatch {
         if let Some(snapshot) = &mut this.snapshot {
             return match snapshot.poll_next_unpin(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(this.live.deliver(event))),
+                Poll::Ready(Some(Ok(Snapshot::Event(event)))) => {
+                    Poll::Ready(Some(this.live.deliver(event)))
+                }
+                Poll::Ready(Some(Ok(Snapshot::Through(at)))) => {
+                    // The hub may not have published up to `at` yet: the
+                    // snapshot already holds those events.
+                    this.snapshot = None;
+                    this.skip_through = Some(Position::after(at));
+                    Poll::Ready(Some(WatchItem::Synced(at)))
+                }
                 Poll::Ready(Some(Err(failure))) => {
                     tracing::warn!(error = %failure, "a watch snapshot could not be read");
                     Poll::Ready(None)
                 }
-                Poll::Ready(None) => {
-                    this.snapshot = None;
-                    Poll::Ready(Some(WatchItem::Synced(this.snapshot_at)))
-                }
+                Poll::Ready(None) => Poll::Ready(None),
             };
         }
         loop {
