@@ -33,6 +33,7 @@ fn latency_histogram() -> Histogram {
 pub struct ConnectionCounters {
     open: AtomicU64,
     rejected: AtomicU64,
+    lean_watches: AtomicU64,
 }
 
 impl ConnectionCounters {
@@ -46,6 +47,11 @@ impl ConnectionCounters {
 
     pub fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A watch request was served by the lean connection path.
+    pub fn lean_watch(&self) {
+        self.lean_watches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -204,6 +210,14 @@ impl Collector for ConnectionCollector {
             None,
             rejected.metric_type(),
         )?)?;
+        let lean = ConstCounter::new(self.0.lean_watches.load(Ordering::Relaxed));
+        lean.encode(encoder.encode_descriptor(
+            "lean_watch_requests",
+            "Watch requests served by the lean connection path (an HTTP/1.1 connection \
+             whose first request is a watch) rather than by hyper",
+            None,
+            lean.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -234,5 +248,6 @@ mod tests {
         assert!(text.contains("kv_expired_keys_total 0"), "{text}");
         assert!(text.contains("kv_connections 0"), "{text}");
         assert!(text.contains("kv_rejected_connections_total 0"), "{text}");
+        assert!(text.contains("kv_lean_watch_requests_total 0"), "{text}");
     }
 }

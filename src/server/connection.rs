@@ -1,5 +1,6 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2 (prior knowledge)
-//! through hyper, each request handed to the poem application.
+//! through hyper, each request handed to the poem application; a
+//! connection that opens with a watch is served by [`super::lean_watch`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -22,8 +23,11 @@ use tokio::net::TcpStream;
 
 use super::body_timeout::TimedBody;
 use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
+use super::lean_watch::{self, Opening, Served};
+use super::rewind::Rewind;
 use super::tls::Tls;
 use crate::api::{self, ConnectionCloser};
+use crate::metrics::ConnectionCounters;
 use crate::store::Closer;
 
 /// Everything a connection needs from the server.
@@ -34,16 +38,24 @@ pub struct ConnConfig<E> {
     pub builder: auto::Builder<TokioExecutor>,
     /// HTTPS only, when set.
     pub tls: Option<Arc<Tls>>,
+    pub counters: Arc<ConnectionCounters>,
 }
 
 impl<E> ConnConfig<E> {
-    pub fn new(app: E, local_addr: SocketAddr, timeouts: Timeouts, tls: Option<Arc<Tls>>) -> Self {
+    pub fn new(
+        app: E,
+        local_addr: SocketAddr,
+        timeouts: Timeouts,
+        tls: Option<Arc<Tls>>,
+        counters: Arc<ConnectionCounters>,
+    ) -> Self {
         Self {
             app,
             local_addr,
             timeouts,
             builder: auto::Builder::new(TokioExecutor::new()),
             tls,
+            counters,
         }
     }
 }
@@ -100,10 +112,56 @@ async fn serve_tls<E>(
     serve_io(config, io, Scheme::HTTPS, peer, shared).await;
 }
 
-/// Serves HTTP on `io` (plain or TLS).
+/// Serves HTTP on `io` (plain or TLS): the lean path while the client
+/// sends watch requests, hyper from its first other request on.
 async fn serve_io<E, S>(
     config: Arc<ConnConfig<E>>,
-    io: GuardedIo<S>,
+    mut io: GuardedIo<S>,
+    scheme: Scheme,
+    peer: SocketAddr,
+    shared: Arc<ConnShared>,
+) where
+    E: Endpoint<Output = Response> + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut read = BytesMut::new();
+    loop {
+        let opening = tokio::select! {
+            biased;
+            _ = shared.signalled(false) => return,
+            opening = lean_watch::read(&mut io, &mut read) => opening,
+        };
+        let request = match opening {
+            Opening::Watch(request) => request,
+            Opening::Other => break,
+            Opening::Gone => return,
+        };
+        let served = lean_watch::serve(
+            &config,
+            &mut io,
+            &mut read,
+            request,
+            scheme.clone(),
+            peer,
+            &shared,
+        );
+        let served = tokio::select! {
+            biased;
+            _ = shared.signalled(true) => return,
+            served = served => served,
+        };
+        if let Served::Close = served {
+            return;
+        }
+    }
+    let io = Rewind::new(read.freeze(), io);
+    serve_hyper(config, io, scheme, peer, shared).await;
+}
+
+/// Serves the rest of a connection through hyper.
+async fn serve_hyper<E, S>(
+    config: Arc<ConnConfig<E>>,
+    io: S,
     scheme: Scheme,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
@@ -186,10 +244,10 @@ fn may_have_body(request: &Request) -> bool {
 /// Counts a request as in flight from the moment hyper hands it over until
 /// its response body is done with: the connection's idle deadline does not
 /// run meanwhile (a watch stream is in flight as long as it is open).
-struct InFlight(Arc<ConnShared>);
+pub(super) struct InFlight(Arc<ConnShared>);
 
 impl InFlight {
-    fn start(shared: Arc<ConnShared>) -> Self {
+    pub(super) fn start(shared: Arc<ConnShared>) -> Self {
         shared.request_started();
         Self(shared)
     }

@@ -6,9 +6,11 @@ mod body_timeout;
 mod connection;
 mod errors;
 mod guarded_io;
+mod lean_watch;
 mod listener;
 mod observe;
 mod raw_response;
+mod rewind;
 mod tls;
 
 use std::io;
@@ -422,7 +424,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         idle: config.idle_timeout,
     };
     let app = app(context, admission, body_limit);
-    let conn_config = Arc::new(ConnConfig::new(app, local_addr, timeouts, tls.clone()));
+    let conn_config = Arc::new(ConnConfig::new(
+        app,
+        local_addr,
+        timeouts,
+        tls.clone(),
+        connections.clone(),
+    ));
     let server = tokio::spawn(listener::run(
         listener,
         conn_config,

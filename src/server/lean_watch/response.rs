@@ -1,0 +1,265 @@
+//! An answer written to the socket without hyper: the head as hyper writes
+//! it for HTTP/1.1, then the body, chunked when its length is unknown, each
+//! chunk straight from the body's own `Bytes`.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body as HttpBody;
+use poem::http::{self, StatusCode, header};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How a body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` (also for no body at all).
+    Length,
+    Chunked,
+}
+
+/// The most buffers one `writev` takes (a snapshot's frames coalesce).
+const MAX_SLICES: usize = 64;
+
+/// How much of the body is pulled ahead of the socket. Frames wait in
+/// the store's queue otherwise, where `--watch-queue-bytes` counts them.
+const MAX_QUEUED: usize = 48;
+
+/// Bytes a client may send during a stream (a pipelined request) before
+/// the connection stops reading, as hyper stops when its buffer is full.
+const MAX_PIPELINED: usize = 8 * 1024;
+
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The response head hyper would write for `head` and a body of `size`
+/// (`None`: unknown), and how the body must be framed.
+pub fn encode_head(
+    head: &mut http::response::Parts,
+    size: Option<u64>,
+    keep_alive: bool,
+) -> (Vec<u8>, Framing) {
+    if !keep_alive && !head.headers.contains_key(header::CONNECTION) {
+        head.headers
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    let framing = match size {
+        _ if bodiless || head.headers.contains_key(header::CONTENT_LENGTH) => Framing::Length,
+        Some(len) => {
+            out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+            Framing::Length
+        }
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+    };
+    if !head.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, framing)
+}
+
+/// Why an answer stopped before its end.
+#[derive(Debug)]
+pub enum Cut {
+    /// The client closed its side (HTTP/1 has no half-close here, as in
+    /// hyper by default) or the socket failed.
+    Socket,
+    /// The body failed.
+    Body(io::Error),
+}
+
+/// Writes `head`, then `body` framed as `framing`, watching the socket
+/// meanwhile: a client that leaves ends the answer at once, and bytes it
+/// sends (a pipelined request) are kept in `read`.
+pub async fn send<S, B>(
+    io: &mut S,
+    read: &mut BytesMut,
+    head: Vec<u8>,
+    body: B,
+    framing: Framing,
+) -> Result<(), Cut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: HttpBody<Data = Bytes, Error = io::Error> + Unpin,
+{
+    let mut out = Outgoing::default();
+    out.push(Bytes::from(head));
+    let mut body = Some(body);
+    poll_fn(|cx| {
+        loop {
+            poll_client(io, read, cx).map_err(|_| Cut::Socket)?;
+            while out.parts.len() < MAX_QUEUED
+                && let Some(open) = body.as_mut()
+            {
+                match Pin::new(open).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            out.data(data, framing);
+                        }
+                    }
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(Cut::Body(err))),
+                    Poll::Ready(None) => {
+                        body = None;
+                        if framing == Framing::Chunked {
+                            out.push(Bytes::from_static(LAST_CHUNK));
+                        }
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if out.parts.is_empty() {
+                ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(|_| Cut::Socket)?;
+                return match body {
+                    None => Poll::Ready(Ok(())),
+                    Some(_) => Poll::Pending,
+                };
+            }
+            ready!(out.poll_write(io, cx)).map_err(|_| Cut::Socket)?;
+        }
+    })
+    .await
+}
+
+/// Reads what the client sends while the answer goes out: an end of
+/// stream is an error (the client left).
+fn poll_client<S: AsyncRead + Unpin>(
+    io: &mut S,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    while read.len() < MAX_PIPELINED {
+        let mut scratch = [0u8; 512];
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Poll::Ready(Ok(())) => read.extend_from_slice(buf.filled()),
+            Poll::Ready(Err(err)) => return Err(err),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// The bytes queued for the socket, written with `writev` as they are.
+#[derive(Default)]
+struct Outgoing {
+    parts: VecDeque<Bytes>,
+}
+
+impl Outgoing {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.parts.push_back(bytes);
+        }
+    }
+
+    fn data(&mut self, data: Bytes, framing: Framing) {
+        if data.is_empty() {
+            return;
+        }
+        match framing {
+            Framing::Length => self.push(data),
+            Framing::Chunked => {
+                self.push(Bytes::from(format!("{:X}\r\n", data.len())));
+                self.push(data);
+                self.push(Bytes::from_static(b"\r\n"));
+            }
+        }
+    }
+
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = self.parts.len().min(MAX_SLICES);
+        for (slice, part) in slices.iter_mut().zip(&self.parts) {
+            *slice = IoSlice::new(part);
+        }
+        let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        while let Some(front) = self.parts.front_mut() {
+            if written < front.len() {
+                front.advance(written);
+                break;
+            }
+            written -= front.len();
+            self.parts.pop_front();
+        }
+        if self.parts.is_empty() && self.parts.capacity() > 8 {
+            // A snapshot's burst is over: an idle watcher holds no queue.
+            self.parts = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_is_what_hyper_writes() {
+        let response = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(())
+            .expect("response");
+        let (mut head, ()) = response.into_parts();
+        let (bytes, framing) = encode_head(&mut head, None, false);
+        let text = String::from_utf8(bytes).expect("ascii");
+        let (before_date, date) = text.split_once("date: ").expect("a date");
+        assert_eq!(
+            before_date,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+             connection: close\r\ntransfer-encoding: chunked\r\n"
+        );
+        assert!(date.ends_with(" GMT\r\n\r\n"), "{date}");
+        assert_eq!(framing, Framing::Chunked);
+
+        let (mut head, ()) = http::Response::new(()).into_parts();
+        head.status = StatusCode::BAD_REQUEST;
+        let (bytes, framing) = encode_head(&mut head, Some(12), true);
+        let text = String::from_utf8(bytes).expect("ascii");
+        assert!(
+            text.starts_with("HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\ndate: "),
+            "{text}"
+        );
+        assert_eq!(framing, Framing::Length);
+    }
+
+    #[test]
+    fn chunks_are_sized_in_hex() {
+        let mut out = Outgoing::default();
+        out.data(Bytes::from(vec![b'x'; 255]), Framing::Chunked);
+        let sent: Vec<u8> = out.parts.iter().flatten().copied().collect();
+        assert!(sent.starts_with(b"FF\r\nxx"));
+        assert!(sent.ends_with(b"xx\r\n"));
+    }
+}
