@@ -155,7 +155,9 @@ async fn serve_io<E, S>(
         }
     }
     let io = Rewind::new(read.freeze(), io);
-    serve_hyper(config, io, scheme, peer, shared).await;
+    // Boxed: hyper's connection state would otherwise size the task of
+    // every connection, watch connections (which never get here) too.
+    Box::pin(serve_hyper(config, io, scheme, peer, shared)).await;
 }
 
 /// Serves the rest of a connection through hyper.

@@ -66,8 +66,10 @@ where
     } = *request;
     let closer: Closer = shared.clone();
     let request = poem_request(head, body, config.local_addr, peer, scheme, closer);
+    // Boxed: the application's future (8.5 KB) would otherwise stay in
+    // the connection's task for as long as the stream it opened.
     let response: http::Response<BoxBody<Bytes, std::io::Error>> =
-        config.app.get_response(request).await.into();
+        Box::pin(config.app.get_response(request)).await.into();
     let (mut head, body) = response.into_parts();
     let size = body.size_hint().exact();
     let (head_bytes, framing) = response::encode_head(&mut head, size, keep_alive);
