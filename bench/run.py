@@ -323,15 +323,43 @@ def anchor_server(binary):
     return Server([binary], ANCHOR_PORT, env={"KV_STORE_PORT": str(ANCHOR_PORT)})
 
 
-def fanout_scenario(watchers, anchor=None):
-    """The fan-out, and with `anchor` the same for the seed, in one run."""
-    server = kv_server()
-    out = fanout(server, watchers)
-    server.stop()
+# examples/fanout_floor: holds the watchers' sockets and writes one prebuilt
+# chunk to each from one loop; no watch server on tokio does less per event.
+FLOOR_PORT = 3203
+FLOOR_MARKERS = ("event: snapshot", "event: put")
+
+
+def floor_server():
+    return Server([os.path.join(RELEASE, "examples", "fanout_floor"), f"127.0.0.1:{FLOOR_PORT}"],
+                  FLOOR_PORT)
+
+
+FANOUT_FIGURES = ("bytes_per_watcher", "p50_ms", "p99_ms", "server_cpu_ms")
+
+
+def fanout_scenario(watchers, rounds, anchor=None):
+    """The fan-out on kv-store, the floor and (with `anchor`) the seed, in
+    alternating rounds; medians of each figure, and kv-store's against the
+    others'."""
+    servers = [("kv", kv_server, ())]
     if anchor:
-        seed = anchor_server(anchor)
-        out = {"kv": out, "anchor": fanout(seed, watchers, ANCHOR_MARKERS)}
-        seed.stop()
+        servers.append(("anchor", lambda: anchor_server(anchor), ANCHOR_MARKERS))
+    servers.append(("floor", floor_server, FLOOR_MARKERS))
+    runs = {name: [] for name, _, _ in servers}
+    for _ in range(rounds):
+        for name, start, markers in servers:
+            server = start()
+            runs[name].append(fanout(server, watchers, markers))
+            server.stop()
+            print("fanout", name, json.dumps(runs[name][-1]), file=sys.stderr)
+    out = {name: {figure: statistics.median(run[figure] for run in results)
+                  for figure in FANOUT_FIGURES}
+           for name, results in runs.items()}
+    out["kv"]["received_all"] = all(run["received"] == watchers for run in runs["kv"])
+    for other in ("anchor", "floor"):
+        if other in out:
+            out[f"kv_over_{other}"] = {figure: round(out["kv"][figure] / out[other][figure], 2)
+                                       for figure in FANOUT_FIGURES if out[other][figure]}
     return out
 
 
@@ -784,7 +812,8 @@ def main():
 
     features = ["--features", "etcd"] if "etcd" in only else []
     subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features,
-                    "--example", "hello", "--example", "fanout"], cwd=ROOT, check=True)
+                    "--example", "hello", "--example", "fanout", "--example", "fanout_floor"],
+                   cwd=ROOT, check=True)
     results = {}
     for name in CEILING_SCENARIOS:
         if name in only:
@@ -800,7 +829,7 @@ def main():
     if "memory" in only:
         results["memory"] = memory_scenario(args.keys)
     if "fanout" in only:
-        results["fanout"] = fanout_scenario(args.watchers, args.anchor_binary)
+        results["fanout"] = fanout_scenario(args.watchers, args.rounds, args.anchor_binary)
     if "durable" in only:
         results["durable"] = durable_scenario(args.rounds, args.seconds)
         print("durable", json.dumps(results["durable"]), file=sys.stderr)

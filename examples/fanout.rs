@@ -5,6 +5,9 @@
 //! `cargo run --release --example fanout -- ADDR WATCHERS SERVER_PID [READY EVENT]`
 //! (READY and EVENT: the text that marks a watch as open and the PUT's
 //! event; by default kv-store's `event: snapshot` and `event: put`).
+//! With `FANOUT_HOLD=1` it says `ready` on stderr once every watch is open
+//! and waits for a line on stdin before the PUT, and for stdin to close
+//! before it closes the watches, so that a profiler sees the burst alone.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -54,6 +57,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn connect(server: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (index / PER_SOURCE) as u8);
     let socket = TcpSocket::new_v4()?;
+    // Closed with a reset: rounds run back to back, and ten thousand
+    // TIME_WAIT ports per round would leave the next none to bind.
+    socket.set_zero_linger()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;
@@ -80,7 +86,9 @@ async fn read_until(
     }
 }
 
-#[tokio::main]
+// One thread: the client's own cost per watcher (a wake and a read) is what
+// it adds to the latency it measures, and cross-thread wakes would add more.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let server: SocketAddr = args
@@ -108,10 +116,14 @@ async fn main() -> std::io::Result<()> {
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
     let (start_tx, _) = tokio::sync::broadcast::channel::<Instant>(1);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Duration>();
+    // Watchers keep their connections until every one has its event, so
+    // the server's burst is deliveries only, not deliveries and closes.
+    let (finish_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     for index in 0..watchers {
         let mut stream = connect(server, index).await?;
         let (ready_tx, done_tx) = (ready_tx.clone(), done_tx.clone());
         let mut start = start_tx.subscribe();
+        let mut finish = finish_tx.subscribe();
         let (ready, event) = (ready.clone(), event.clone());
         tokio::spawn(async move {
             let request = format!("GET /watch_key/{KEY} HTTP/1.1\r\nHost: bench\r\n\r\n");
@@ -128,6 +140,7 @@ async fn main() -> std::io::Result<()> {
             if read_until(&mut stream, &mut seen, &event).await.is_ok() {
                 let _ = done_tx.send(started.elapsed());
             }
+            let _ = finish.recv().await;
         });
     }
     drop((ready_tx, done_tx));
@@ -137,6 +150,12 @@ async fn main() -> std::io::Result<()> {
         }
     }
     let after = rss_bytes(pid);
+    let hold = std::env::var_os("FANOUT_HOLD").is_some();
+    if hold {
+        eprintln!("ready");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
 
     let mut writer = TcpStream::connect(server).await?;
     writer.set_nodelay(true)?;
@@ -156,6 +175,7 @@ async fn main() -> std::io::Result<()> {
         }
     }
     let burst_cpu_ms = (cpu_ticks(pid) - cpu_before) as f64 * 10.0;
+    let _ = finish_tx.send(());
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| {
         latencies
@@ -172,5 +192,9 @@ async fn main() -> std::io::Result<()> {
         at(0.99),
         at(1.0)
     );
+    if hold {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest)?;
+    }
     Ok(())
 }
