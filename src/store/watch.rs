@@ -8,8 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
 
 use super::range::Past;
 use super::{Entry, Event, EventKind, Key, RangeError, RangeRequest, ReadPoint, Store};
@@ -134,9 +135,81 @@ impl Watched {
     }
 }
 
+/// A watcher's queue: what `publish` has handed it and its reader has not
+/// taken yet.
+///
+/// Why not tokio's unbounded channel: it allocates its first block of 32
+/// slots (2.4 KB here) with the channel and keeps it while the channel
+/// lives, which was most of an idle watcher's memory. This queue holds
+/// nothing while empty and gives back what a burst grew.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    reader: AtomicWaker,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Delivery>,
+    /// The store dropped the watcher: the reader ends after what is queued.
+    ended: bool,
+    /// The reader is gone: nothing more is queued.
+    closed: bool,
+}
+
+/// Slots a drained queue may keep: a watcher's usual backlog of a few
+/// events, not what a burst grew it to.
+const KEPT_SLOTS: usize = 4;
+
+impl Queue {
+    /// Queues `delivery`; `false` if the reader is gone.
+    fn push(&self, delivery: Delivery) -> bool {
+        let mut state = self.state.lock();
+        if state.closed {
+            return false;
+        }
+        state.items.push_back(delivery);
+        drop(state);
+        self.reader.wake();
+        true
+    }
+
+    fn end(&self) {
+        self.state.lock().ended = true;
+        self.reader.wake();
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        // Registered before looking, so a push after the look wakes us.
+        self.reader.register(cx.waker());
+        let mut state = self.state.lock();
+        match state.items.pop_front() {
+            Some(delivery) => {
+                if state.items.is_empty() && state.items.capacity() > KEPT_SLOTS {
+                    state.items = VecDeque::new();
+                }
+                Poll::Ready(Some(delivery))
+            }
+            None if state.ended => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The reader leaves: what is queued is dropped (and its charges
+    /// released) now, not when the store gets round to the slot.
+    fn close(&self) {
+        let items = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            std::mem::take(&mut state.items)
+        };
+        drop(items);
+    }
+}
+
 struct Slot {
     watched: Watched,
-    tx: mpsc::UnboundedSender<Delivery>,
+    queue: Arc<Queue>,
     /// Bytes charged to this watcher and not yet released.
     charged: Arc<AtomicUsize>,
     closer: Closer,
@@ -217,7 +290,7 @@ impl Watchers {
                 max: self.limits.watchers,
             });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue::default());
         let charged = Arc::new(AtomicUsize::new(0));
         self.next_id += 1;
         let id = self.next_id;
@@ -233,13 +306,13 @@ impl Watchers {
         }
         let slot = Slot {
             watched,
-            tx,
+            queue: queue.clone(),
             charged: charged.clone(),
             closer,
         };
         self.slots.insert(id, slot);
         let receiver = Receiver {
-            rx,
+            queue,
             charged,
             total: self.total.clone(),
         };
@@ -255,6 +328,7 @@ impl Watchers {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
+        slot.queue.end();
         for key in &slot.watched.keys {
             if let Some(ids) = self.by_key.get_mut(key) {
                 ids.remove(&id);
@@ -351,7 +425,7 @@ impl Watchers {
                 frame: frame.clone(),
                 charge: Charge::new(cost, &slot.charged),
             };
-            if slot.tx.send(delivery).is_err() {
+            if !slot.queue.push(delivery) {
                 // The stream is being dropped and will unregister itself.
                 gone.push(*id);
             }
@@ -397,7 +471,7 @@ impl Watchers {
 
 /// The receiving end of a watcher's queue.
 pub struct Receiver {
-    rx: mpsc::UnboundedReceiver<Delivery>,
+    queue: Arc<Queue>,
     charged: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
 }
@@ -418,8 +492,14 @@ impl Receiver {
 impl Stream for Receiver {
     type Item = Delivery;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.queue.poll_pop(cx)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -551,6 +631,7 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     /// Records whether it was called.
     #[derive(Default)]
@@ -605,7 +686,7 @@ mod tests {
         // Two events of ~200 bytes charged: the third does not fit.
         assert_eq!(watchers.publish(&event), 1);
         assert!(closed.is_set());
-        let first = rx.rx.try_recv().expect("queued");
+        let first = rx.next().now_or_never().flatten().expect("queued");
         drop(first);
         assert!(rx.charged.load(Ordering::Relaxed) > 0, "one still held");
     }
@@ -626,8 +707,46 @@ mod tests {
         assert_eq!(watchers.publish(&small), 1);
         assert!(behind_closed.is_set());
         assert!(!ahead_closed.is_set());
-        drop(fast.rx.try_recv());
-        drop(slow.rx.try_recv());
+        drop(fast.next().now_or_never());
+        drop(slow.next().now_or_never());
+    }
+
+    #[test]
+    fn a_queue_gives_back_a_burst_and_its_charges() {
+        let mut watchers = Watchers::new(limits(usize::MAX, usize::MAX));
+        let (id, mut rx) = watchers
+            .register(keys(&["k"]), closer().0)
+            .expect("registers");
+        let event = put("k", "v");
+        for _ in 0..100 {
+            watchers.publish(&event);
+        }
+        for _ in 0..100 {
+            drop(rx.next().now_or_never().flatten().expect("queued"));
+        }
+        assert!(rx.next().now_or_never().is_none(), "drained: pending");
+        assert!(rx.queue.state.lock().items.capacity() <= KEPT_SLOTS);
+
+        // A reader that leaves releases what was queued for it at once.
+        watchers.publish(&event);
+        assert!(rx.charged.load(Ordering::Relaxed) > 0);
+        let charged = rx.charged.clone();
+        drop(rx);
+        assert_eq!(charged.load(Ordering::Relaxed), 0);
+        assert_eq!(watchers.publish(&event), 0, "a gone reader is not lagging");
+        assert!(!watchers.slots.contains_key(&id), "and is unregistered");
+    }
+
+    #[test]
+    fn a_dropped_watcher_reads_what_was_queued_then_ends() {
+        let mut watchers = Watchers::new(limits(usize::MAX, usize::MAX));
+        let (id, mut rx) = watchers
+            .register(keys(&["k"]), closer().0)
+            .expect("registers");
+        watchers.publish(&put("k", "v"));
+        watchers.drop_watcher(id);
+        assert!(rx.next().now_or_never().flatten().is_some());
+        assert!(matches!(rx.next().now_or_never(), Some(None)), "ended");
     }
 
     #[test]
