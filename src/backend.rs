@@ -138,12 +138,17 @@ impl Backend {
     }
 
     /// Runs the backend's background work (the memory store's expiry
-    /// sweeper; etcd's one watch) until the server drops it.
+    /// sweeper; etcd's one watch; the watchers' heartbeat on both) until
+    /// the server drops it.
     pub async fn run(self) {
         match self {
-            Self::Memory(store) => store.run_expiry().await,
+            Self::Memory(store) => {
+                tokio::join!(store.clone().run_expiry(), store.run_heartbeat());
+            }
             #[cfg(feature = "etcd")]
-            Self::Etcd(store) => store.run_watch().await,
+            Self::Etcd(store) => {
+                tokio::join!(store.clone().run_watch(), store.run_heartbeat());
+            }
         }
     }
 

@@ -152,6 +152,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
 
+    /// How often a watch stream with no event meanwhile is sent a comment
+    /// (`:`), so that proxies keep it open and a vanished client is noticed.
+    #[arg(long, env = "KV_WATCH_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    pub watch_heartbeat: Duration,
+
     /// Most watch streams open at once; one more is answered 503.
     #[arg(long, env = "KV_MAX_WATCHES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]

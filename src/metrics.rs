@@ -236,6 +236,7 @@ mod tests {
                 per_watcher: 1 << 20,
                 total: 1 << 30,
                 watchers: 1000,
+                heartbeat: std::time::Duration::from_secs(15),
             },
         });
         let metrics = Metrics::new(Backend::Memory(store), Arc::default());

@@ -29,6 +29,7 @@ fn bad_flag_values_exit_2_with_a_message() {
         (vec!["--history", "-5"], vec![]),
         (vec!["--header-timeout", "soon"], vec![]),
         (vec!["--idle-timeout", "0s"], vec![]),
+        (vec!["--watch-heartbeat", "0ms"], vec![]),
         (vec!["--max-connections", "0"], vec![]),
         (vec!["--no-such-flag"], vec![]),
         (vec!["--backend", "postgres"], vec![]),

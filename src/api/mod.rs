@@ -205,6 +205,7 @@ fn detached() -> OpenApiService<Api, ()> {
             per_watcher: 1,
             total: 1 << 30,
             watchers: 1000,
+            heartbeat: Duration::from_secs(15),
         },
     }));
     service(Context {

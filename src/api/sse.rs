@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -77,6 +75,7 @@ fn frame(item: WatchItem) -> Bytes {
     let delivery = match item {
         WatchItem::Event(delivery) => delivery,
         WatchItem::Synced(revision) => return synced(revision),
+        WatchItem::Idle => return Bytes::from_static(b":\n\n"),
     };
     let Delivery {
         event,
@@ -99,20 +98,15 @@ fn frame(item: WatchItem) -> Bytes {
 /// thousand watchers of a 1 MiB value held ten thousand copies of it.
 pub struct SseFrames<T> {
     frames: BoxStream<'static, Bytes>,
-    heartbeat: Duration,
     item: PhantomData<fn() -> T>,
 }
 
 impl<T> SseFrames<T> {
-    /// The watch items as frames, with a comment every `heartbeat` on an
-    /// idle stream.
-    pub fn new(
-        deliveries: impl Stream<Item = WatchItem> + Send + 'static,
-        heartbeat: Duration,
-    ) -> Self {
+    /// The watch items as frames; [`WatchItem::Idle`] (the store's
+    /// heartbeat) as a comment.
+    pub fn new(deliveries: impl Stream<Item = WatchItem> + Send + 'static) -> Self {
         Self {
             frames: deliveries.map(frame).boxed(),
-            heartbeat,
             item: PhantomData,
         }
     }
@@ -135,22 +129,13 @@ impl<T: Type> Payload for SseFrames<T> {
 
 impl<T: Send> IntoResponse for SseFrames<T> {
     fn into_response(self) -> Response {
-        let mut frames = self.frames;
-        let comment = Bytes::from_static(b":\n\n");
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
-        let stream = futures_util::stream::poll_fn(move |cx| {
-            if let Poll::Ready(frame) = frames.poll_next_unpin(cx) {
-                ticks.reset();
-                return Poll::Ready(frame);
-            }
-            ticks.poll_tick(cx).map(|_| Some(comment.clone()))
-        });
         Response::builder()
             .content_type("text/event-stream")
             .header("X-Accel-Buffering", "no")
             .header("Cache-Control", "no-cache")
-            .body(Body::from_bytes_stream(stream.map(Ok::<_, std::io::Error>)))
+            .body(Body::from_bytes_stream(
+                self.frames.map(Ok::<_, std::io::Error>),
+            ))
     }
 }
 

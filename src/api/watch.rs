@@ -1,7 +1,6 @@
 //! Watching keys through Server-Sent Events.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use poem::http::StatusCode;
@@ -36,10 +35,6 @@ pub struct ConnectionCloser(pub Closer);
 pub fn may_stream(path: &str) -> bool {
     path.starts_with("/watch")
 }
-
-/// How often an idle stream sends a comment, so that a dead client is
-/// noticed and proxies keep the connection open.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The `data` of a watch event (JSON). The SSE `event` field names what
 /// happened: `snapshot` (the key's state when the stream opened), `put`
@@ -274,7 +269,7 @@ impl WatchApi {
         let stream = watch
             .take_until(self.0.shutdown.clone().cancelled_owned())
             .take_until(caller.revoked());
-        Ok(WatchResponse::Events(SseFrames::new(stream, HEARTBEAT)))
+        Ok(WatchResponse::Events(SseFrames::new(stream)))
     }
 }
 
@@ -287,8 +282,8 @@ impl WatchApi {
     /// To resume after a disconnect, send the last event's id as
     /// `Last-Event-ID` (or `?since=` from a browser's EventSource): no
     /// snapshot is sent and every missed event is replayed. 410 if the
-    /// history no longer reaches back that far. A comment is sent after 15 s
-    /// without an event.
+    /// history no longer reaches back that far. An idle stream is sent a comment
+    /// every 15 s (`--watch-heartbeat`), 15 to 30 s after its last event.
     #[oai(path = "/watch_key/:key", method = "get", operation_id = "watch_key")]
     async fn watch_key(
         &self,

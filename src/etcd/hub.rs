@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use super::{EtcdStore, Failure, revision};
 use crate::store::{
     Closer, Event, EventKind, History, Key, Position, Receiver, WatchError, WatchItem, WatchLimits,
-    Watched, Watchers, bump,
+    Watched, Watchers, bump, run_heartbeat,
 };
 
 /// How many records one read of a prefix snapshot asks etcd for.
@@ -116,6 +116,13 @@ fn events(store: &EtcdStore, response: &WatchResponse) -> Vec<Event> {
 }
 
 impl EtcdStore {
+    /// The watchers' heartbeat, until the server drops it.
+    pub async fn run_heartbeat(self) {
+        let hub = &self.inner.hub;
+        let period = hub.state.lock().watchers.heartbeat_period();
+        run_heartbeat(period, || hub.state.lock().watchers.heartbeat()).await;
+    }
+
     /// The node's one etcd watch, for as long as the server runs: watches
     /// the namespace from the revision it last saw, publishes what arrives,
     /// and starts over after a failure.
@@ -565,8 +572,9 @@ impl Stream for EtcdWatch {
             };
         }
         loop {
-            let Some(delivery) = std::task::ready!(this.live.poll_next_unpin(cx)) else {
-                return Poll::Ready(None);
+            let delivery = match std::task::ready!(this.live.poll_next_unpin(cx)) {
+                Some(WatchItem::Event(delivery)) => delivery,
+                other => return Poll::Ready(other),
             };
             let seen = this
                 .skip_through

@@ -264,6 +264,7 @@ fn watch_limits(config: &Config) -> WatchLimits {
             .watch_memory
             .map_or_else(|| machine_memory() / 4, |bytes| bytes as usize),
         watchers: usize::try_from(config.max_watches).unwrap_or(usize::MAX),
+        heartbeat: config.watch_heartbeat,
     }
 }
 

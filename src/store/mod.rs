@@ -59,10 +59,10 @@ use flusher::{flusher, settled};
 pub(crate) use history::History;
 use index::Index;
 pub(crate) use stats::{Counters, bump};
-#[cfg(feature = "etcd")]
-pub(crate) use watch::Receiver;
 use watch::Snapshot;
 pub(crate) use watch::Watchers;
+#[cfg(feature = "etcd")]
+pub(crate) use watch::{Receiver, run_heartbeat};
 
 /// Store-wide settings.
 #[derive(Clone, Debug)]
@@ -326,6 +326,12 @@ impl Store {
         })
     }
 
+    /// The watchers' heartbeat, until the server drops it.
+    pub async fn run_heartbeat(self) {
+        let period = self.inner.committer.lock().watchers.heartbeat_period();
+        watch::run_heartbeat(period, || self.inner.committer.lock().watchers.heartbeat()).await;
+    }
+
     fn unwatch(&self, id: u64) {
         self.inner.committer.lock().watchers.remove(id);
         self.inner
@@ -370,6 +376,7 @@ mod tests {
                 per_watcher: 1 << 20,
                 total: 1 << 30,
                 watchers: 100,
+                heartbeat: std::time::Duration::from_secs(15),
             },
         })
     }
@@ -431,6 +438,7 @@ mod tests {
                 assert_eq!(revision, 1, "the batch's one revision");
                 false
             }
+            Some(WatchItem::Idle) => panic!("no heartbeat here"),
             None => panic!("the stream ended"),
         };
         for _ in 0..1000 {

@@ -176,6 +176,7 @@ const CONFIG: StoreConfig = StoreConfig {
         per_watcher: 1 << 20,
         total: 1 << 30,
         watchers: 1000,
+        heartbeat: std::time::Duration::from_secs(15),
     },
 };
 

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -142,7 +143,10 @@ impl Watched {
 /// slots (2.4 KB here) with the channel and keeps it while the channel
 /// lives, which was most of an idle watcher's memory. This queue holds
 /// nothing while empty and gives back what a burst grew.
-#[derive(Default)]
+///
+/// It also carries the heartbeat: one timer for every watcher
+/// ([`Watchers::heartbeat`]) rather than one per stream, which a stream
+/// reset on every event it sent.
 struct Queue {
     state: Mutex<QueueState>,
     reader: AtomicWaker,
@@ -150,7 +154,9 @@ struct Queue {
 
 #[derive(Default)]
 struct QueueState {
-    items: VecDeque<Delivery>,
+    items: VecDeque<WatchItem>,
+    /// Something was queued since the last heartbeat.
+    busy: bool,
     /// The store dropped the watcher: the reader ends after what is queued.
     ended: bool,
     /// The reader is gone: nothing more is queued.
@@ -168,10 +174,25 @@ impl Queue {
         if state.closed {
             return false;
         }
-        state.items.push_back(delivery);
+        state.items.push_back(WatchItem::Event(delivery));
+        state.busy = true;
         drop(state);
         self.reader.wake();
         true
+    }
+
+    /// Queues [`WatchItem::Idle`] if nothing was queued since the last
+    /// heartbeat and nothing waits: a reader that stopped reading holds at
+    /// most one.
+    fn heartbeat(&self) {
+        let mut state = self.state.lock();
+        let idle = !state.busy && state.items.is_empty() && !state.ended && !state.closed;
+        state.busy = false;
+        if idle {
+            state.items.push_back(WatchItem::Idle);
+            drop(state);
+            self.reader.wake();
+        }
     }
 
     fn end(&self) {
@@ -179,16 +200,16 @@ impl Queue {
         self.reader.wake();
     }
 
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
         // Registered before looking, so a push after the look wakes us.
         self.reader.register(cx.waker());
         let mut state = self.state.lock();
         match state.items.pop_front() {
-            Some(delivery) => {
+            Some(item) => {
                 if state.items.is_empty() && state.items.capacity() > KEPT_SLOTS {
                     state.items = VecDeque::new();
                 }
-                Poll::Ready(Some(delivery))
+                Poll::Ready(Some(item))
             }
             None if state.ended => Poll::Ready(None),
             None => Poll::Pending,
@@ -225,6 +246,9 @@ pub struct WatchLimits {
     pub total: usize,
     /// Watchers at once (`--max-watches`).
     pub watchers: usize,
+    /// How often a watcher that was sent nothing meanwhile is sent
+    /// [`WatchItem::Idle`] (`--watch-heartbeat`).
+    pub heartbeat: Duration,
 }
 
 /// Why a watcher could not be registered.
@@ -290,7 +314,14 @@ impl Watchers {
                 max: self.limits.watchers,
             });
         }
-        let queue = Arc::new(Queue::default());
+        // Busy: its first heartbeat comes a whole period after it opens.
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                busy: true,
+                ..QueueState::default()
+            }),
+            reader: AtomicWaker::new(),
+        });
         let charged = Arc::new(AtomicUsize::new(0));
         self.next_id += 1;
         let id = self.next_id;
@@ -317,6 +348,21 @@ impl Watchers {
             total: self.total.clone(),
         };
         Ok((id, receiver))
+    }
+
+    /// How often [`Self::heartbeat`] is to be called.
+    pub fn heartbeat_period(&self) -> Duration {
+        self.limits.heartbeat
+    }
+
+    /// Tells every watcher that was sent nothing since the last call that
+    /// it is idle. One timer for all of them, called every
+    /// [`Self::heartbeat_period`]: an idle watcher hears from the store
+    /// between one and two periods after its last item.
+    pub fn heartbeat(&self) {
+        for slot in self.slots.values() {
+            slot.queue.heartbeat();
+        }
     }
 
     /// Bytes pinned by all watchers now.
@@ -469,6 +515,16 @@ impl Watchers {
     }
 }
 
+/// Calls `beat` once every `period`, for as long as it runs: the one timer
+/// behind every watcher's heartbeat ([`Watchers::heartbeat`]).
+pub async fn run_heartbeat(period: Duration, beat: impl Fn()) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticks.tick().await;
+        beat();
+    }
+}
+
 /// The receiving end of a watcher's queue.
 pub struct Receiver {
     queue: Arc<Queue>,
@@ -490,9 +546,9 @@ impl Receiver {
 }
 
 impl Stream for Receiver {
-    type Item = Delivery;
+    type Item = WatchItem;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
         self.queue.poll_pop(cx)
     }
 }
@@ -509,6 +565,9 @@ pub enum WatchItem {
     /// The snapshot is complete: everything the store held at this
     /// revision has been sent. Resume from here.
     Synced(u64),
+    /// Nothing was sent for a heartbeat period: the reader may tell its
+    /// client the stream is alive.
+    Idle,
 }
 
 /// How many records one chunk of a prefix snapshot reads from the index,
@@ -616,9 +675,7 @@ impl Stream for Watch {
                 Err(_) => None,
             });
         }
-        self.live
-            .poll_next_unpin(cx)
-            .map(|delivery| delivery.map(WatchItem::Event))
+        self.live.poll_next_unpin(cx)
     }
 }
 
@@ -659,6 +716,7 @@ mod tests {
             per_watcher,
             total,
             watchers: 10,
+            heartbeat: Duration::from_secs(15),
         }
     }
 
@@ -750,11 +808,39 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_reaches_watchers_sent_nothing_since_the_last_one() {
+        let mut watchers = Watchers::new(limits(usize::MAX, usize::MAX));
+        let (_, mut busy) = watchers
+            .register(keys(&["a"]), closer().0)
+            .expect("registers");
+        let (_, mut idle) = watchers
+            .register(keys(&["b"]), closer().0)
+            .expect("registers");
+        let next = |rx: &mut Receiver| rx.next().now_or_never().flatten();
+        watchers.heartbeat();
+        assert!(next(&mut idle).is_none(), "not in the period it opened in");
+        watchers.publish(&put("a", "v"));
+        watchers.heartbeat();
+        assert!(matches!(next(&mut busy), Some(WatchItem::Event(_))));
+        assert!(next(&mut busy).is_none(), "it had an event this period");
+        assert!(matches!(next(&mut idle), Some(WatchItem::Idle)));
+
+        // A watcher that has not read its heartbeat is not sent another.
+        watchers.heartbeat();
+        watchers.heartbeat();
+        assert!(matches!(next(&mut busy), Some(WatchItem::Idle)));
+        assert!(next(&mut busy).is_none(), "one while unread");
+        assert!(matches!(next(&mut idle), Some(WatchItem::Idle)));
+        assert!(next(&mut idle).is_none());
+    }
+
+    #[test]
     fn the_watch_cap_holds() {
         let mut watchers = Watchers::new(WatchLimits {
             per_watcher: 1,
             total: 1,
             watchers: 1,
+            heartbeat: Duration::from_secs(15),
         });
         let first = watchers.register(keys(&["k"]), closer().0);
         assert!(first.is_ok());
