@@ -70,12 +70,17 @@ fn synced(revision: u64) -> Bytes {
 }
 
 /// The bytes to send for an item: for an event, the shared encoding with
-/// the watcher's charge riding along.
-fn frame(item: WatchItem) -> Bytes {
+/// the watcher's charge riding along. A watcher the store dropped is an
+/// error, so the server cuts its stream instead of ending it: the client
+/// must resume, not take the stream for finished.
+fn frame(item: WatchItem) -> std::io::Result<Bytes> {
     let delivery = match item {
         WatchItem::Event(delivery) => delivery,
-        WatchItem::Synced(revision) => return synced(revision),
-        WatchItem::Idle => return Bytes::from_static(b":\n\n"),
+        WatchItem::Synced(revision) => return Ok(synced(revision)),
+        WatchItem::Idle => return Ok(Bytes::from_static(b":\n\n")),
+        WatchItem::Dropped => {
+            return Err(std::io::Error::other("the store dropped the watcher"));
+        }
     };
     let Delivery {
         event,
@@ -83,11 +88,11 @@ fn frame(item: WatchItem) -> Bytes {
         charge,
     } = delivery;
     let bytes = frame.get_or_encode(|| encode(&event));
-    Bytes::from_owner(Charged {
+    Ok(Bytes::from_owner(Charged {
         bytes,
         _shared: frame,
         _charge: charge,
-    })
+    }))
 }
 
 /// A `text/event-stream` response of pre-encoded frames, documented like
@@ -97,7 +102,7 @@ fn frame(item: WatchItem) -> Bytes {
 /// watcher and copies it again through an `AsyncRead` adapter, so ten
 /// thousand watchers of a 1 MiB value held ten thousand copies of it.
 pub struct SseFrames<T> {
-    frames: BoxStream<'static, Bytes>,
+    frames: BoxStream<'static, std::io::Result<Bytes>>,
     item: PhantomData<fn() -> T>,
 }
 
@@ -133,9 +138,7 @@ impl<T: Send> IntoResponse for SseFrames<T> {
             .content_type("text/event-stream")
             .header("X-Accel-Buffering", "no")
             .header("Cache-Control", "no-cache")
-            .body(Body::from_bytes_stream(
-                self.frames.map(Ok::<_, std::io::Error>),
-            ))
+            .body(Body::from_bytes_stream(self.frames))
     }
 }
 

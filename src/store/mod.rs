@@ -438,7 +438,7 @@ mod tests {
                 assert_eq!(revision, 1, "the batch's one revision");
                 false
             }
-            Some(WatchItem::Idle) => panic!("no heartbeat here"),
+            Some(WatchItem::Idle | WatchItem::Dropped) => panic!("no heartbeat or drop here"),
             None => panic!("the stream ended"),
         };
         for _ in 0..1000 {

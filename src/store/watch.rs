@@ -152,13 +152,24 @@ struct Queue {
     reader: AtomicWaker,
 }
 
+/// Whether the store still serves a watcher.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Ending {
+    #[default]
+    Open,
+    /// Dropped by the store: after what is queued the reader is told
+    /// ([`WatchItem::Dropped`]), then its stream ends.
+    Dropped,
+    Told,
+}
+
 #[derive(Default)]
 struct QueueState {
     items: VecDeque<WatchItem>,
     /// Something was queued since the last heartbeat.
     busy: bool,
-    /// The store dropped the watcher: the reader ends after what is queued.
-    ended: bool,
+    /// Whether the store dropped the watcher.
+    ending: Ending,
     /// The reader is gone: nothing more is queued.
     closed: bool,
 }
@@ -186,7 +197,8 @@ impl Queue {
     /// most one.
     fn heartbeat(&self) {
         let mut state = self.state.lock();
-        let idle = !state.busy && state.items.is_empty() && !state.ended && !state.closed;
+        let idle =
+            !state.busy && state.items.is_empty() && state.ending == Ending::Open && !state.closed;
         state.busy = false;
         if idle {
             state.items.push_back(WatchItem::Idle);
@@ -195,8 +207,8 @@ impl Queue {
         }
     }
 
-    fn end(&self) {
-        self.state.lock().ended = true;
+    fn mark_dropped(&self) {
+        self.state.lock().ending = Ending::Dropped;
         self.reader.wake();
     }
 
@@ -211,8 +223,14 @@ impl Queue {
                 }
                 Poll::Ready(Some(item))
             }
-            None if state.ended => Poll::Ready(None),
-            None => Poll::Pending,
+            None => match state.ending {
+                Ending::Open => Poll::Pending,
+                Ending::Dropped => {
+                    state.ending = Ending::Told;
+                    Poll::Ready(Some(WatchItem::Dropped))
+                }
+                Ending::Told => Poll::Ready(None),
+            },
         }
     }
 
@@ -374,7 +392,7 @@ impl Watchers {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
-        slot.queue.end();
+        slot.queue.mark_dropped();
         for key in &slot.watched.keys {
             if let Some(ids) = self.by_key.get_mut(key) {
                 ids.remove(&id);
@@ -568,6 +586,11 @@ pub enum WatchItem {
     /// Nothing was sent for a heartbeat period: the reader may tell its
     /// client the stream is alive.
     Idle,
+    /// The store dropped the watcher (too slow, or its source of events
+    /// broke): the last item of its stream. Not a normal end: the client
+    /// is to resume from the last id it got, so the reader cuts the stream
+    /// rather than end it.
+    Dropped,
 }
 
 /// How many records one chunk of a prefix snapshot reads from the index,
@@ -803,7 +826,14 @@ mod tests {
             .expect("registers");
         watchers.publish(&put("k", "v"));
         watchers.drop_watcher(id);
-        assert!(rx.next().now_or_never().flatten().is_some());
+        assert!(matches!(
+            rx.next().now_or_never(),
+            Some(Some(WatchItem::Event(_)))
+        ));
+        assert!(matches!(
+            rx.next().now_or_never(),
+            Some(Some(WatchItem::Dropped))
+        ));
         assert!(matches!(rx.next().now_or_never(), Some(None)), "ended");
     }
 

@@ -355,4 +355,5 @@ pub async fn watch_keys(server: &TestServer, keys: &Json) -> Sse {
 }
 
 pub mod etcd;
+pub mod pki;
 pub mod process;
