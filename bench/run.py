@@ -300,14 +300,20 @@ def memory_scenario(keys):
             "bytes_per_key_at_once": (at_once - before) / keys, "load_seconds": elapsed}
 
 
+# With --h2-streams N the fan-out's watches are HTTP/2 streams (h2c), N to a
+# connection: past this machine's descriptor limit (ulimit -Hn).
+H2_STREAMS = None
+
+
 def fanout(server, watchers, markers=()):
     """examples/fanout against `server`: `watchers` SSE watchers of one key,
     one PUT, and what delivering it cost. `markers`: what marks a watch as
     open and the PUT's event, for a server other than kv-store."""
+    env = {**os.environ, **({"FANOUT_H2_STREAMS": str(H2_STREAMS)} if H2_STREAMS else {})}
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
          f"127.0.0.1:{server.port}", str(watchers), str(server.proc.pid), *markers],
-        capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit,
+        capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit, env=env,
     ).stdout
     return json.loads(out)
 
@@ -342,9 +348,11 @@ def fanout_scenario(watchers, rounds, anchor=None):
     alternating rounds; medians of each figure, and kv-store's against the
     others'."""
     servers = [("kv", kv_server, ())]
-    if anchor:
+    # The seed and the floor speak HTTP/1 only.
+    if anchor and not H2_STREAMS:
         servers.append(("anchor", lambda: anchor_server(anchor), ANCHOR_MARKERS))
-    servers.append(("floor", floor_server, FLOOR_MARKERS))
+    if not H2_STREAMS:
+        servers.append(("floor", floor_server, FLOOR_MARKERS))
     runs = {name: [] for name, _, _ in servers}
     for _ in range(rounds):
         for name, start, markers in servers:
@@ -793,7 +801,7 @@ def tls_scenario(rounds, seconds):
 
 
 def main():
-    global KV_BINARY
+    global KV_BINARY, H2_STREAMS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -803,11 +811,15 @@ def main():
     parser.add_argument("--watchers", type=int, default=10_000)
     parser.add_argument("--kv-binary", default=KV_BINARY,
                         help="the kv-store to measure (e.g. an older build, for A/B)")
+    parser.add_argument("--h2-streams", type=int,
+                        help="fan-out over HTTP/2 (h2c) with this many watch streams per "
+                             "connection, for kv-store only (the seed and the floor speak HTTP/1)")
     parser.add_argument("--anchor-binary",
                         help="the seed's server (LambdaP/kv_store, built outside this repo with "
                              "its rate limit removed), measured beside kv-store in the fan-out")
     args = parser.parse_args()
     KV_BINARY = os.path.abspath(args.kv_binary)
+    H2_STREAMS = args.h2_streams
     only = args.only.split(",")
 
     features = ["--features", "etcd"] if "etcd" in only else []

@@ -8,6 +8,8 @@
 //! With `FANOUT_HOLD=1` it says `ready` on stderr once every watch is open
 //! and waits for a line on stdin before the PUT, and for stdin to close
 //! before it closes the watches, so that a profiler sees the burst alone.
+//! With `FANOUT_H2_STREAMS=N` the watches are HTTP/2 streams (h2c), N to a
+//! connection (the server takes 200): more watchers than file descriptors.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -88,6 +90,25 @@ async fn read_until(
 
 // One thread: the client's own cost per watcher (a wake and a read) is what
 // it adds to the latency it measures, and cross-thread wakes would add more.
+/// [`read_until`] for an HTTP/2 response body.
+async fn read_body_until(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    seen: &mut Vec<u8>,
+    marker: &[u8],
+) -> std::io::Result<()> {
+    use futures_util::StreamExt;
+    loop {
+        if let Some(at) = seen.windows(marker.len()).position(|w| w == marker) {
+            seen.drain(..at + marker.len());
+            return Ok(());
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => seen.extend_from_slice(&chunk),
+            _ => return Err(std::io::Error::other("stream closed")),
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -119,7 +140,48 @@ async fn main() -> std::io::Result<()> {
     // Watchers keep their connections until every one has its event, so
     // the server's burst is deliveries only, not deliveries and closes.
     let (finish_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let h2_streams: Option<usize> = std::env::var("FANOUT_H2_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut h2_client = None;
     for index in 0..watchers {
+        if let Some(per_connection) = h2_streams {
+            if index % per_connection.max(1) == 0 {
+                h2_client = Some(
+                    reqwest::Client::builder()
+                        .http2_prior_knowledge()
+                        .build()
+                        .map_err(std::io::Error::other)?,
+                );
+            }
+            let Some(client) = h2_client.clone() else {
+                continue;
+            };
+            let (ready_tx, done_tx) = (ready_tx.clone(), done_tx.clone());
+            let mut start = start_tx.subscribe();
+            let mut finish = finish_tx.subscribe();
+            let (ready, event) = (ready.clone(), event.clone());
+            tokio::spawn(async move {
+                let url = format!("http://{server}/watch_key/{KEY}");
+                let Ok(response) = client.get(url).send().await else {
+                    return;
+                };
+                let mut body = response.bytes_stream();
+                let mut seen = Vec::new();
+                if read_body_until(&mut body, &mut seen, &ready).await.is_err() {
+                    return;
+                }
+                let _ = ready_tx.send(());
+                let Ok(started) = start.recv().await else {
+                    return;
+                };
+                if read_body_until(&mut body, &mut seen, &event).await.is_ok() {
+                    let _ = done_tx.send(started.elapsed());
+                }
+                let _ = finish.recv().await;
+            });
+            continue;
+        }
         let mut stream = connect(server, index).await?;
         let (ready_tx, done_tx) = (ready_tx.clone(), done_tx.clone());
         let mut start = start_tx.subscribe();

@@ -182,8 +182,12 @@ async fn serve_hyper<E, S>(
             let scheme = scheme.clone();
             async move {
                 let request = poem_request(req, &config, scheme, peer, closer);
+                // Boxed: hyper spawns a task per HTTP/2 stream, sized by
+                // this future, and a watch stream's task lives as long as
+                // the stream; the application's future (8.5 KB) would
+                // otherwise stay in it.
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
-                    config.app.get_response(request).await.into();
+                    Box::pin(config.app.get_response(request)).await.into();
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,
