@@ -25,6 +25,12 @@ pub enum Framing {
 /// The most buffers one `writev` takes (a snapshot's frames coalesce).
 const MAX_SLICES: usize = 64;
 
+/// Up to this many bytes of small parts (an event's chunk: size line,
+/// frame, CRLF) are copied into one buffer on the stack and sent with one
+/// `send`: a `writev` of them costs the kernel more than the copy
+/// (BENCHMARKS.md, "Fan-out").
+const COALESCE: usize = 2048;
+
 /// How much of the body is pulled ahead of the socket. Frames wait in
 /// the store's queue otherwise, where `--watch-queue-bytes` counts them.
 const MAX_QUEUED: usize = 48;
@@ -195,12 +201,30 @@ impl Outgoing {
         io: &mut S,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = self.parts.len().min(MAX_SLICES);
-        for (slice, part) in slices.iter_mut().zip(&self.parts) {
-            *slice = IoSlice::new(part);
-        }
-        let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+        let mut written = match (self.parts.front(), self.parts.get(1)) {
+            (Some(only), None) => ready!(Pin::new(&mut *io).poll_write(cx, only))?,
+            (Some(first), Some(second)) if first.len() + second.len() <= COALESCE => {
+                let mut scratch = [0u8; COALESCE];
+                let mut filled = 0;
+                for part in &self.parts {
+                    let end = filled + part.len();
+                    if end > COALESCE {
+                        break;
+                    }
+                    scratch[filled..end].copy_from_slice(part);
+                    filled = end;
+                }
+                ready!(Pin::new(&mut *io).poll_write(cx, &scratch[..filled]))?
+            }
+            _ => {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.parts.len().min(MAX_SLICES);
+                for (slice, part) in slices.iter_mut().zip(&self.parts) {
+                    *slice = IoSlice::new(part);
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            }
+        };
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
@@ -252,6 +276,92 @@ mod tests {
             "{text}"
         );
         assert_eq!(framing, Framing::Length);
+    }
+
+    /// A socket that takes at most `limit` bytes per write and records
+    /// each write.
+    struct Narrow {
+        limit: usize,
+        writes: Vec<(Vec<u8>, bool)>,
+    }
+
+    impl AsyncWrite for Narrow {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let taken = buf.len().min(self.limit);
+            self.writes.push((buf[..taken].to_vec(), false));
+            Poll::Ready(Ok(taken))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+            let taken = all.len().min(self.limit);
+            self.writes.push((all[..taken].to_vec(), true));
+            Poll::Ready(Ok(taken))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn drain(out: &mut Outgoing, limit: usize) -> Narrow {
+        let mut io = Narrow {
+            limit,
+            writes: Vec::new(),
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while !out.parts.is_empty() {
+            assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        }
+        io
+    }
+
+    #[test]
+    fn a_small_chunk_goes_in_one_plain_write_and_survives_short_ones() {
+        let mut out = Outgoing::default();
+        out.data(Bytes::from_static(b"event one"), Framing::Chunked);
+        let io = drain(&mut out, usize::MAX);
+        assert_eq!(io.writes, vec![(b"9\r\nevent one\r\n".to_vec(), false)]);
+
+        out.data(Bytes::from_static(b"event one"), Framing::Chunked);
+        out.data(Bytes::from_static(b"event two"), Framing::Chunked);
+        let io = drain(&mut out, 5);
+        let sent: Vec<u8> = io
+            .writes
+            .iter()
+            .flat_map(|(bytes, _)| bytes.clone())
+            .collect();
+        assert_eq!(sent, b"9\r\nevent one\r\n9\r\nevent two\r\n");
+        assert!(io.writes.iter().all(|(_, vectored)| !vectored));
+    }
+
+    #[test]
+    fn a_large_chunk_is_written_from_its_own_buffer() {
+        let mut out = Outgoing::default();
+        let value = Bytes::from(vec![b'x'; 3 * COALESCE]);
+        out.data(value.clone(), Framing::Chunked);
+        let io = drain(&mut out, usize::MAX);
+        assert_eq!(io.writes.len(), 1);
+        let (sent, vectored) = &io.writes[0];
+        assert!(vectored);
+        assert_eq!(sent.len(), "1800\r\n".len() + value.len() + 2);
+        assert!(sent.ends_with(b"xx\r\n"));
     }
 
     #[test]
