@@ -305,11 +305,21 @@ def memory_scenario(keys):
 H2_STREAMS = None
 
 
-def fanout(server, watchers, markers=()):
-    """examples/fanout against `server`: `watchers` SSE watchers of one key,
-    one PUT, and what delivering it cost. `markers`: what marks a watch as
-    open and the PUT's event, for a server other than kv-store."""
-    env = {**os.environ, **({"FANOUT_H2_STREAMS": str(H2_STREAMS)} if H2_STREAMS else {})}
+# With --watch-shape prefix or keys kv-store's watchers watch a prefix of
+# the key, or ten keys and a prefix (examples/fanout's FANOUT_WATCH); the
+# seed and the floor only know one key.
+WATCH_SHAPE = "key"
+
+
+def fanout(server, watchers, markers=(), shape="key"):
+    """examples/fanout against `server`: `watchers` SSE watchers of one key
+    (or `shape`), one PUT, and what delivering it cost. `markers`: what
+    marks a watch as open and the PUT's event, for a server other than
+    kv-store."""
+    env = {**os.environ, **({"FANOUT_H2_STREAMS": str(H2_STREAMS)} if H2_STREAMS else {}),
+           "FANOUT_WATCH": shape}
+    if shape != "key":
+        markers = ("event: sync", "event: put")
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
          f"127.0.0.1:{server.port}", str(watchers), str(server.proc.pid), *markers],
@@ -348,6 +358,7 @@ def fanout_scenario(watchers, rounds, anchor=None):
     alternating rounds; medians of each figure, and kv-store's against the
     others'."""
     servers = [("kv", kv_server, ())]
+    shapes = {"kv": WATCH_SHAPE}
     # The seed and the floor speak HTTP/1 only.
     if anchor and not H2_STREAMS:
         servers.append(("anchor", lambda: anchor_server(anchor), ANCHOR_MARKERS))
@@ -357,7 +368,7 @@ def fanout_scenario(watchers, rounds, anchor=None):
     for _ in range(rounds):
         for name, start, markers in servers:
             server = start()
-            runs[name].append(fanout(server, watchers, markers))
+            runs[name].append(fanout(server, watchers, markers, shapes.get(name, "key")))
             server.stop()
             print("fanout", name, json.dumps(runs[name][-1]), file=sys.stderr)
     out = {name: {figure: statistics.median(run[figure] for run in results)
@@ -801,7 +812,7 @@ def tls_scenario(rounds, seconds):
 
 
 def main():
-    global KV_BINARY, H2_STREAMS
+    global KV_BINARY, H2_STREAMS, WATCH_SHAPE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -814,12 +825,16 @@ def main():
     parser.add_argument("--h2-streams", type=int,
                         help="fan-out over HTTP/2 (h2c) with this many watch streams per "
                              "connection, for kv-store only (the seed and the floor speak HTTP/1)")
+    parser.add_argument("--watch-shape", choices=("key", "prefix", "keys"), default="key",
+                        help="what kv-store's fan-out watchers watch: the key, a prefix of it, "
+                             "or ten keys and a prefix (POST /watch)")
     parser.add_argument("--anchor-binary",
                         help="the seed's server (LambdaP/kv_store, built outside this repo with "
                              "its rate limit removed), measured beside kv-store in the fan-out")
     args = parser.parse_args()
     KV_BINARY = os.path.abspath(args.kv_binary)
     H2_STREAMS = args.h2_streams
+    WATCH_SHAPE = args.watch_shape
     only = args.only.split(",")
 
     features = ["--features", "etcd"] if "etcd" in only else []

@@ -10,6 +10,10 @@
 //! before it closes the watches, so that a profiler sees the burst alone.
 //! With `FANOUT_H2_STREAMS=N` the watches are HTTP/2 streams (h2c), N to a
 //! connection (the server takes 200): more watchers than file descriptors.
+//! With `FANOUT_WATCH=prefix` each watches the key's prefix
+//! (`GET /watch?prefix=`), with `FANOUT_WATCH=keys` a set of ten keys with
+//! the key among them and a prefix that matches nothing (`POST /watch`);
+//! give READY as `event: sync` then, the end of a watch's snapshot.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +26,59 @@ use tokio::sync::mpsc;
 /// Connections per source address, well under the ephemeral port range.
 const PER_SOURCE: usize = 20_000;
 const KEY: &str = "fanout";
+
+/// What each watcher watches (`FANOUT_WATCH`).
+#[derive(Clone, Copy)]
+enum WatchShape {
+    Key,
+    Prefix,
+    Keys,
+}
+
+impl WatchShape {
+    fn from_env() -> std::io::Result<Self> {
+        match std::env::var("FANOUT_WATCH").as_deref() {
+            Err(_) | Ok("key") => Ok(Self::Key),
+            Ok("prefix") => Ok(Self::Prefix),
+            Ok("keys") => Ok(Self::Keys),
+            Ok(other) => Err(std::io::Error::other(format!(
+                "FANOUT_WATCH={other}: expected key, prefix or keys"
+            ))),
+        }
+    }
+
+    fn path(self) -> String {
+        match self {
+            Self::Key => format!("/watch_key/{KEY}"),
+            // The key less its last character: a prefix of it alone.
+            Self::Prefix => format!("/watch?prefix={}", &KEY[..KEY.len() - 1]),
+            Self::Keys => "/watch".to_owned(),
+        }
+    }
+
+    fn body(self) -> Option<String> {
+        matches!(self, Self::Keys).then(|| {
+            let others: Vec<String> = (1..10).map(|n| format!("\"{KEY}-other-{n}\"")).collect();
+            format!(
+                "{{\"keys\":[\"{KEY}\",{}],\"prefixes\":[\"elsewhere/\"]}}",
+                others.join(",")
+            )
+        })
+    }
+
+    /// The request on the wire, for HTTP/1.1.
+    fn request(self) -> String {
+        let path = self.path();
+        match self.body() {
+            Some(body) => format!(
+                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            None => format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n"),
+        }
+    }
+}
 
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -143,6 +200,7 @@ async fn main() -> std::io::Result<()> {
     let h2_streams: Option<usize> = std::env::var("FANOUT_H2_STREAMS")
         .ok()
         .and_then(|n| n.parse().ok());
+    let shape = WatchShape::from_env()?;
     let mut h2_client = None;
     for index in 0..watchers {
         if let Some(per_connection) = h2_streams {
@@ -162,8 +220,15 @@ async fn main() -> std::io::Result<()> {
             let mut finish = finish_tx.subscribe();
             let (ready, event) = (ready.clone(), event.clone());
             tokio::spawn(async move {
-                let url = format!("http://{server}/watch_key/{KEY}");
-                let Ok(response) = client.get(url).send().await else {
+                let url = format!("http://{server}{}", shape.path());
+                let request = match shape.body() {
+                    Some(body) => client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body),
+                    None => client.get(url),
+                };
+                let Ok(response) = request.send().await else {
                     return;
                 };
                 let mut body = response.bytes_stream();
@@ -188,7 +253,7 @@ async fn main() -> std::io::Result<()> {
         let mut finish = finish_tx.subscribe();
         let (ready, event) = (ready.clone(), event.clone());
         tokio::spawn(async move {
-            let request = format!("GET /watch_key/{KEY} HTTP/1.1\r\nHost: bench\r\n\r\n");
+            let request = shape.request();
             let mut seen = Vec::new();
             if stream.write_all(request.as_bytes()).await.is_err()
                 || read_until(&mut stream, &mut seen, &ready).await.is_err()
