@@ -106,6 +106,19 @@ async fn invalid_values_and_keys_are_rejected() {
         .await
         .expect("PUT");
     problem(chunked, StatusCode::PAYLOAD_TOO_LARGE).await;
+    // Up to the limit, a value sent in several chunks is stored whole.
+    let chunks = futures_util::stream::iter(
+        [&b"in two "[..], b"chunks!!!"].map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec())),
+    );
+    let chunked = server
+        .request(Method::PUT, "/store/whole")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(chunked.status(), StatusCode::CREATED);
+    let stored = server.get("/store/whole").await;
+    assert_eq!(stored.text().await.expect("body"), "in two chunks!!!");
 
     for path in ["/store/", "/watch_key/"] {
         let body = problem(server.get(path).await, StatusCode::BAD_REQUEST).await;

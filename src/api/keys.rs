@@ -358,8 +358,7 @@ impl KeysApi {
         let key = self.0.key(key)?;
         caller.may_write_key(&key)?;
         let limit = self.0.limits.max_value_bytes;
-        let bytes = body
-            .into_bytes_limit(limit)
+        let bytes = super::body::read_limited(body, limit)
             .await
             .map_err(|err| match err {
                 ReadBodyError::PayloadTooLarge => {
