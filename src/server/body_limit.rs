@@ -4,7 +4,8 @@
 
 use std::io;
 
-use futures_util::StreamExt;
+use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use poem::error::ReadBodyError;
 use poem::http::{HeaderValue, Version, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
@@ -95,14 +96,18 @@ fn failed_with<T: std::error::Error + 'static>(err: &poem::Error) -> bool {
 impl<E: Endpoint> Endpoint for BodyLimited<E> {
     type Output = Response;
 
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+    // Neither an `async fn` nor an `async` block: either would keep a copy
+    // of the request or of the inner future (see `server::app`).
+    fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         let length = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match length {
-            Some(length) if length > self.max as u64 => return Ok(self.too_large()),
+            Some(length) if length > self.max as u64 => {
+                return Either::Left(std::future::ready(Ok(self.too_large())));
+            }
             Some(_) => {}
             // HTTP/1 without Content-Length or Transfer-Encoding: no body.
             None if req.version() < Version::HTTP_2
@@ -121,12 +126,12 @@ impl<E: Endpoint> Endpoint for BodyLimited<E> {
                 req.set_body(Body::from_bytes_stream(chunks));
             }
         }
-        match self.inner.call(req).await {
+        Either::Right(self.inner.call(req).map(move |result| match result {
             Ok(response) => Ok(response.into_response()),
             Err(err) if failed_with::<TooLarge>(&err) => Ok(self.too_large()),
             Err(err) if failed_with::<BodyTimedOut>(&err) => Ok(timed_out()),
             Err(err) => Err(err),
-        }
+        }))
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -184,10 +185,10 @@ async fn serve_hyper<E, S>(
                 let request = poem_request(req, &config, scheme, peer, closer);
                 // Boxed: hyper spawns a task per HTTP/2 stream, sized by
                 // this future, and a watch stream's task lives as long as
-                // the stream; the application's future (8.5 KB) would
-                // otherwise stay in it.
+                // the stream; the application's future would otherwise
+                // stay in it.
                 let response: http::Response<BoxBody<Bytes, std::io::Error>> =
-                    Box::pin(config.app.get_response(request)).await.into();
+                    Box::pin(answer(&config.app, request)).await.into();
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,
@@ -211,6 +212,17 @@ async fn serve_hyper<E, S>(
 
 /// The poem request for a hyper one, its body under `--body-timeout`,
 /// carrying `closer` if it may open a watch stream.
+/// The application's answer to `request`, errors included: poem's
+/// `Endpoint::get_response`, without the copy of the request that its
+/// `async` block keeps beside the call's future (see `server::app`).
+pub(super) fn answer<E: Endpoint<Output = Response>>(
+    app: &E,
+    request: Request,
+) -> impl Future<Output = Response> + Send + '_ {
+    app.call(request)
+        .map(|result| result.unwrap_or_else(|err| err.into_response()))
+}
+
 fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
@@ -79,16 +81,18 @@ pub struct ProblemsEndpoint<E> {
 impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+    // Neither an `async fn` nor an `async` block: either would keep a copy
+    // of the request or of the inner future (see `server::app`).
+    fn call(&self, req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         if let Err(problem) = check_path(req.uri().path()) {
-            return Ok(problem.into_response());
+            return Either::Left(std::future::ready(Ok(problem.into_response())));
         }
         // A `Uri` clone shares its bytes; the path is only read on error.
         let uri = req.uri().clone();
-        match self.inner.call(req).await {
+        Either::Right(self.inner.call(req).map(move |result| match result {
             Ok(response) => Ok(response.into_response()),
             Err(err) => Ok(self.problem_response(err, &uri)),
-        }
+        }))
     }
 }
 

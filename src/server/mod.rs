@@ -51,6 +51,14 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Builds the whole HTTP application over `context`.
+///
+/// A request's future is moved whole into its box, so its size is paid on
+/// every request. An `async fn` layer keeps a copy of its `Request` (472
+/// bytes) beside the inner future that took it, and an `async` block that
+/// awaits a future it captured keeps that future twice; so the layers on
+/// the way to the fast path map their inner future instead, and the full
+/// API's future is boxed (`FastPath::long_way`): 8.5 KB per request
+/// before, 1.3 KB after.
 pub fn app(
     context: Context,
     admission: Admission,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::OperationId;
 
@@ -33,18 +34,22 @@ pub struct Recorded<E> {
 impl<E: Endpoint> Endpoint for Recorded<E> {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+    // Neither an `async fn` nor an `async` block: either would keep a copy
+    // of the request or of the inner future (see `server::app`).
+    fn call(&self, req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         let started = Instant::now();
-        let result = self.inner.call(req).await.map(IntoResponse::into_response);
-        let (status, operation) = match &result {
-            Ok(response) => (response.status(), response.data::<OperationId>()),
-            Err(err) => (err.status(), err.data::<OperationId>()),
-        };
-        self.metrics.observe(
-            operation.map_or("other", |operation| operation.0),
-            status.as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        result
+        self.inner.call(req).map(move |result| {
+            let result = result.map(IntoResponse::into_response);
+            let (status, operation) = match &result {
+                Ok(response) => (response.status(), response.data::<OperationId>()),
+                Err(err) => (err.status(), err.data::<OperationId>()),
+            };
+            self.metrics.observe(
+                operation.map_or("other", |operation| operation.0),
+                status.as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
+            result
+        })
     }
 }

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use head::{Opening, read};
 
-use super::connection::{ConnConfig, InFlight};
+use super::connection::{ConnConfig, InFlight, answer};
 use super::guarded_io::ConnShared;
 use crate::api::ConnectionCloser;
 use crate::store::Closer;
@@ -66,10 +66,10 @@ where
     } = *request;
     let closer: Closer = shared.clone();
     let request = poem_request(head, body, config.local_addr, peer, scheme, closer);
-    // Boxed: the application's future (8.5 KB) would otherwise stay in
-    // the connection's task for as long as the stream it opened.
+    // Boxed: the application's future would otherwise stay in the
+    // connection's task for as long as the stream it opened.
     let response: http::Response<BoxBody<Bytes, std::io::Error>> =
-        Box::pin(config.app.get_response(request)).await.into();
+        Box::pin(answer(&config.app, request)).await.into();
     let (mut head, body) = response.into_parts();
     let size = body.size_hint().exact();
     let (head_bytes, framing) = response::encode_head(&mut head, size, keep_alive);
