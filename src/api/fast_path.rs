@@ -1,5 +1,6 @@
 //! A shortcut to the two hottest operations, past poem's router.
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use poem::http::{HeaderName, Method, Uri, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
@@ -102,7 +103,11 @@ impl<E: Endpoint> FastPath<E> {
     /// of every request, fast ones too, and a request's future is moved
     /// whole into its task.
     fn long_way(&self, req: Request) -> BoxFuture<'_, poem::Result<Response>> {
-        Box::pin(async move { self.inner.call(req).await.map(IntoResponse::into_response) })
+        Box::pin(
+            self.inner
+                .call(req)
+                .map(|result| result.map(IntoResponse::into_response)),
+        )
     }
 }
 

@@ -210,8 +210,6 @@ async fn serve_hyper<E, S>(
     }
 }
 
-/// The poem request for a hyper one, its body under `--body-timeout`,
-/// carrying `closer` if it may open a watch stream.
 /// The application's answer to `request`, errors included: poem's
 /// `Endpoint::get_response`, without the copy of the request that its
 /// `async` block keeps beside the call's future (see `server::app`).
@@ -223,6 +221,8 @@ pub(super) fn answer<E: Endpoint<Output = Response>>(
         .map(|result| result.unwrap_or_else(|err| err.into_response()))
 }
 
+/// The poem request for a hyper one, its body under `--body-timeout`,
+/// carrying `closer` if it may open a watch stream.
 fn poem_request<E>(
     req: http::Request<Incoming>,
     config: &ConnConfig<E>,

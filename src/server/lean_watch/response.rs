@@ -28,7 +28,7 @@ const MAX_SLICES: usize = 64;
 /// Up to this many bytes of small parts (an event's chunk: size line,
 /// frame, CRLF) are copied into one buffer on the stack and sent with one
 /// `send`: a `writev` of them costs the kernel more than the copy
-/// (BENCHMARKS.md, "Fan-out").
+/// (BENCHMARKS.md, "Watchers at scale").
 const COALESCE: usize = 2048;
 
 /// How much of the body is pulled ahead of the socket. Frames wait in
