@@ -96,26 +96,10 @@ async fn invalid_values_and_keys_are_rejected() {
     );
 
     // A chunked body (no Content-Length) over the limit is refused too.
-    let chunks = futures_util::stream::iter(
-        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"xxxxxxxx"))),
-    );
-    let chunked = server
-        .request(Method::PUT, "/store/k")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("PUT");
+    let chunked = put_chunked(&server, "/store/k", &[&b"xxxxxxxx"[..]; 4]).await;
     problem(chunked, StatusCode::PAYLOAD_TOO_LARGE).await;
     // Up to the limit, a value sent in several chunks is stored whole.
-    let chunks = futures_util::stream::iter(
-        [&b"in two "[..], b"chunks!!!"].map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec())),
-    );
-    let chunked = server
-        .request(Method::PUT, "/store/whole")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("PUT");
+    let chunked = put_chunked(&server, "/store/whole", &[b"in two ", b"chunks!!!"]).await;
     assert_eq!(chunked.status(), StatusCode::CREATED);
     let stored = server.get("/store/whole").await;
     assert_eq!(stored.text().await.expect("body"), "in two chunks!!!");
@@ -141,6 +125,26 @@ async fn invalid_values_and_keys_are_rejected() {
         server.get("/store/k").await.text().await.expect("body"),
         "x".repeat(16)
     );
+}
+
+/// A PUT whose body is sent chunked (no Content-Length), one chunk each.
+async fn put_chunked(
+    server: &TestServer,
+    path: &str,
+    chunks: &[&'static [u8]],
+) -> reqwest::Response {
+    let chunks = chunks
+        .iter()
+        .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk)))
+        .collect::<Vec<_>>();
+    server
+        .request(Method::PUT, path)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("PUT")
 }
 
 #[tokio::test]
