@@ -128,10 +128,13 @@ impl Backend {
 
     pub async fn readiness(&self) -> Readiness {
         match self {
-            Self::Memory(store) if store.is_closing() => {
-                Readiness::NotReady("the server is stopping".to_owned())
-            }
-            Self::Memory(_) => Readiness::Ready,
+            Self::Memory(store) => match store.refusing() {
+                None => Readiness::Ready,
+                Some(StorageError::ShuttingDown) => {
+                    Readiness::NotReady("the server is stopping".to_owned())
+                }
+                Some(refused) => Readiness::NotReady(refused.to_string()),
+            },
             #[cfg(feature = "etcd")]
             Self::Etcd(store) => store.readiness().await,
         }

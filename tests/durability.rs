@@ -291,3 +291,126 @@ async fn an_older_copy_of_the_database_is_refused() {
         "is at revision 21, but this data dir already reached revision 22",
     );
 }
+
+/// What happens to the database file while the server runs.
+#[derive(Clone, Copy, Debug)]
+enum Vanish {
+    RemoveFile,
+    RemoveDir,
+    /// A copy taken after the first write is moved over it.
+    ReplaceFile,
+}
+
+/// Waits for a log line containing `says`; the lines before it are
+/// returned with it.
+fn await_log(server: &ServerProcess, says: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let line = server
+            .logs
+            .recv_timeout(common::PATIENCE)
+            .unwrap_or_else(|_| panic!("a log line with {says:?}; saw: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(says) {
+            return seen;
+        }
+    }
+}
+
+async fn vanish_under_a_running_server(vanish: Vanish, fsync: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let file = data.join("kv-store.redb");
+    let client = Client::new();
+    let server = ServerProcess::start(&data, &["--fsync", fsync]);
+    let url = server.url.clone();
+    let kept = put(&client, &url, "before", "v").await;
+    let copy = dir.path().join("copy.redb");
+    match vanish {
+        Vanish::RemoveFile => std::fs::remove_file(&file).expect("remove the file"),
+        Vanish::RemoveDir => std::fs::remove_dir_all(&data).expect("remove the dir"),
+        Vanish::ReplaceFile => {
+            std::fs::copy(&file, &copy).expect("copy");
+            std::fs::rename(&copy, &file).expect("move the copy over the file");
+        }
+    }
+    // Logged at once, with no write to notice it.
+    let logged = await_log(&server, "refusing every write");
+    assert!(logged.contains("kv-store.redb"), "{vanish:?}: {logged}");
+
+    for key in ["before", "after"] {
+        let refused = client
+            .put(format!("{url}/store/{key}"))
+            .body("w")
+            .send()
+            .await
+            .expect("PUT");
+        let body = common::problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(body["type"], "urn:kv-store:problem:data-dir-lost", "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(&*file.to_string_lossy()), "{detail}");
+    }
+    let batch = client
+        .post(format!("{url}/batch"))
+        .json(&serde_json::json!([{"method": "DELETE", "key": "before"}]))
+        .send()
+        .await
+        .expect("batch");
+    common::problem(batch, StatusCode::SERVICE_UNAVAILABLE).await;
+    let ready = client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    let body = common::problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kv-store.redb"),
+        "{body}"
+    );
+    // Reads go on from memory.
+    assert_eq!(get(&client, &url, "before").await, Some(("v".into(), kept)));
+    assert!(server.stop().success(), "clean exit");
+
+    // Nothing was acknowledged after the file went: a restart finds what
+    // the data dir holds, or refuses to start on a file that went missing.
+    match vanish {
+        Vanish::RemoveFile => assert_refused(&data, "already reached revision 1"),
+        Vanish::RemoveDir => {
+            let server = ServerProcess::start(&data, &[]);
+            assert_eq!(get(&client, &server.url, "before").await, None);
+            assert_eq!(status(&client, &server.url).await["revision"], 0);
+        }
+        Vanish::ReplaceFile => {
+            let server = ServerProcess::start(&data, &[]);
+            assert_eq!(
+                get(&client, &server.url, "before").await,
+                Some(("v".into(), kept))
+            );
+            assert_eq!(get(&client, &server.url, "after").await, None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_removed_database_file_stops_writes_at_once() {
+    vanish_under_a_running_server(Vanish::RemoveFile, "always").await;
+}
+
+#[tokio::test]
+async fn a_removed_data_dir_stops_writes_at_once() {
+    vanish_under_a_running_server(Vanish::RemoveDir, "always").await;
+}
+
+#[tokio::test]
+async fn a_replaced_database_file_stops_writes_at_once() {
+    vanish_under_a_running_server(Vanish::ReplaceFile, "always").await;
+}
+
+#[tokio::test]
+async fn a_removed_database_file_stops_deferred_writes_too() {
+    vanish_under_a_running_server(Vanish::RemoveFile, "interval").await;
+}

@@ -134,6 +134,15 @@ impl Problem {
                 "Insufficient storage",
                 format!("{detail}; nothing was written, retry once the disk has room"),
             ),
+            StorageError::DataDirLost(detail) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "data-dir-lost",
+                "Data dir lost",
+                format!(
+                    "{detail}; nothing was written: writes are refused until the server is \
+                     restarted"
+                ),
+            ),
             StorageError::Unavailable(detail) => Self::unavailable(&format!(
                 "{detail}; a write may or may not have been applied"
             )),

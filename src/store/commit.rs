@@ -1,6 +1,7 @@
 //! The commit path: the one place every write is planned and applied.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -152,6 +153,9 @@ pub(super) struct Committer {
     pub(super) group: Group,
     pub(super) mode: Mode,
     pub(super) closing: bool,
+    /// Set once the data dir's file is found removed or replaced: what
+    /// became of it. Every later write is refused.
+    pub(super) lost: Option<Arc<str>>,
     pub(super) history: History,
     /// The keys in byte order, for listings; changed with the map.
     pub(super) index: Index,

@@ -187,9 +187,32 @@ impl DiskWrite<'_> {
     }
 }
 
+/// Which file a path names: its device and inode. A file removed, or
+/// replaced by another (a copy moved over it), no longer has the identity
+/// the database was opened with, though redb's open handle still writes
+/// to the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+}
+
 /// The open database. Only the commit path's flusher thread touches it.
 pub struct Disk {
     path: PathBuf,
+    /// The file the database was opened from: what `path` must still name.
+    id: FileId,
     /// [`MARKER_NAME`] in the data dir.
     marker: PathBuf,
     /// `None` after an I/O error: redb refuses every later operation, so the
@@ -245,12 +268,32 @@ impl Disk {
             });
         }
         write_marker(&marker, recovered.revision).map_err(|err| failed(err.into()))?;
+        let id = FileId::of(&path).map_err(|err| failed(err.into()))?;
         let disk = Self {
             path,
+            id,
             marker,
             db: Some(db),
         };
         Ok((disk, recovered))
+    }
+
+    /// Whether the database path still names the file this process opened:
+    /// `Err` says what became of it (removed, replaced, unreadable). A write
+    /// to the open file after that would be acknowledged and then lost at
+    /// the next start, so the caller stops writing.
+    pub fn check(&self) -> Result<(), String> {
+        let path = self.path.display();
+        match FileId::of(&self.path) {
+            Ok(id) if id == self.id => Ok(()),
+            Ok(_) => Err(format!(
+                "the database file {path} was replaced by another file while the server ran"
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "the database file {path} was removed (or its directory) while the server ran"
+            )),
+            Err(err) => Err(format!("the database file {path} cannot be checked: {err}")),
+        }
     }
 
     /// Records `revision` as the one the data dir reached, at a clean stop.

@@ -13,6 +13,10 @@ pub enum StorageError {
     /// The data dir refused the write (full, or an I/O error): nothing of it
     /// was applied. Writes work again once the disk does.
     DiskRefused(Arc<str>),
+    /// The data dir's database file was removed or replaced while the
+    /// server ran: writes are refused from then on (until a restart), since
+    /// a restart would not find them. Nothing of this write was applied.
+    DataDirLost(Arc<str>),
     /// The backend (etcd) did not answer in time, or has no quorum. A write
     /// may or may not have been applied: etcd may have committed it just
     /// before the answer was lost.
@@ -26,9 +30,10 @@ impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::ShuttingDown => f.write_str("the store is shutting down"),
-            Self::DiskRefused(detail) | Self::Unavailable(detail) | Self::TooLarge(detail) => {
-                f.write_str(detail)
-            }
+            Self::DiskRefused(detail)
+            | Self::DataDirLost(detail)
+            | Self::Unavailable(detail)
+            | Self::TooLarge(detail) => f.write_str(detail),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::commit::{Change, MAX_DEFERRED_KEYS, Ticket};
+use super::commit::{Change, Committer, MAX_DEFERRED_KEYS, Ticket};
 use super::disk::{Disk, DiskWrite};
 use super::{Inner, StorageError};
 
@@ -18,12 +18,47 @@ pub(super) fn flusher(inner: Arc<Inner>, mut disk: Disk, period: Option<Duration
     }
 }
 
+/// How often an idle flusher checks that the data dir's file is still the
+/// one it writes to, so that a removal is logged and `/readyz` turns 503
+/// within this long even while no write comes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Notes that the data dir's file is gone (`what` became of it): every
+/// later write is refused. Logged once. Returns the error for the writes
+/// that wait.
+fn lose(committer: &mut Committer, what: String) -> StorageError {
+    let lost = committer.lost.get_or_insert_with(|| {
+        tracing::error!(
+            "{what}: refusing every write from now on, as a restart would not find it; the keys \
+             are still served from memory. Put the file back and restart, or restart to serve \
+             what the data dir holds"
+        );
+        what.into()
+    });
+    StorageError::DataDirLost(lost.clone())
+}
+
+/// Checks the data dir's file unless it is already known lost.
+fn check(committer: &mut Committer, disk: &Disk) {
+    if committer.lost.is_none()
+        && let Err(what) = disk.check()
+    {
+        lose(committer, what);
+    }
+}
+
 fn commit_groups(inner: &Inner, disk: &mut Disk) {
     let mut last_group = 0;
     loop {
         let mut committer = inner.committer.lock();
         while committer.group.is_empty() && !committer.closing {
-            inner.flush_wanted.wait(&mut committer);
+            if inner
+                .flush_wanted
+                .wait_for(&mut committer, CHECK_EVERY)
+                .timed_out()
+            {
+                check(&mut committer, disk);
+            }
         }
         if committer.group.is_empty() {
             // Closing, and nothing left to write: all that applied is on disk.
@@ -50,6 +85,7 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
 
         let result = match group.writes.last() {
             None => Ok(()),
+            Some(_) if disk.check().is_err() => Err(None),
             Some(last) => {
                 let writes: Vec<DiskWrite<'_>> = group
                     .writes
@@ -65,7 +101,13 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
                 inner
                     .counters
                     .disk_commit(writes.len(), took, result.is_ok());
-                result
+                // Removed while it was written: the write went to a file
+                // a restart would not read.
+                match result {
+                    Ok(()) if disk.check().is_err() => Err(None),
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(Some(err)),
+                }
             }
         };
 
@@ -87,17 +129,28 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
                 inner.settle(&mut committer);
                 (group.waiters, Ok(()))
             }
-            Err(err) => {
+            Err(failed) => {
                 // Writes planned since were planned on top of this group:
                 // they fail with it, and planning restarts from what applied.
-                tracing::error!("writing to the data dir failed: {err}");
+                let error = match failed {
+                    Some(err) => {
+                        tracing::error!("writing to the data dir failed: {err}");
+                        let message = format!("the data dir refused the write: {err}");
+                        StorageError::DiskRefused(message.into())
+                    }
+                    None => {
+                        let what = disk.check().err().unwrap_or_else(|| {
+                            "the database file changed while the server ran".to_owned()
+                        });
+                        lose(&mut committer, what)
+                    }
+                };
                 let later = std::mem::take(&mut committer.group);
                 committer.pending.clear();
                 committer.next = committer.revision;
                 let mut waiters = group.waiters;
                 waiters.extend(later.waiters);
-                let message = format!("the data dir refused the write: {err}");
-                (waiters, Err(StorageError::DiskRefused(message.into())))
+                (waiters, Err(error))
             }
         };
         drop(committer);
@@ -119,7 +172,32 @@ fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
                 .deferred()
                 .is_none_or(|d| d.keys.len() < MAX_DEFERRED_KEYS)
         {
-            inner.flush_wanted.wait_until(&mut committer, due);
+            let wake = due.min(Instant::now() + CHECK_EVERY);
+            if inner
+                .flush_wanted
+                .wait_until(&mut committer, wake)
+                .timed_out()
+            {
+                check(&mut committer, disk);
+            }
+        }
+        check(&mut committer, disk);
+        if committer.lost.is_some() {
+            // Nothing more can reach the disk; what is deferred stays in
+            // memory only, and new writes are refused.
+            if let Some(deferred) = committer.mode.deferred_mut() {
+                deferred.keys.clear();
+            }
+            if committer.closing {
+                // The marker keeps the revision the store reached, so a
+                // start on a data dir that lost its file is refused.
+                let revision = committer.revision;
+                drop(committer);
+                disk.close(revision);
+                return;
+            }
+            drop(committer);
+            continue;
         }
         let closing = committer.closing;
         let Some(deferred) = committer.mode.deferred_mut().map(std::mem::take) else {

@@ -149,6 +149,7 @@ impl Store {
                 Some(Fsync::Interval | Fsync::Never) => Mode::Deferred(Deferred::default()),
             },
             closing: false,
+            lost: None,
             history: History::new(config.history, config.history_bytes),
             index,
             expiry,
@@ -218,9 +219,14 @@ impl Store {
         }
     }
 
-    /// Whether [`Store::close`] has been called.
-    pub fn is_closing(&self) -> bool {
-        self.inner.committer.lock().closing
+    /// Why the store cannot take writes, if it cannot: it is closing, or
+    /// its data dir's file was removed or replaced.
+    pub fn refusing(&self) -> Option<StorageError> {
+        let committer = self.inner.committer.lock();
+        if committer.closing {
+            return Some(StorageError::ShuttingDown);
+        }
+        committer.lost.clone().map(StorageError::DataDirLost)
     }
 
     /// Reads a key without taking the commit lock. Async, like every call

@@ -74,6 +74,9 @@ impl Store {
         if committer.closing {
             return Err(StorageError::ShuttingDown);
         }
+        if let Some(lost) = &committer.lost {
+            return Err(StorageError::DataDirLost(lost.clone()));
+        }
         let mut locked = inner.map.lock(ops.iter().map(|op| &*op.key));
         let now = Instant::now();
         // What this run sees may include writes still on their way to disk.

@@ -26,10 +26,13 @@ impl Store {
             let mut committer = inner.committer.lock();
             let now = Instant::now();
             let due = committer.expiry.due(now, SWEEP_CHUNK);
-            if due.is_empty() || committer.closing {
+            // With the data dir lost, an expiry is a write that cannot be
+            // made either: expired keys stay unserved, unswept.
+            let stopped = committer.closing || committer.lost.is_some();
+            if due.is_empty() || stopped {
                 // The sweeper is about to look at the next deadline anyway.
                 committer.wake_sweeper = false;
-                return Sweep::Sleep(committer.expiry.next().filter(|_| !committer.closing));
+                return Sweep::Sleep(committer.expiry.next().filter(|_| !stopped));
             }
             let mut locked = inner.map.lock(due.iter().map(|key| &**key));
             for key in &due {
