@@ -182,3 +182,122 @@ async fn broken_percent_encodings_in_a_key_are_400() {
         StatusCode::CREATED
     );
 }
+
+/// The longest detail a problem had in these tests: client input is shown
+/// by its first characters only.
+const LONGEST_DETAIL: usize = 400;
+
+#[tokio::test]
+async fn a_problem_never_echoes_more_than_a_prefix_of_what_was_sent() {
+    let server = TestServer::start(&["--max-key-bytes", "8192"]).await;
+    let long = "x".repeat(7000);
+    let json = |path: &str, body: String| {
+        server
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let cases = vec![
+        (
+            "Last-Event-ID",
+            server
+                .request(Method::GET, "/watch_key/k")
+                .header("last-event-id", long.as_str()),
+        ),
+        (
+            "ttl",
+            server.request(Method::PUT, &format!("/store/k?ttl={long}")),
+        ),
+        (
+            "since",
+            server.request(Method::GET, &format!("/watch_key/k?since={long}")),
+        ),
+        (
+            "limit",
+            server.request(Method::GET, &format!("/store?limit={long}")),
+        ),
+        (
+            "missing key",
+            server.request(Method::GET, &format!("/store/{long}")),
+        ),
+        (
+            "If-Match",
+            server
+                .request(Method::DELETE, &format!("/store/{long}"))
+                .header("if-match", "\"1\""),
+        ),
+        (
+            "CAS on a missing key",
+            json(
+                &format!("/store/cas/{long}"),
+                r#"{"expected":"a","new":"b"}"#.to_owned(),
+            ),
+        ),
+        (
+            "JSON of the wrong type",
+            json(
+                "/store/cas/k",
+                format!(r#"{{"expected":"a","new":"b","ttl":"{long}"}}"#),
+            ),
+        ),
+        (
+            "batch key twice",
+            json(
+                "/batch",
+                format!(r#"[{{"method":"GET","key":"{long}"}},{{"method":"GET","key":"{long}"}}]"#),
+            ),
+        ),
+        (
+            "Content-Type",
+            server
+                .request(Method::POST, "/batch")
+                .header("content-type", format!("text/{long}"))
+                .body("[]"),
+        ),
+    ];
+    for (what, request) in cases {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        assert!(status.is_client_error(), "{what}: {status}");
+        let body = problem(response, status).await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.chars().count() <= LONGEST_DETAIL && !detail.contains(&"x".repeat(100)),
+            "{what}: {detail}"
+        );
+        assert!(detail.contains("xxxx"), "{what}: shows the start: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_parameter_names_the_operation_that_needs_it() {
+    let server = TestServer::start(&[]).await;
+    let watch = problem(server.get("/watch").await, StatusCode::BAD_REQUEST).await;
+    let detail = watch["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("GET /watch needs `prefix`") && !detail.contains("delet"),
+        "{detail}"
+    );
+    let delete = server
+        .request(Method::DELETE, "/store")
+        .send()
+        .await
+        .expect("DELETE");
+    let body = problem(delete, StatusCode::BAD_REQUEST).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("DELETE /store needs `prefix`"),
+        "{detail}"
+    );
+    let empty = server
+        .request(Method::DELETE, "/store?prefix=")
+        .send()
+        .await
+        .expect("DELETE");
+    let body = problem(empty, StatusCode::BAD_REQUEST).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("the prefix is empty"), "{detail}");
+    // An empty prefix is a watch of every key.
+    let mut all = common::Sse::new(server.get("/watch?prefix=").await);
+    assert_eq!(all.snapshot().await.0, Vec::new());
+}

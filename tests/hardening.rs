@@ -414,3 +414,104 @@ async fn h2c_with_prior_knowledge_serves_requests_and_watches_on_one_connection(
     // The test's plain client and the HTTP/2 one.
     assert_eq!(metric(&metrics, "kv_connections"), 2);
 }
+
+/// Reads one response head from `stream` (after `buffer`'s bytes); returns
+/// its status and content length, leaving what follows the head in
+/// `buffer`.
+async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> (u16, Option<usize>) {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            buffer.drain(..end + 4);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or_else(|| panic!("a status line: {head}"));
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            });
+            return (status, length);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("an answer within the patience limit")
+            .expect("read");
+        assert!(n > 0, "the connection closed before an answer");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The status the server answers `request` with when it is the first on a
+/// connection (the lean watch path reads it) and when it follows a request
+/// hyper served on the same connection (hyper reads it).
+async fn status_both_ways(addr: SocketAddr, request: &[u8]) -> (u16, u16) {
+    let mut lean = TcpStream::connect(addr).await.expect("connect");
+    lean.write_all(request).await.expect("send");
+    let (lean_status, _) = read_head(&mut lean, &mut Vec::new()).await;
+
+    let mut hyper = TcpStream::connect(addr).await.expect("connect");
+    hyper
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut buffer = Vec::new();
+    let (status, length) = read_head(&mut hyper, &mut buffer).await;
+    assert_eq!(status, 200);
+    while buffer.len() < length.unwrap_or(0) {
+        let mut chunk = [0u8; 256];
+        let n = hyper.read(&mut chunk).await.expect("read");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    buffer.drain(..length.unwrap_or(0));
+    hyper.write_all(request).await.expect("send");
+    let (hyper_status, _) = read_head(&mut hyper, &mut buffer).await;
+    (lean_status, hyper_status)
+}
+
+#[tokio::test]
+async fn the_lean_watch_path_accepts_exactly_what_hyper_accepts() {
+    let server = TestServer::start(&[]).await;
+    let post = |headers: &str, body: &str| {
+        format!(
+            "POST /watch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n{body}"
+        )
+    };
+    let cases: Vec<String> = vec![
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch?prefix=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+        post("Content-Length: 5\r\n", "[\"k\"]"),
+        post("Content-Length: +5\r\n", "[\"k\"]"),
+        post("Content-Length: -5\r\n", "[\"k\"]"),
+        post("Content-Length: 0x5\r\n", "[\"k\"]"),
+        post("Content-Length: 5 5\r\n", "[\"k\"]"),
+        post("Content-Length: 05\r\n", "[\"k\"]"),
+        post("Content-Length: 5\r\nContent-Length: 5\r\n", "[\"k\"]"),
+        post("Content-Length: 5\r\nContent-Length: 6\r\n", "[\"k\"] "),
+        post("Content-Length: 99999999999999999999999\r\n", "[\"k\"]"),
+        post("Transfer-Encoding: gzip\r\n", "[\"k\"]"),
+        post("Transfer-Encoding: chunked\r\n", "5\r\n[\"k\"]\r\n0\r\n\r\n"),
+        post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "5\r\n[\"k\"]\r\n0\r\n\r\n"),
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".into(),
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n".into(),
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n".into(),
+        "GET /watch key HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch_key/k HTTP/1.2\r\nHost: x\r\n\r\n".into(),
+        "GET /watch_key/k\x7f HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch_key/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch_key/k#frag HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET http://x/watch_key/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch_key/k HTTP/1.1\nHost: x\n\n".into(),
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n".into(),
+        "GET /watch_key/k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n".into(),
+        "GET /watch_key/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /watch?since=x&prefix=a HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+    ];
+    for request in cases {
+        let (lean, hyper) = status_both_ways(server.addr, request.as_bytes()).await;
+        assert_eq!(lean, hyper, "{request:?}: lean path vs hyper");
+    }
+}

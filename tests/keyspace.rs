@@ -311,6 +311,9 @@ async fn bad_parameters_and_cursors_are_refused() {
     }
     let first = ok_page(&server, &[("prefix", "a/"), ("limit", "1")]).await;
     let cursor = first["next"].as_str().expect("next").to_owned();
+    // An empty cursor is no cursor: the first page.
+    let again = ok_page(&server, &[("prefix", "a/"), ("limit", "1"), ("cursor", "")]).await;
+    assert_eq!(again["items"], first["items"]);
 
     // Each character changed in turn: never read as another position.
     for at in 0..cursor.len() {

@@ -165,7 +165,8 @@ impl ListApi {
         /// Most keys in the page (1 to 10000; default 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         limit: Query<Option<u64>>,
-        /// Where to go on: the `next` of the previous page.
+        /// Where to go on: the `next` of the previous page (absent or
+        /// empty: the first page).
         cursor: Query<Option<String>>,
         /// Leave the values out.
         keys_only: Query<Option<bool>>,
@@ -181,6 +182,7 @@ impl ListApi {
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
         let cursor = cursor
             .0
+            .filter(|text| !text.is_empty())
             .map(|text| {
                 Cursor::decode(&text, &prefix).map_err(|err| {
                     Box::new(Problem::invalid_request(match err {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fast_path::{FastPath, Gate};
 pub use list::{EMPTY_PREFIX, bad_limit};
-pub use problem::Problem;
+pub use problem::{Problem, shown};
 pub use watch::{ConnectionCloser, may_stream};
 
 use batch::BatchApi;

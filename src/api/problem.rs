@@ -1,5 +1,6 @@
 //! Errors as RFC 9457 problem details (`application/problem+json`).
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use poem::http::{StatusCode, header};
@@ -46,13 +47,79 @@ pub struct Problem {
     pub results: Option<Vec<OpResult>>,
 }
 
+/// The most characters of client input a problem's detail repeats: a key,
+/// a parameter or a header is shown by its first characters only, so an
+/// answer never grows with what the client sent.
+pub const MAX_ECHO: usize = 48;
+
+/// The longest detail, in characters: a bound for messages from parsers
+/// (serde, poem) that quote input in ways [`clip`] does not recognise.
+const MAX_DETAIL: usize = 512;
+
+/// `text` as a detail may repeat it: its first [`MAX_ECHO`] characters,
+/// then `…` if there were more.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
+
+/// `detail` with each quoted run (`"..."`, as `{:?}` and serde write
+/// client input) cut to [`MAX_ECHO`] characters, and the whole to
+/// [`MAX_DETAIL`].
+fn clip(detail: String) -> String {
+    if detail.len() <= MAX_ECHO {
+        return detail;
+    }
+    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL * 4));
+    let mut written = 0;
+    // Inside a quoted run: how many characters of it were kept.
+    let mut quoted: Option<usize> = None;
+    let mut escaped = false;
+    for c in detail.chars() {
+        if written == MAX_DETAIL {
+            out.push('…');
+            break;
+        }
+        let kept = match quoted {
+            None => {
+                if c == '"' {
+                    quoted = Some(0);
+                }
+                Some(c)
+            }
+            Some(run) => {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                if closes {
+                    quoted = None;
+                    Some(c)
+                } else {
+                    quoted = Some(run + 1);
+                    match run.cmp(&MAX_ECHO) {
+                        std::cmp::Ordering::Less => Some(c),
+                        std::cmp::Ordering::Equal => Some('…'),
+                        std::cmp::Ordering::Greater => None,
+                    }
+                }
+            }
+        };
+        if let Some(c) = kept {
+            out.push(c);
+            written += 1;
+        }
+    }
+    out
+}
+
 impl Problem {
     pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             kind: format!("urn:kv-store:problem:{slug}"),
             title: title.to_owned(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: clip(detail.into()),
             value: None,
             revision: None,
             oldest_revision: None,
@@ -315,5 +382,30 @@ impl<S> IntoResponse for ApiError<S> {
 impl<S> From<ApiError<S>> for poem::Error {
     fn from(error: ApiError<S>) -> Self {
         poem::Error::from_response(error.into_response())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_quoted_input_is_cut_and_short_input_kept() {
+        let key = "k".repeat(7000);
+        let detail = clip(format!("key {key:?} does not exist"));
+        assert_eq!(
+            detail,
+            format!("key \"{}…\" does not exist", "k".repeat(MAX_ECHO))
+        );
+        let short = "key \"a\\\"b\" does not exist".to_owned();
+        assert_eq!(clip(short.clone()), short, "an escaped quote stays inside");
+        let unquoted = clip("x".repeat(7000));
+        assert_eq!(unquoted.chars().count(), MAX_DETAIL + 1);
+        assert!(unquoted.ends_with('…'));
+        assert_eq!(shown("abc"), "abc");
+        assert_eq!(
+            shown(&"é".repeat(100)),
+            format!("{}…", "é".repeat(MAX_ECHO))
+        );
     }
 }

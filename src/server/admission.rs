@@ -112,11 +112,20 @@ impl Admission {
 enum Refused {
     Missing,
     Unknown,
+    /// More than one `Authorization` header: which one counts would be a
+    /// guess, and a proxy and the server could guess differently.
+    Several,
 }
 
 impl Refused {
     fn response(self) -> Response {
         let (detail, challenge) = match self {
+            Self::Several => {
+                return Problem::invalid_request(
+                    "the request has several Authorization headers; send exactly one",
+                )
+                .into_response();
+            }
             Self::Missing => (
                 "this server needs `Authorization: Bearer <token>`",
                 "Bearer realm=\"kv-store\"",
@@ -147,9 +156,12 @@ impl Admission {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
+        let mut given = req.headers().get_all(header::AUTHORIZATION).iter();
+        let (first, second) = (given.next(), given.next());
+        if second.is_some() {
+            return Err(Refused::Several);
+        }
+        let bearer = first
             .and_then(|value| value.to_str().ok())
             .and_then(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;

@@ -7,6 +7,8 @@ use futures_util::future::Either;
 use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
+use poem_openapi::error::ContentTypeError;
+
 use crate::api::{self, Problem};
 
 /// `/store/` and the like: a key-taking path with the key left out.
@@ -89,15 +91,16 @@ impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
         }
         // A `Uri` clone shares its bytes; the path is only read on error.
         let uri = req.uri().clone();
+        let method = req.method().clone();
         Either::Right(self.inner.call(req).map(move |result| match result {
             Ok(response) => Ok(response.into_response()),
-            Err(err) => Ok(self.problem_response(err, &uri)),
+            Err(err) => Ok(self.problem_response(err, &method, &uri)),
         }))
     }
 }
 
 impl<E> ProblemsEndpoint<E> {
-    fn problem_response(&self, err: poem::Error, uri: &Uri) -> Response {
+    fn problem_response(&self, err: poem::Error, method: &Method, uri: &Uri) -> Response {
         if err.is_from_response() {
             return err.into_response();
         }
@@ -126,9 +129,19 @@ impl<E> ProblemsEndpoint<E> {
                 status,
                 "unsupported-media-type",
                 "Unsupported media type",
-                format!("{err}; send Content-Type: application/json"),
+                match err.downcast_ref::<ContentTypeError>() {
+                    Some(ContentTypeError::NotSupported { content_type }) => format!(
+                        "Content-Type {:?} is not accepted here; send Content-Type: \
+                         application/json",
+                        api::shown(content_type)
+                    ),
+                    _ => "the request has no Content-Type; send Content-Type: application/json"
+                        .to_owned(),
+                },
             ),
-            StatusCode::BAD_REQUEST => Problem::invalid_request(bad_request_detail(&err, uri)),
+            StatusCode::BAD_REQUEST => {
+                Problem::invalid_request(bad_request_detail(&err, method, uri))
+            }
             status if status.is_server_error() => {
                 tracing::error!(%status, error = %err, "request failed");
                 Problem::internal("the server failed to handle the request")
@@ -175,8 +188,9 @@ fn check_path(path: &str) -> Result<(), Box<Problem>> {
 }
 
 /// The detail of a 400 from the framework: for the query parameters whose
-/// parser speaks in type names, the words the API uses elsewhere.
-fn bad_request_detail(err: &poem::Error, uri: &Uri) -> String {
+/// parser speaks in type names, the words the API uses elsewhere; for a
+/// required one left out, which operation needs it.
+fn bad_request_detail(err: &poem::Error, method: &Method, uri: &Uri) -> String {
     let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() else {
         return err.to_string();
     };
@@ -184,13 +198,27 @@ fn bad_request_detail(err: &poem::Error, uri: &Uri) -> String {
         .query()
         .into_iter()
         .flat_map(|query| query.split('&'))
-        .find_map(|pair| pair.strip_prefix(param.name)?.strip_prefix('='))
-        .unwrap_or_default();
+        .find_map(|pair| pair.strip_prefix(param.name)?.strip_prefix('='));
+    let operation = format!("{method} {}", uri.path());
+    let Some(given) = given else {
+        return match (param.name, uri.path()) {
+            ("prefix", "/store") => format!(
+                "{operation} needs `prefix`: every key starting with it is deleted (it may not \
+                 be empty)"
+            ),
+            ("prefix", "/watch") => format!(
+                "{operation} needs `prefix`: every key starting with it is watched (`prefix=` \
+                 watches every key)"
+            ),
+            (name, _) => format!("{operation} needs the query parameter `{name}`"),
+        };
+    };
+    let given = api::shown(given);
     match param.name {
         "ttl" => api::bad_ttl(given),
         "since" => api::bad_since(given),
         "limit" => api::bad_limit(given),
-        // Only DELETE /store constrains `prefix` (not empty).
+        // Only DELETE /store constrains a given `prefix` (not empty).
         "prefix" => api::EMPTY_PREFIX.to_owned(),
         _ => err.to_string(),
     }

@@ -89,7 +89,7 @@ fn parse(read: &mut BytesMut) -> Parsed {
     };
     let body_len = match head.headers.get(header::CONTENT_LENGTH) {
         None => 0,
-        Some(length) => match length.to_str().ok().and_then(|n| n.parse::<usize>().ok()) {
+        Some(length) => match digits(length.as_bytes()) {
             Some(length) => length,
             None => return Parsed::Other,
         },
@@ -150,6 +150,19 @@ fn watch_head(request: &httparse::Request<'_, '_>) -> Option<http::request::Part
     Some(head)
 }
 
+/// A `Content-Length` as hyper reads it: one or more ASCII digits, nothing
+/// else (Rust's `parse` would also take `+5`, which hyper refuses). What
+/// this does not take, hyper judges.
+fn digits(bytes: &[u8]) -> Option<usize> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0usize, |length, &byte| {
+        let digit = char::from(byte).to_digit(10)?;
+        length.checked_mul(10)?.checked_add(digit as usize)
+    })
+}
+
 /// Whether a comma-separated header such as `Connection` holds `token`.
 pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
@@ -194,6 +207,9 @@ mod tests {
             b"POST /watch HTTP/1.1\r\ncontent-length: 9\r\n\r\n[\"k\"]",
             b"POST /watch HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n[]",
             b"POST /watch HTTP/1.1\r\ncontent-length: x\r\n\r\n",
+            b"POST /watch HTTP/1.1\r\ncontent-length: +2\r\n\r\n[]",
+            b"POST /watch HTTP/1.1\r\ncontent-length: 2 2\r\n\r\n[]",
+            b"POST /watch HTTP/1.1\r\ncontent-length: \r\n\r\n",
             b"GET /watch_key/k HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             b"GET /watch key HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
