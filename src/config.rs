@@ -113,6 +113,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_page_bytes: u32,
 
+    /// Bytes of values one batch answer may carry; a GET past it gets
+    /// status 413 in its result, without its value (a batch answer always
+    /// holds one value, however large).
+    #[arg(long, env = "KV_MAX_BATCH_ANSWER_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_answer_bytes: u32,
+
     /// Events kept for watch resume.
     #[arg(long, env = "KV_HISTORY", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -144,6 +151,26 @@ pub struct Config {
     /// streams are in flight while open, and send heartbeats).
     #[arg(long, env = "KV_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,
+
+    /// Time a connection may go with something to send (a full socket, or
+    /// answers its client takes nothing of, such as an HTTP/2 client that
+    /// grants no window) and nothing sent; then it is closed, watch
+    /// streams and all.
+    #[arg(long, env = "KV_SEND_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub send_timeout: Duration,
+
+    /// Bytes of answers (listing pages, batch results, values) all clients
+    /// together may hold built and not yet taken; past it an answer over
+    /// 16 KiB is refused 503 with Retry-After.
+    #[arg(long, env = "KV_ANSWER_MEMORY", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub answer_memory: u64,
+
+    /// Requests one HTTP/2 connection may have open at once (its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "KV_MAX_STREAMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
 
     /// Most client connections open at once; one more is answered 503 and
     /// closed [default: the open-file limit (raised to its hard limit at

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -34,6 +34,13 @@ pub struct ConnectionCounters {
     open: AtomicU64,
     rejected: AtomicU64,
     lean_watches: AtomicU64,
+    /// Connections closed for making no send progress (`--send-timeout`).
+    stalled: AtomicU64,
+    /// Answers refused 503 because `--answer-memory` was in use.
+    refused_answers: AtomicU64,
+    /// Bytes of answers built and not yet taken by their clients: what
+    /// `--answer-memory` bounds.
+    pub answer_bytes: AtomicUsize,
 }
 
 impl ConnectionCounters {
@@ -54,6 +61,32 @@ impl ConnectionCounters {
         self.lean_watches.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A connection made no send progress for `--send-timeout`.
+    pub fn stalled(&self) {
+        self.stalled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An answer was refused for want of `--answer-memory`.
+    pub fn refused_answer(&self) {
+        self.refused_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `bytes` to the answers' bytes until the returned guard drops,
+    /// unless that would pass `limit`: then counts a refused answer and
+    /// returns `None`.
+    pub fn reserve_answer(self: &Arc<Self>, bytes: usize, limit: usize) -> Option<AnswerRoom> {
+        let used = self.answer_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if used.saturating_add(bytes) > limit {
+            self.answer_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.refused_answer();
+            return None;
+        }
+        Some(AnswerRoom {
+            counters: self.clone(),
+            bytes,
+        })
+    }
+
     /// Connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
@@ -62,6 +95,20 @@ impl ConnectionCounters {
     /// Connections refused at `--max-connections` so far.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Room reserved in `--answer-memory` for an answer being built.
+pub struct AnswerRoom {
+    counters: Arc<ConnectionCounters>,
+    bytes: usize,
+}
+
+impl Drop for AnswerRoom {
+    fn drop(&mut self) {
+        self.counters
+            .answer_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -210,6 +257,29 @@ impl Collector for ConnectionCollector {
             None,
             rejected.metric_type(),
         )?)?;
+        let stalled = ConstCounter::new(self.0.stalled.load(Ordering::Relaxed));
+        stalled.encode(encoder.encode_descriptor(
+            "stalled_connections",
+            "Connections closed because they took nothing of what they were sent for \
+             --send-timeout",
+            None,
+            stalled.metric_type(),
+        )?)?;
+        let answers = self.0.answer_bytes.load(Ordering::Relaxed);
+        let answers = ConstGauge::new(i64::try_from(answers).unwrap_or(i64::MAX));
+        answers.encode(encoder.encode_descriptor(
+            "answer_bytes",
+            "Bytes of answers built and not yet taken by their clients (--answer-memory)",
+            None,
+            answers.metric_type(),
+        )?)?;
+        let refused = ConstCounter::new(self.0.refused_answers.load(Ordering::Relaxed));
+        refused.encode(encoder.encode_descriptor(
+            "refused_answers",
+            "Answers refused 503 because --answer-memory was in use",
+            None,
+            refused.metric_type(),
+        )?)?;
         let lean = ConstCounter::new(self.0.lean_watches.load(Ordering::Relaxed));
         lean.encode(encoder.encode_descriptor(
             "lean_watch_requests",
@@ -250,5 +320,8 @@ mod tests {
         assert!(text.contains("kv_connections 0"), "{text}");
         assert!(text.contains("kv_rejected_connections_total 0"), "{text}");
         assert!(text.contains("kv_lean_watch_requests_total 0"), "{text}");
+        assert!(text.contains("kv_stalled_connections_total 0"), "{text}");
+        assert!(text.contains("kv_answer_bytes 0"), "{text}");
+        assert!(text.contains("kv_refused_answers_total 0"), "{text}");
     }
 }

@@ -223,3 +223,58 @@ async fn request_bodies_are_bounded() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_batch_answer_leaves_out_values_past_its_cap() {
+    let server = TestServer::start(&["--max-batch-answer-bytes", "10"]).await;
+    for key in ["a", "b", "c", "d"] {
+        server
+            .put(key, &format!("{key}{key}{key}{key}{key}{key}"))
+            .await;
+    }
+    let huge = "h".repeat(64);
+    server.put("huge", &huge).await;
+    let response = server
+        .post_json(
+            "/batch",
+            &json!([
+                {"method": "GET", "key": "huge"},
+                {"method": "PUT", "key": "w", "value": "new"},
+                {"method": "GET", "key": "a"},
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let results = json(response).await;
+    // The first value always fits; the next one would pass the cap, and
+    // the write is done all the same.
+    assert_eq!(results[0]["value"], huge.as_str());
+    assert_eq!(results[1]["status"], 201);
+    assert_eq!(results[2]["status"], 413);
+    assert!(results[2].get("value").is_none(), "{results}");
+    assert_eq!(server.get("/store/w").await.status(), StatusCode::OK);
+
+    let response = server
+        .post_json(
+            "/batch",
+            &json!([
+                {"method": "GET", "key": "a"},
+                {"method": "GET", "key": "missing"},
+                {"method": "GET", "key": "b"},
+                {"method": "GET", "key": "c"},
+            ]),
+        )
+        .await;
+    let results = json(response).await;
+    let statuses: Vec<&serde_json::Value> = results
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|result| &result["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [&json!(200), &json!(404), &json!(413), &json!(413)]
+    );
+    assert!(results[2]["revision"].is_u64(), "the key's revision stays");
+}

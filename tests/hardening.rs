@@ -515,3 +515,258 @@ async fn the_lean_watch_path_accepts_exactly_what_hyper_accepts() {
         assert_eq!(lean, hyper, "{request:?}: lean path vs hyper");
     }
 }
+
+/// An HTTP/2 (prior knowledge) connection to `addr` whose streams start
+/// with a receive window of `window` bytes; the connection's task runs in
+/// the background until the server closes it.
+async fn h2_connect(
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(tcp)
+        .await
+        .expect("HTTP/2 handshake");
+    (client, tokio::spawn(connection))
+}
+
+/// Sends a bodiless `method` request for `path` on an HTTP/2 connection;
+/// the answer's head and body.
+async fn h2_request(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    method: &str,
+    path: &str,
+) -> http::Response<h2::RecvStream> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://kv-store{path}"))
+        .body(())
+        .expect("a request");
+    let ready = client
+        .clone()
+        .ready()
+        .await
+        .expect("the connection takes a stream");
+    *client = ready;
+    let (response, _) = client.send_request(request, true).expect("sent");
+    tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("an answer within the patience limit")
+        .expect("an answer")
+}
+
+#[tokio::test]
+async fn an_h2_watcher_that_falls_behind_has_its_stream_reset_not_its_connection() {
+    let server = TestServer::start(&["--watch-queue-bytes", "262144"]).await;
+    let (mut client, _connection) = h2_connect(server.addr, 65_535).await;
+    let watch = h2_request(&mut client, "GET", "/watch_key/k").await;
+    assert_eq!(watch.status(), 200);
+    let mut body = watch.into_body();
+    // Nothing is read: the stream's window fills, then the watcher's queue.
+    let value = "x".repeat(16 * 1024);
+    let mut writes = 0;
+    while server.status().await["dropped_watchers"] == 0 {
+        assert!(server.put("k", &value).await.status().is_success());
+        writes += 1;
+        assert!(writes < 1000, "the watcher was never dropped");
+    }
+    // What was already sent arrives, then the stream is reset.
+    let reset = loop {
+        match tokio::time::timeout(PATIENCE, body.data())
+            .await
+            .expect("data or a reset within the patience limit")
+        {
+            Some(Ok(chunk)) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            Some(Err(err)) => break err,
+            None => panic!("the stream ended instead of being reset"),
+        }
+    };
+    assert_eq!(reset.reason(), Some(h2::Reason::INTERNAL_ERROR), "{reset}");
+    // The connection goes on: a new request, and a resumed watch, on it.
+    let health = h2_request(&mut client, "GET", "/healthz").await;
+    assert_eq!(health.status(), 200);
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    assert_eq!(metric(&metrics, "kv_connections"), 2, "{metrics}");
+}
+
+/// Connections of each kind the answer test opens: HTTP/1.1 listings,
+/// batches and pipelined large GETs that never read, and HTTP/2
+/// connections that grant no window, with 20 listings each.
+const EACH: usize = 25;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_never_read_cannot_pin_answers() {
+    const BUDGET: u64 = 32 << 20;
+    // Connections' own buffers, answers being built, the allocator's
+    // pages not yet given back.
+    const SLACK: u64 = 64 << 20;
+    let budget = BUDGET.to_string();
+    let server = common::process::ServerProcess::spawn(common::process::in_memory(&[
+        "--answer-memory",
+        &budget,
+        "--send-timeout",
+        "5s",
+        // Connections whose (small) answers all left, for the kernel to
+        // hold, are idle: closed too.
+        "--idle-timeout",
+        "5s",
+    ]));
+    let url = server.url.clone();
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let client = reqwest::Client::new();
+    let value = "v".repeat(1 << 20);
+    for n in 0..48 {
+        let put = client
+            .put(format!("{url}/store/big%2F{n:02}"))
+            .body(value.clone())
+            .send()
+            .await
+            .expect("PUT");
+        assert!(put.status().is_success());
+    }
+    let metrics = async || {
+        client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let baseline = server.resident_bytes();
+
+    let gets: Vec<Json> = (0..48)
+        .map(|n| serde_json::json!({"method": "GET", "key": format!("big/{n:02}")}))
+        .collect();
+    let gets = Json::Array(gets).to_string();
+    let batch = format!(
+        "POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{gets}",
+        gets.len()
+    );
+    let requests = [
+        b"GET /store?prefix=big/&limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        batch.into_bytes(),
+        b"GET /store/big%2F07 HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4),
+    ];
+    let mut held = Vec::new();
+    for request in &requests {
+        for _ in 0..EACH {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("buffer size");
+            let mut stream = socket.connect(addr).await.expect("connect");
+            stream.write_all(request).await.expect("send");
+            held.push(stream);
+        }
+    }
+    let mut connections = Vec::new();
+    for _ in 0..EACH {
+        let (mut h2, connection) = h2_connect(addr, 0).await;
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            let request = http::Request::get("http://kv-store/store?prefix=big/&limit=10000")
+                .body(())
+                .expect("a request");
+            h2 = h2.ready().await.expect("the connection takes a stream");
+            answers.push(h2.send_request(request, true).expect("sent").0);
+        }
+        connections.push((h2, connection, answers));
+    }
+    // Other clients are still served while the attack holds.
+    let small = client
+        .get(format!("{url}/store/big%2F00"))
+        .header("range", "bytes=0-0")
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        small.status() == StatusCode::OK || small.status() == StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        small.status()
+    );
+    assert_eq!(
+        client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        StatusCode::OK
+    );
+
+    // Until the server has closed every connection that took nothing.
+    let (mut peak_resident, mut peak_answers) = (0, 0);
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            peak_resident = peak_resident.max(server.resident_bytes());
+            let text = metrics().await;
+            peak_answers = peak_answers.max(metric(&text, "kv_answer_bytes"));
+            if metric(&text, "kv_connections") <= 1 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server closes every connection that stopped reading");
+    eprintln!(
+        "resident: baseline {} MiB, peak {} MiB; answers: peak {} MiB of {} MiB",
+        baseline >> 20,
+        peak_resident >> 20,
+        peak_answers >> 20,
+        BUDGET >> 20
+    );
+    assert!(
+        peak_resident <= baseline + BUDGET + SLACK,
+        "resident {} MiB over a baseline of {} MiB",
+        peak_resident >> 20,
+        baseline >> 20
+    );
+    assert!(
+        peak_answers >= BUDGET / 2,
+        "the attack took hold: {peak_answers}"
+    );
+    assert!(peak_answers <= BUDGET + (1 << 20), "{peak_answers}");
+    assert!(metric(&closed, "kv_refused_answers_total") > 0, "{closed}");
+    // The HTTP/2 connections at least: each holds answers it never takes.
+    // (An HTTP/1.1 one whose small answers all fit in the kernel's buffers
+    // is idle instead, and closed at --idle-timeout.)
+    assert!(
+        metric(&closed, "kv_stalled_connections_total") >= EACH as u64,
+        "{closed}"
+    );
+    assert_eq!(metric(&closed, "kv_answer_bytes"), 0, "{closed}");
+
+    // The sockets were closed by the server, though no client read.
+    for mut stream in held {
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut sink))
+            .await
+            .expect("closed by the server");
+    }
+    for (_, connection, answers) in connections {
+        let _ = tokio::time::timeout(PATIENCE, connection)
+            .await
+            .expect("closed by the server");
+        drop(answers);
+    }
+    // And the memory goes back to the allocator's pool, then the system.
+    tokio::time::timeout(PATIENCE, async {
+        while server.resident_bytes() > baseline + SLACK / 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("resident memory falls back");
+}

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
 use super::auth::TokenAuth;
-use super::body::{BodyExample, JsonBody, JsonReply};
+use super::body::{BodyExample, JsonBody, JsonReply, Text};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
@@ -75,15 +75,17 @@ impl BodyExample for Vec<BatchOp> {
 }
 
 /// The result of one batch operation, with the status the single-key
-/// endpoint would have answered.
+/// endpoint would have answered (or 413 for a GET whose value was left out
+/// to keep the answer under `--max-batch-answer-bytes`).
 #[derive(Object, Serialize, Clone, Debug, PartialEq)]
 #[oai(example)]
 pub struct OpResult {
     pub status: u16,
-    /// GET: the value.
+    /// GET: the value (absent with status 413: left out of a batch answer
+    /// that would have grown too large).
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<Text>,
     /// The key's revision after the operation (for a delete, the revision of
     /// the delete).
     #[oai(skip_serializing_if_is_none)]
@@ -95,7 +97,7 @@ impl Example for OpResult {
     fn example() -> Self {
         Self {
             status: 200,
-            value: Some("value1".to_owned()),
+            value: Some(Text(Value::from("value1"))),
             revision: Some(7),
         }
     }
@@ -188,7 +190,7 @@ impl BatchApi {
 fn result(method: Method, outcome: Outcome) -> OpResult {
     match outcome {
         Outcome::Found(current) => OpResult {
-            value: Some(current.value.as_str().to_owned()),
+            value: Some(Text(current.value)),
             ..OpResult::revision(StatusCode::OK, current.revision)
         },
         Outcome::NotFound => OpResult::status(StatusCode::NOT_FOUND),
@@ -206,6 +208,33 @@ fn result(method: Method, outcome: Outcome) -> OpResult {
     }
 }
 
+/// What one result takes in a batch answer besides its value, at most.
+const RESULT_OVERHEAD: usize = 64;
+
+/// The results of a batch that applied, each value read only while the
+/// values so far stay within `max` bytes: past it a GET's result says 413
+/// without its value (the first value always stays, however large, as a
+/// listing page always holds one key).
+fn capped_results(methods: Vec<Method>, outcomes: Vec<Outcome>, max: usize) -> Vec<OpResult> {
+    let mut carried = 0usize;
+    methods
+        .into_iter()
+        .zip(outcomes)
+        .map(|(method, outcome)| match outcome {
+            Outcome::Found(current) => {
+                let len = current.value.as_str().len();
+                if carried > 0 && carried.saturating_add(len) > max {
+                    OpResult::revision(StatusCode::PAYLOAD_TOO_LARGE, current.revision)
+                } else {
+                    carried = carried.saturating_add(len);
+                    result(method, Outcome::Found(current))
+                }
+            }
+            outcome => result(method, outcome),
+        })
+        .collect()
+}
+
 #[OpenApi(tag = "ApiTags::Batch")]
 impl BatchApi {
     /// Run a batch
@@ -216,7 +245,9 @@ impl BatchApi {
     /// and no other request sees part of it. Its watch events share that
     /// revision, with ids `R.0`, `R.1`, ... in operation order. Answers one
     /// result per operation, with the status the single-key endpoint would
-    /// give. If any CAS fails, nothing is applied
+    /// give; a GET whose value would take the answer past
+    /// `--max-batch-answer-bytes` of values answers 413 without its value
+    /// (read the key on its own). If any CAS fails, nothing is applied
     /// and the answer is 409 with the per-operation results (412 or 404 for
     /// the failed CAS, 424 for the others).
     #[oai(path = "/batch", method = "post", operation_id = "batch")]
@@ -260,6 +291,11 @@ impl BatchApi {
                 Method::Put | Method::Delete | Method::Cas => caller.may_write_key(&op.key)?,
             }
         }
+        // Room for the answer before anything runs: the values it may
+        // carry, and a result per op.
+        let _room = self
+            .0
+            .answer_room(self.0.limits.max_batch_answer_bytes + ops.len() * RESULT_OVERHEAD)?;
         let methods: Vec<Method> = ops.iter().map(|op| op.method).collect();
         let ops = ops
             .0
@@ -268,13 +304,11 @@ impl BatchApi {
             .map(|(index, op)| self.to_op(index, op))
             .collect::<Result<Vec<Op>, Box<Problem>>>()?;
         match self.0.store.batch(&ops).await {
-            Ok(outcomes) => Ok(BatchResponse::Ok(JsonReply(
-                methods
-                    .into_iter()
-                    .zip(outcomes)
-                    .map(|(m, o)| result(m, o))
-                    .collect(),
-            ))),
+            Ok(outcomes) => {
+                let max = self.0.limits.max_batch_answer_bytes;
+                let results = capped_results(methods, outcomes, max);
+                Ok(BatchResponse::Ok(JsonReply(results)))
+            }
             Err(BatchError::Storage(err)) => Err(Problem::not_stored(&err).into()),
             Err(BatchError::Rejected(outcomes)) => {
                 let results = methods

@@ -7,18 +7,26 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+
 use super::auth::TokenAuth;
+use super::body::{JsonReply, Text};
 use super::cursor::{Cursor, CursorError};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
 use super::{ApiTags, Context};
-use crate::store::{Entry, RangeError, RangeRequest};
+use crate::store::{Entry, RangeError, RangeRequest, Value};
 
 /// The most records one page may hold, and how many when not said.
 pub const MAX_LIMIT: u64 = 10_000;
 const DEFAULT_LIMIT: u64 = 1_000;
+
+/// What one listed key takes in a page besides its key and value, at
+/// most.
+const ITEM_OVERHEAD: usize = 48;
 
 /// What is wrong with a `limit`.
 pub fn bad_limit(given: impl std::fmt::Display) -> String {
@@ -65,9 +73,23 @@ pub struct Listed {
     pub key: String,
     /// Absent with `keys_only=true`.
     #[oai(skip_serializing_if_is_none)]
-    pub value: Option<String>,
+    pub value: Option<Text>,
     /// The key's revision (its ETag) at the listing's revision.
     pub revision: u64,
+}
+
+/// Written by hand to keep the members in name order, as poem-openapi
+/// writes every other object.
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Listed", 3)?;
+        out.serialize_field("key", &self.key)?;
+        out.serialize_field("revision", &self.revision)?;
+        if let Some(value) = &self.value {
+            out.serialize_field("value", value)?;
+        }
+        out.end()
+    }
 }
 
 /// One page of a listing.
@@ -88,13 +110,28 @@ pub struct Listing {
     pub count: Option<u64>,
 }
 
+/// Written by hand to keep the members in name order, as poem-openapi
+/// writes every other object.
+impl Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Listing", 4)?;
+        if let Some(count) = self.count {
+            out.serialize_field("count", &count)?;
+        }
+        out.serialize_field("items", &self.items)?;
+        out.serialize_field("next", &self.next)?;
+        out.serialize_field("revision", &self.revision)?;
+        out.end()
+    }
+}
+
 impl Example for Listing {
     fn example() -> Self {
         Self {
             revision: 12,
             items: vec![Listed {
                 key: "config/db".to_owned(),
-                value: Some("postgres://db:5432".to_owned()),
+                value: Some(Text(Value::from("postgres://db:5432"))),
                 revision: 9,
             }],
             next: None,
@@ -126,7 +163,7 @@ impl Example for Deleted {
 pub enum ListResponse {
     /// One page of keys.
     #[oai(status = 200)]
-    Page(Json<Listing>),
+    Page(JsonReply<Listing>),
 }
 
 #[derive(ApiResponse)]
@@ -139,7 +176,7 @@ pub enum DeletePrefixResponse {
 fn listed(entry: &Entry, keys_only: bool) -> Listed {
     Listed {
         key: entry.key().to_owned(),
-        value: (!keys_only).then(|| entry.value_str().to_owned()),
+        value: (!keys_only).then(|| Text(entry.value())),
         revision: entry.mod_revision(),
     }
 }
@@ -199,6 +236,16 @@ impl ListApi {
             })
             .transpose()?;
         let keys_only = keys_only.0.unwrap_or(false);
+        // Room for the page before it is read: at most its bytes (or one
+        // record, however large), and each item's JSON around them.
+        let limits = &self.0.limits;
+        let records = limits
+            .max_page_bytes
+            .max(limits.max_key_bytes + limits.max_value_bytes);
+        let items = usize::try_from(limit).unwrap_or(usize::MAX);
+        let _room = self
+            .0
+            .answer_room(records.saturating_add(items.saturating_mul(ITEM_OVERHEAD)))?;
         let page = self
             .0
             .store
@@ -247,7 +294,7 @@ impl ListApi {
                 }
                 .encode(&prefix)
             });
-        Ok(ListResponse::Page(Json(Listing {
+        Ok(ListResponse::Page(JsonReply(Listing {
             revision: page.at.revision,
             items: page
                 .entries

@@ -36,7 +36,7 @@ use status::StatusApi;
 use watch::{WatchApi, WatchEvent};
 
 use crate::backend::Backend;
-use crate::metrics::Metrics;
+use crate::metrics::{AnswerRoom, ConnectionCounters, Metrics};
 use crate::store::{Key, Store, StoreConfig, WatchLimits};
 
 #[derive(Tags)]
@@ -75,6 +75,10 @@ pub struct Limits {
     pub max_watch_keys: usize,
     /// Bytes of keys and values one listing page may hold.
     pub max_page_bytes: usize,
+    /// Bytes of values one batch answer may carry.
+    pub max_batch_answer_bytes: usize,
+    /// Bytes all answers not yet taken by their clients may hold.
+    pub answer_memory: usize,
 }
 
 /// What every operation needs: the store, the limits, the metrics and the
@@ -83,11 +87,25 @@ pub struct Limits {
 pub struct Context {
     pub store: Backend,
     pub metrics: Arc<Metrics>,
+    /// The connections' counters, with the bytes of answers not yet taken
+    /// by their clients (`--answer-memory`).
+    pub connections: Arc<ConnectionCounters>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
 }
 
 impl Context {
+    /// Reserves room for an answer of up to `bytes` in `--answer-memory`
+    /// until the returned guard is dropped (once the answer is built and
+    /// the server layer charges what it really holds); refuses 503, before
+    /// any work, when the room is not there. A batch is refused so before
+    /// it runs: its answer reports writes, and is never thrown away after.
+    fn answer_room(&self, bytes: usize) -> Result<AnswerRoom, Box<Problem>> {
+        self.connections
+            .reserve_answer(bytes, self.limits.answer_memory)
+            .ok_or_else(|| Box::new(Problem::answers_full(bytes)))
+    }
+
     /// Checks a key from a request against the limits, and makes it a [`Key`].
     fn key(&self, key: &str) -> Result<Key, Box<Problem>> {
         self.check_key(key)?;
@@ -210,6 +228,7 @@ fn detached() -> OpenApiService<Api, ()> {
     }));
     service(Context {
         metrics: Arc::new(Metrics::new(store.clone(), Arc::default())),
+        connections: Arc::default(),
         store,
         limits: Limits {
             max_key_bytes: 0,
@@ -217,6 +236,8 @@ fn detached() -> OpenApiService<Api, ()> {
             max_batch_ops: 0,
             max_watch_keys: 0,
             max_page_bytes: 0,
+            max_batch_answer_bytes: 0,
+            answer_memory: 0,
         },
         shutdown: CancellationToken::new(),
     })

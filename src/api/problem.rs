@@ -219,6 +219,21 @@ impl Problem {
         }
     }
 
+    /// An answer of `bytes` would take the answers not yet taken by their
+    /// clients past `--answer-memory`.
+    pub fn answers_full(bytes: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "answers-full",
+            "Answers full",
+            format!(
+                "the answer may take {bytes} bytes, and the server holds its most bytes of \
+                 answers not yet taken by their clients (--answer-memory); nothing was done, \
+                 retry after Retry-After seconds"
+            ),
+        )
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -291,7 +306,9 @@ pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
 pub const UNAVAILABLE: (u16, &str) = (
     503,
-    "The store cannot answer now: the server is stopping (nothing was written), or with \
+    "The store cannot answer now: the server is stopping (nothing was written), its data dir's \
+     file was removed or replaced (nothing was written; writes are refused until a restart), the \
+     answers its clients have not taken yet fill `--answer-memory` (nothing was done), or with \
      `--backend etcd` etcd did not answer within `--etcd-timeout` or has no quorum (a write may \
      or may not have been applied). Retry after `Retry-After` seconds, here or on another node.",
 );

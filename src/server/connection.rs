@@ -4,24 +4,22 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use poem::http::uri::Scheme;
-use poem::http::{self, Version, header};
+use poem::http::{self, Method, Version, header};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Body, Endpoint, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::answers::{self, AnswerBody};
 use super::body_timeout::TimedBody;
 use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
 use super::lean_watch::{self, Opening, Served};
@@ -31,11 +29,23 @@ use crate::api::{self, ConnectionCloser};
 use crate::metrics::ConnectionCounters;
 use crate::store::Closer;
 
+/// What bounds the answers of every connection.
+#[derive(Clone, Copy, Debug)]
+pub struct AnswerLimits {
+    /// Bytes of answers all connections together may hold before large
+    /// ones are refused (`--answer-memory`).
+    pub memory: usize,
+    /// Requests one HTTP/2 connection may have open at once
+    /// (`--max-streams`).
+    pub streams: u32,
+}
+
 /// Everything a connection needs from the server.
 pub struct ConnConfig<E> {
     pub app: E,
     pub local_addr: SocketAddr,
     pub timeouts: Timeouts,
+    pub answers: AnswerLimits,
     pub builder: auto::Builder<TokioExecutor>,
     /// HTTPS only, when set.
     pub tls: Option<Arc<Tls>>,
@@ -47,14 +57,18 @@ impl<E> ConnConfig<E> {
         app: E,
         local_addr: SocketAddr,
         timeouts: Timeouts,
+        answers: AnswerLimits,
         tls: Option<Arc<Tls>>,
         counters: Arc<ConnectionCounters>,
     ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http2().max_concurrent_streams(answers.streams);
         Self {
             app,
             local_addr,
             timeouts,
-            builder: auto::Builder::new(TokioExecutor::new()),
+            answers,
+            builder,
             tls,
             counters,
         }
@@ -172,14 +186,16 @@ async fn serve_hyper<E, S>(
     E: Endpoint<Output = Response> + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let closer: Closer = shared.clone();
     let service = {
         let config = config.clone();
         let shared = shared.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let in_flight = InFlight::start(shared.clone());
             let config = config.clone();
-            let closer = api::may_stream(req.uri().path()).then(|| closer.clone());
+            let shared = shared.clone();
+            let h2 = req.version() == Version::HTTP_2;
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+            let closer = api::may_stream(req.uri().path()).then(|| stream_closer(&shared, h2));
             let scheme = scheme.clone();
             async move {
                 let request = poem_request(req, &config, scheme, peer, closer);
@@ -187,12 +203,11 @@ async fn serve_hyper<E, S>(
                 // this future, and a watch stream's task lives as long as
                 // the stream; the application's future would otherwise
                 // stay in it.
-                let response: http::Response<BoxBody<Bytes, std::io::Error>> =
+                let response: http::Response<AnswerBody> =
                     Box::pin(answer(&config.app, request)).await.into();
-                Ok::<_, Infallible>(response.map(|body| Tracked {
-                    body,
-                    _in_flight: in_flight,
-                }))
+                let memory = config.answers.memory;
+                let answer = answers::admit(response, shared, in_flight, memory, safe, h2);
+                Ok::<_, Infallible>(answer)
             }
         })
     };
@@ -208,6 +223,17 @@ async fn serve_hyper<E, S>(
         _ = conn => {}
         _ = shared.signalled(true) => {}
     }
+}
+
+/// What a watch stream on this connection calls when the store drops its
+/// watcher. Over HTTP/1.1 the connection is closed: the frames already in
+/// its buffers can be freed no other way. Over HTTP/2 only the stream
+/// ends: the store has already emptied its queue, and the stream's next
+/// frame is an error, which hyper sends as RST_STREAM; the connection's
+/// other streams go on (a client that grants no window at all is closed by
+/// `--send-timeout`).
+fn stream_closer(shared: &Arc<ConnShared>, h2: bool) -> Closer {
+    if h2 { Arc::new(()) } else { shared.clone() }
 }
 
 /// The application's answer to `request`, errors included: poem's
@@ -274,31 +300,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.request_ended();
-    }
-}
-
-/// A response body that keeps its request in flight until hyper drops it.
-struct Tracked {
-    body: BoxBody<Bytes, std::io::Error>,
-    _in_flight: InFlight,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::raw_response::{self, RawProblem};
+use crate::metrics::ConnectionCounters;
 use crate::store::CloseWatcher;
 
 /// A watch the store drops closes its connection at once.
@@ -52,6 +53,8 @@ pub struct Timeouts {
     pub body: Duration,
     /// With no request in flight, until the next one starts.
     pub idle: Duration,
+    /// With something to send, and nothing sent (`super::stalls`).
+    pub send: Duration,
 }
 
 /// What a connection's task is told from outside hyper.
@@ -72,8 +75,8 @@ const SHUT_DOWN: u8 = 2;
 /// Signals are an atomic and a waker rather than cancellation tokens: the
 /// connection's task checks them every time it wakes, once per request,
 /// and a token's check takes a lock.
-#[derive(Default)]
 pub struct ConnShared {
+    counters: Arc<ConnectionCounters>,
     /// Requests whose response has not been written to the end (a watch
     /// stream stays in flight while it is open).
     in_flight: AtomicUsize,
@@ -82,9 +85,41 @@ pub struct ConnShared {
     reader: AtomicWaker,
     signal: AtomicU8,
     task: AtomicWaker,
+    /// Bytes of this connection's answers that the HTTP stack has not
+    /// released yet (sent, or dropped): see `super::answers`.
+    owed: AtomicUsize,
+    /// Bumped on every sign of send progress: a write that went through
+    /// after the socket was full, or answer bytes released.
+    progress: AtomicU64,
+    /// The last write found the socket full.
+    blocked: AtomicBool,
+    /// The stall sweeper's own view (`super::stalls`): the progress it last
+    /// saw, and for how many of its ticks it has not changed while the
+    /// connection had something to send.
+    seen_progress: AtomicU64,
+    stalled_ticks: AtomicU32,
 }
 
 impl ConnShared {
+    pub fn new(counters: Arc<ConnectionCounters>) -> Self {
+        Self {
+            counters,
+            in_flight: AtomicUsize::new(0),
+            reader: AtomicWaker::new(),
+            signal: AtomicU8::new(NO_SIGNAL),
+            task: AtomicWaker::new(),
+            owed: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
+            seen_progress: AtomicU64::new(0),
+            stalled_ticks: AtomicU32::new(0),
+        }
+    }
+
+    /// The server's connection counters (and the answer budget's use).
+    pub fn counters(&self) -> &ConnectionCounters {
+        &self.counters
+    }
     fn raise(&self, signal: u8) {
         // Abort wins over shutdown, and neither is taken back.
         self.signal.fetch_max(signal, Ordering::AcqRel);
@@ -94,6 +129,11 @@ impl ConnShared {
     /// Closes the connection at once.
     pub fn abort(&self) {
         self.raise(ABORT);
+    }
+
+    /// Whether [`Self::abort`] was called.
+    pub fn is_aborted(&self) -> bool {
+        self.signal.load(Ordering::Acquire) == ABORT
     }
 
     /// Closes the connection once its requests in flight are done.
@@ -117,6 +157,33 @@ impl ConnShared {
             ABORT => Poll::Ready(Signal::Abort),
             _ => Poll::Ready(Signal::ShutDown),
         }
+    }
+
+    /// The connection's answers now hold `bytes` more.
+    pub fn owe(&self, bytes: usize) {
+        self.owed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The HTTP stack released `bytes` of the connection's answers: sent
+    /// them, or dropped them.
+    pub fn repaid(&self, bytes: usize) {
+        if bytes > 0 {
+            self.owed.fetch_sub(bytes, Ordering::Relaxed);
+            self.progress.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One tick of the stall sweeper: how many ticks in a row the
+    /// connection has had something to send (a full socket, or answer bytes
+    /// not yet released) without any progress.
+    pub fn stall_tick(&self) -> u32 {
+        let waiting = self.blocked.load(Ordering::Relaxed) || self.owed.load(Ordering::Relaxed) > 0;
+        let progress = self.progress.load(Ordering::Relaxed);
+        if !waiting || self.seen_progress.swap(progress, Ordering::Relaxed) != progress {
+            self.stalled_ticks.store(0, Ordering::Relaxed);
+            return 0;
+        }
+        self.stalled_ticks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn request_started(&self) {
@@ -182,6 +249,9 @@ pub struct GuardedIo<S = TcpStream> {
     /// A problem+json answer standing in for one hyper wrote; drained
     /// before anything else is written.
     replacement: Option<Bytes>,
+    /// The last write found the socket full (mirrored in
+    /// [`ConnShared::blocked`], written only when it changes).
+    blocked: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
@@ -195,6 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
             since: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
             replacement: None,
+            blocked: false,
         }
     }
 
@@ -279,6 +350,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
         Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 
+    /// Notes what a write to the socket did, for the stall sweeper: a full
+    /// socket, or progress after one.
+    fn wrote(&mut self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match &result {
+            Poll::Pending if !self.blocked => {
+                self.blocked = true;
+                self.shared.blocked.store(true, Ordering::Relaxed);
+            }
+            Poll::Ready(Ok(written)) if self.blocked && *written > 0 => {
+                self.blocked = false;
+                self.shared.blocked.store(false, Ordering::Relaxed);
+                self.shared.progress.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        result
+    }
+
     /// Writes what is left of a replacement answer.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(pending) = &mut self.replacement {
@@ -337,7 +426,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
             this.replacement = Some(replacement);
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(written)
     }
 
     fn poll_write_vectored(
@@ -353,7 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
             this.replacement = Some(replacement);
             return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
         }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {

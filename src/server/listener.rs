@@ -1,13 +1,11 @@
 //! Accepting connections: at most `--max-connections` at once, an answer
 //! at once for the one over, and no spinning when file descriptors run out.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use poem::{Endpoint, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::connection::{self, ConnConfig};
 use super::guarded_io::ConnShared;
 use super::raw_response::{self, RawProblem};
+use super::stalls::{self, OpenConnections};
 use crate::metrics::ConnectionCounters;
 
 /// How long accepting pauses when the process or system has no file
@@ -71,8 +70,14 @@ pub async fn run<E>(
 {
     let permits = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
-    // Every open connection, to tell each one when the server stops.
-    let open: Arc<Mutex<HashMap<u64, Arc<ConnShared>>>> = Arc::default();
+    // Every open connection, to tell each one when the server stops, and
+    // for the stall sweeper.
+    let open: OpenConnections = Arc::default();
+    tokio::spawn(
+        shutdown
+            .clone()
+            .run_until_cancelled_owned(stalls::sweep(open.clone(), config.timeouts.send)),
+    );
     let mut next_id = 0u64;
     let mut exhausted = Exhausted::default();
     loop {
@@ -102,7 +107,7 @@ pub async fn run<E>(
                 counters.opened();
                 next_id += 1;
                 let id = next_id;
-                let shared = Arc::new(ConnShared::default());
+                let shared = Arc::new(ConnShared::new(counters.clone()));
                 open.lock().insert(id, shared.clone());
                 let config = config.clone();
                 let counters = counters.clone();

@@ -1,6 +1,7 @@
 //! The server layer: listener, routes, middleware and shutdown.
 
 mod admission;
+mod answers;
 mod body_limit;
 mod body_timeout;
 mod connection;
@@ -11,6 +12,7 @@ mod listener;
 mod observe;
 mod raw_response;
 mod rewind;
+mod stalls;
 mod tls;
 
 use std::io;
@@ -33,7 +35,7 @@ use crate::store::{Fsync, OpenError, Store, StoreConfig, WatchLimits};
 
 pub use admission::Admission;
 pub use body_limit::BodyLimit;
-use connection::ConnConfig;
+use connection::{AnswerLimits, ConnConfig};
 use errors::{AllowTable, Problems};
 use guarded_io::Timeouts;
 use observe::RecordMetrics;
@@ -407,6 +409,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let connections = Arc::new(ConnectionCounters::default());
     let context = Context {
         metrics: Arc::new(Metrics::new(store.clone(), connections.clone())),
+        connections: connections.clone(),
         store: store.clone(),
         limits: Limits {
             max_key_bytes: config.max_key_bytes as usize,
@@ -414,6 +417,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             max_batch_ops: config.max_batch_ops as usize,
             max_watch_keys: config.max_watch_keys as usize,
             max_page_bytes: config.max_page_bytes as usize,
+            max_batch_answer_bytes: config.max_batch_answer_bytes as usize,
+            answer_memory: usize::try_from(config.answer_memory).unwrap_or(usize::MAX),
         },
         shutdown: shutdown.clone(),
     };
@@ -431,12 +436,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         header: config.header_timeout,
         body: config.body_timeout,
         idle: config.idle_timeout,
+        send: config.send_timeout,
+    };
+    let answers = AnswerLimits {
+        memory: context.limits.answer_memory,
+        streams: config.max_streams,
     };
     let app = app(context, admission, body_limit);
     let conn_config = Arc::new(ConnConfig::new(
         app,
         local_addr,
         timeouts,
+        answers,
         tls.clone(),
         connections.clone(),
     ));

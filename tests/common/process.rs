@@ -29,6 +29,19 @@ pub fn command(data_dir: &Path, flags: &[&str]) -> Command {
     command
 }
 
+/// The command for the binary on the memory store without a data dir,
+/// rate limiting off and an ephemeral port.
+pub fn in_memory(flags: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kv-store"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--rate-limit", "0"])
+        .args(flags)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
 /// The command for the binary on etcd at `endpoints`, rate limiting off
 /// and an ephemeral port.
 pub fn on_etcd(endpoints: &str, flags: &[&str]) -> Command {
@@ -89,6 +102,19 @@ impl ServerProcess {
     /// The process id, for reading its CPU time.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory now, in bytes (`VmRSS`).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status (Linux)");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmRSS in /proc/PID/status")
     }
 
     /// `kill -9`: no shutdown, no flush.
