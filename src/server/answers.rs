@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use poem::IntoResponse;
@@ -29,10 +29,11 @@ use crate::api::Problem;
 /// them in the HTTP stack's own buffers.
 const ALWAYS_ADMITTED: usize = 16 * 1024;
 
-/// A large body goes to the HTTP stack this many bytes at a time (HTTP/2's
-/// default frame size), each piece charged until the stack drops it: the
-/// stack holds a few pieces, the answer keeps the rest, and progress shows
-/// piece by piece.
+/// A charged body goes to the HTTP stack this many bytes at a time
+/// (HTTP/2's default frame size): the stack holds a few pieces, the answer
+/// keeps the rest, and each piece the stack drops (sends) is progress for
+/// `--send-timeout`. The budget is released when the last piece of a frame
+/// is dropped: the pieces share the frame's allocation.
 const PIECE: usize = 16 * 1024;
 
 /// A response body as the connection sends it.
@@ -77,13 +78,18 @@ pub fn admit(
         Some(size) if h2 || size > ALWAYS_ADMITTED => size,
         _ => 0,
     };
-    if charged > 0 {
+    let charge = (charged > 0).then(|| {
         used.fetch_add(charged, Ordering::Relaxed);
         shared.owe(charged);
-    }
+        Arc::new(Charge {
+            shared: shared.clone(),
+            bytes: charged,
+        })
+    });
     response.map(|body| Answer {
         body,
-        charged,
+        charge,
+        owed: charged,
         rest: Bytes::new(),
         per_frame: h2 && size.is_none(),
         shared,
@@ -97,14 +103,18 @@ fn exact_size(response: &http::Response<AnswerBody>) -> Option<usize> {
     usize::try_from(size).ok()
 }
 
-/// A response body that keeps its request in flight until hyper drops it
-/// and holds the charge for the bytes it has not handed over yet.
+/// A response body that keeps its request in flight until hyper drops it,
+/// and holds its answer's charge until every byte of it is freed.
 pub struct Answer {
     body: AnswerBody,
-    /// Bytes charged to this answer (to the budget and the connection's
-    /// debt) and not yet handed over in a piece.
-    charged: usize,
-    /// What is left of a frame larger than [`PIECE`].
+    /// The answer's place in `--answer-memory`, shared by every frame it
+    /// hands over: released when the last of them is dropped, as that is
+    /// when the memory goes (pieces of a frame share its allocation).
+    charge: Option<Arc<Charge>>,
+    /// Bytes of the connection's debt this answer has not handed over in
+    /// a piece yet.
+    owed: usize,
+    /// What is left of a charged frame.
     rest: Bytes,
     /// Count each frame in the connection's debt (a streaming body on
     /// HTTP/2).
@@ -114,15 +124,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The next piece of `rest`, charged until the stack drops it.
+    /// The next piece of `rest`: in the connection's debt until the stack
+    /// drops it.
     fn piece(&mut self) -> Bytes {
         let piece = self.rest.split_to(PIECE.min(self.rest.len()));
-        let len = piece.len();
-        self.charged = self.charged.saturating_sub(len);
+        self.owed = self.owed.saturating_sub(piece.len());
         Bytes::from_owner(Piece {
             bytes: piece,
             shared: self.shared.clone(),
-            budgeted: true,
         })
     }
 }
@@ -146,20 +155,25 @@ impl HttpBody for Answer {
             Ok(data) => data,
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
-        if self.charged > 0 && data.len() > PIECE {
-            self.rest = data;
+        if data.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(charge) = &self.charge {
+            // The frame's allocation keeps the charge; its pieces share
+            // both.
+            self.rest = Bytes::from_owner(Charged {
+                bytes: data,
+                _charge: charge.clone(),
+            });
             return Poll::Ready(Some(Ok(Frame::data(self.piece()))));
         }
-        if self.per_frame && !data.is_empty() {
+        if self.per_frame {
             // A streaming body's frame (not in the budget: a watch's
             // frames are charged to its watcher).
-            self.shared.owe(data.remaining());
-            let tracked = Bytes::from_owner(Piece {
-                bytes: data,
-                shared: self.shared.clone(),
-                budgeted: false,
-            });
-            return Poll::Ready(Some(Ok(Frame::data(tracked))));
+            self.shared.owe(data.len());
+            self.owed += data.len();
+            self.rest = data;
+            return Poll::Ready(Some(Ok(Frame::data(self.piece()))));
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
@@ -181,18 +195,44 @@ impl HttpBody for Answer {
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        if self.charged > 0 {
-            release(&self.shared, self.charged, true);
-        }
+        // What was never handed over leaves the connection's debt now.
+        self.shared.repaid(self.owed);
     }
 }
 
-/// A piece of an answer in the HTTP stack's hands, charged until dropped.
+/// An answer's bytes in `--answer-memory`.
+struct Charge {
+    shared: Arc<ConnShared>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.shared
+            .counters()
+            .answer_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A frame of a charged answer: its allocation holds the charge.
+struct Charged {
+    bytes: Bytes,
+    _charge: Arc<Charge>,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A piece of an answer in the HTTP stack's hands: in the connection's
+/// debt until dropped (sent), which is the progress `--send-timeout`
+/// watches for.
 struct Piece {
     bytes: Bytes,
     shared: Arc<ConnShared>,
-    /// Counted in `--answer-memory` too (not a streaming body's frame).
-    budgeted: bool,
 }
 
 impl AsRef<[u8]> for Piece {
@@ -203,16 +243,6 @@ impl AsRef<[u8]> for Piece {
 
 impl Drop for Piece {
     fn drop(&mut self) {
-        release(&self.shared, self.bytes.len(), self.budgeted);
+        self.shared.repaid(self.bytes.len());
     }
-}
-
-fn release(shared: &ConnShared, bytes: usize, budgeted: bool) {
-    if budgeted {
-        shared
-            .counters()
-            .answer_bytes
-            .fetch_sub(bytes, Ordering::Relaxed);
-    }
-    shared.repaid(bytes);
 }
