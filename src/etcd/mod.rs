@@ -91,7 +91,12 @@ impl EtcdStore {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             .with_timeout(config.timeout)
-            .with_keep_alive(Duration::from_secs(10), config.timeout)
+            // A ping every 10 s, to be answered within --etcd-timeout: a
+            // node cut off from etcd notices within that, and its watch
+            // streams end instead of going quiet. Not more often: etcd
+            // closes connections that ping more than every 5 s
+            // (--grpc-keepalive-min-time).
+            .with_keep_alive(KEEP_ALIVE, config.timeout)
             // Without a leader etcd refuses instead of serving stale reads
             // and keeping watches open that see nothing.
             .with_require_leader(true);
@@ -268,6 +273,9 @@ impl EtcdStore {
         Readiness::Ready
     }
 }
+
+/// How often a node pings etcd on each connection.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// How long a call that never reached etcd waits before it is tried again.
 const RETRY_UNSENT: Duration = Duration::from_millis(10);

@@ -36,6 +36,8 @@ pub struct Member {
     data_dir: tempfile::TempDir,
     /// Flags for TLS on the client URL.
     tls: Vec<String>,
+    /// Another address it serves clients on, at the same port.
+    pub also_on: Option<String>,
     child: Option<Child>,
 }
 
@@ -44,6 +46,7 @@ impl Member {
         Self {
             name: name.to_owned(),
             client_url: format!("http://127.0.0.1:{}", free_port()),
+            also_on: None,
             peer_url: format!("http://127.0.0.1:{}", free_port()),
             data_dir: tempfile::tempdir().expect("a data dir for etcd"),
             tls: Vec::new(),
@@ -55,11 +58,15 @@ impl Member {
     /// `name=peer_url`.
     fn start(&mut self, cluster: &str, state: &str) {
         let mut command = Command::new("etcd");
+        let mut clients = self.client_url.clone();
+        if let Some(also) = &self.also_on {
+            clients = format!("{clients},{also}");
+        }
         command
             .args(["--name", &self.name, "--data-dir"])
             .arg(self.data_dir.path())
-            .args(["--listen-client-urls", &self.client_url])
-            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-client-urls", &clients])
+            .args(["--advertise-client-urls", &clients])
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
             .args(["--initial-cluster", cluster])
@@ -123,7 +130,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members and waits until they have a leader.
     pub fn start(size: usize) -> Self {
+        Self::start_also_on(size, None)
+    }
+
+    /// Starts `size` members that also serve clients on `host` (an
+    /// address of this machine), and waits until they have a leader.
+    pub fn start_also_on(size: usize, host: Option<&str>) -> Self {
         let mut members: Vec<Member> = (0..size).map(|n| Member::new(&format!("m{n}"))).collect();
+        if let Some(host) = host {
+            for member in &mut members {
+                let port = member.client_url.rsplit(':').next().unwrap_or_default();
+                member.also_on = Some(format!("http://{host}:{port}"));
+            }
+        }
         let cluster = Self::initial(&members);
         for member in &mut members {
             member.start(&cluster, "new");
@@ -193,6 +212,15 @@ impl Cluster {
             assert!(Instant::now() < deadline, "etcd members became healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The client URLs on the other address, comma-separated.
+    pub fn endpoints_also_on(&self) -> String {
+        self.members
+            .iter()
+            .filter_map(|m| m.also_on.as_deref())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The client URLs, comma-separated, for `--etcd-endpoints`.
