@@ -21,6 +21,8 @@ watcher, time from one PUT until every watcher has its event), durable PUT
 throughput with --data-dir against in memory, and start-up time on a data
 dir of 1M keys, and what hostile clients cost (stalled heads and bodies,
 descriptor exhaustion, watchers that never read, memory after a bulk delete),
+clients that ask for large answers and never read them (`--only answers`:
+resident memory and other clients' GET latency meanwhile),
 and the key space: server CPU per listing page of 1000 keys in a 1M-key
 store (now, and at a revision 10k writes old), a prefix delete of 100k keys
 with readers and writers of other keys running, and a prefix watch's
@@ -72,7 +74,8 @@ CEILING_SCENARIOS = {
     "cas": ("cas.lua", 32, "CAS increments of one hot key, 32 connections"),
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
-                                 "durable", "recovery", "hostile", "keyspace", "etcd", "auth", "tls"]
+                                 "durable", "recovery", "hostile", "answers", "keyspace", "etcd",
+                                 "auth", "tls"]
 ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
@@ -644,6 +647,74 @@ def hostile_scenario():
     return out
 
 
+def answers_scenario(hold_seconds):
+    """Issue 15's table, again: clients that ask for large answers and never
+    read them. For each attack, on a fresh server with default flags and 64
+    values of 1 MiB: resident memory at its peak and while held, when it
+    falls back, and the GET latency of other clients meanwhile (wrk, 8
+    connections, 10 s, from 1 s into the attack)."""
+    mib = 1 << 20
+    attacker = os.path.join(RELEASE, "examples", "hold_answers")
+    attacks = [
+        ("h2_zero_window_x1", "h2-listings", 1),
+        ("h2_zero_window_x2", "h2-listings", 2),
+        ("batches_64_gets_x16", "batches", 16),
+        ("h1_listings_x100", "h1-listings", 100),
+    ]
+    out = {}
+    for name, mode, connections in attacks:
+        server = kv_server()
+        http("PUT", KV_PORT, "/store/bench-key", b"v" * 100)
+        for n in range(64):
+            http("PUT", KV_PORT, f"/store/big%2F{n:02}", b"v" * mib)
+        time.sleep(1)
+        base = server.rss_bytes()
+        alone = wrk(KV_PORT, "get.lua", 5, 8)
+        proc = subprocess.Popen(
+            ["taskset", "-c", LOAD_CORE, attacker, f"127.0.0.1:{KV_PORT}", mode,
+             str(connections)],
+            stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+        started = time.time()
+        during = {}
+
+        def measure_others():
+            time.sleep(1)
+            during.update(wrk(KV_PORT, "get.lua", 10, 8))
+
+        others = threading.Thread(target=measure_others)
+        others.start()
+        samples = []
+        freed_after = None
+        while time.time() - started < hold_seconds:
+            rss = server.rss_bytes()
+            samples.append((time.time() - started, rss))
+            if freed_after is None and time.time() - started > 12 and rss < base + 64 * mib:
+                freed_after = time.time() - started
+            time.sleep(0.25)
+        others.join()
+        proc.kill()
+        proc.wait()
+        peak = max(rss for _, rss in samples)
+        at_20 = min(samples, key=lambda s: abs(s[0] - 20))[1]
+        out[name] = {
+            "rss_base_mb": round(base / mib),
+            "rss_peak_mb": round(peak / mib),
+            "rss_at_20s_mb": round(at_20 / mib),
+            "rss_end_mb": round(samples[-1][1] / mib),
+            "back_within_64mb_after_s": round(freed_after, 1) if freed_after else None,
+            "others_get_p50_ms": during.get("p50_ms"),
+            "others_get_p99_ms": during.get("p99_ms"),
+            "others_get_non_2xx": during.get("non_2xx"),
+            "alone_get_p99_ms": alone.get("p99_ms"),
+            "stalled_closed": metric("kv_stalled_connections_total"),
+            "refused_answers": metric("kv_refused_answers_total"),
+        }
+        print(name, json.dumps(out[name]), file=sys.stderr)
+        server.stop()
+    return out
+
+
 def etcd_server(data_dir):
     """One etcd member on the server core, as the issue's comparison asks."""
     url = f"http://127.0.0.1:{ETCD_PORT}"
@@ -828,6 +899,8 @@ def main():
     parser.add_argument("--watch-shape", choices=("key", "prefix", "keys"), default="key",
                         help="what kv-store's fan-out watchers watch: the key, a prefix of it, "
                              "or ten keys and a prefix (POST /watch)")
+    parser.add_argument("--hold-seconds", type=int, default=45,
+                        help="how long each attack of --only answers is held and watched")
     parser.add_argument("--anchor-binary",
                         help="the seed's server (LambdaP/kv_store, built outside this repo with "
                              "its rate limit removed), measured beside kv-store in the fan-out")
@@ -839,7 +912,8 @@ def main():
 
     features = ["--features", "etcd"] if "etcd" in only else []
     subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features,
-                    "--example", "hello", "--example", "fanout", "--example", "fanout_floor"],
+                    "--example", "hello", "--example", "fanout", "--example", "fanout_floor",
+                    "--example", "hold_answers"],
                    cwd=ROOT, check=True)
     results = {}
     for name in CEILING_SCENARIOS:
@@ -873,6 +947,8 @@ def main():
     if "hostile" in only:
         raise_fd_limit()
         results["hostile"] = hostile_scenario()
+    if "answers" in only:
+        results["answers"] = answers_scenario(args.hold_seconds)
     print(json.dumps(results, indent=2))
 
 
