@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Instructions per keep-alive request, counted by valgrind's callgrind.
+
+Time on this shared machine wanders by 20% from run to run; the number of
+instructions a server executes for a request does not. For each server
+(kv-store, the plain-hyper ceiling `examples/hello`, and with
+`--seed-binary` the seed), this starts it under `valgrind --tool=callgrind`
+with instrumentation off, sends a warm-up over one keep-alive connection,
+switches it on, sends `--requests` more, switches it off, and
+prints the server's instructions (all threads) divided by the requests.
+
+    python3 bench/callgrind.py                       # GET and PUT, 20 000 each
+    python3 bench/callgrind.py --kv-binary /tmp/kv-store-before
+    python3 bench/callgrind.py --only get --seed-binary /tmp/seed/kv-store
+
+Needs valgrind (apt-get install valgrind). Builds the release binaries
+first unless given.
+"""
+
+import argparse
+import http.client
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+PORT = 3301
+VALUE = b"v" * 100
+
+
+def start(argv, out_file, port):
+    # One worker thread: under valgrind, which runs one thread at a time,
+    # several workers take turns in ways that vary from run to run (who
+    # parks, who steals), and the count with them.
+    env = {**os.environ, "TOKIO_WORKER_THREADS": "1"}
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+         f"--callgrind-out-file={out_file}", *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not start under valgrind")
+
+
+def requests(connection, method, count, path):
+    for n in range(count):
+        body = None
+        if method == "PUT":
+            body = VALUE
+            path_n = f"{path}{n % 10_000}"
+        else:
+            path_n = path
+        connection.request(method, path_n, body=body)
+        response = connection.getresponse()
+        response.read()
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path_n}: {response.status}")
+
+
+def control(pid, *args):
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def total_instructions(out_dir):
+    """The `totals:` Ir of every dump callgrind wrote (the dump taken while
+    instrumented; the one at exit holds nothing)."""
+    total = 0
+    for name in os.listdir(out_dir):
+        with open(os.path.join(out_dir, name), errors="replace") as f:
+            for line in f:
+                m = re.match(r"^totals:\s+(\d+)", line)
+                if m:
+                    total += int(m.group(1))
+    return total
+
+
+def measure(argv, port, method, count, warmup):
+    with tempfile.TemporaryDirectory() as out_dir:
+        proc = start(argv, os.path.join(out_dir, "callgrind.out"), port)
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            path = "/store/bench-key" if method == "GET" else "/store/bench-put-"
+            if method == "GET":
+                connection.request("PUT", "/store/bench-key", body=VALUE)
+                connection.getresponse().read()
+            requests(connection, method, warmup, path)
+            control(proc.pid, "--instr=on")
+            requests(connection, method, count, path)
+            control(proc.pid, "--instr=off")
+            control(proc.pid, "--dump")
+            connection.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        return total_instructions(out_dir) / count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--only", default="get,put")
+    parser.add_argument("--kv-binary", default=os.path.join(RELEASE, "kv-store"))
+    parser.add_argument("--seed-binary",
+                        help="the seed's server (built outside this repo), measured beside")
+    parser.add_argument("--seed-port", type=int, default=3000,
+                        help="the port the seed's server listens on")
+    args = parser.parse_args()
+    if args.kv_binary == os.path.join(RELEASE, "kv-store"):
+        subprocess.run(["cargo", "build", "--release", "--bin", "kv-store",
+                        "--example", "hello"], cwd=ROOT, check=True)
+    servers = [
+        ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}"],
+         PORT),
+        ("ceiling", [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{PORT}"], PORT),
+    ]
+    if args.seed_binary:
+        servers.append(("seed", [args.seed_binary], args.seed_port))
+    for method in args.only.upper().split(","):
+        for name, argv, port in servers:
+            if name == "ceiling" and method == "PUT":
+                continue  # the ceiling reads no body: nothing to compare
+            per = measure(argv, port, method, args.requests, args.warmup)
+            print(f"{method:4} {name:9} {per:10,.0f} instructions / request")
+
+
+if __name__ == "__main__":
+    main()
