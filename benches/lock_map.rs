@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
-use kv_store::store::{Entry, Key, LockMap};
+use kv_store::domain::{Entry, Key};
+use kv_store::store::LockMap;
 
 const KEYS: usize = 10_000;
 const THREADS: usize = 2;

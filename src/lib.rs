@@ -3,18 +3,26 @@
 //! A request travels down the layers in this order:
 //! - [`server`]: listener, middleware (rate limit, errors as problem+json),
 //!   routes and graceful shutdown;
-//! - [`api`]: the poem-openapi operations, which map HTTP onto store calls
-//!   and generate the OpenAPI spec;
-//! - [`backend`]: the seam the API calls, which is one of:
-//! - [`store`]: the in-process store, which knows nothing of HTTP, or
+//! - [`api`]: the poem-openapi operations, which map HTTP onto backend
+//!   calls and generate the OpenAPI spec;
+//! - [`backend`]: the seam: the contract every engine meets, and the
+//!   counting done once above it;
+//! - [`engines`]: the one place that names the engines, picked at start:
+//! - [`store`]: the in-process engine, which knows nothing of HTTP, or
 //! - `etcd` (cargo feature `etcd`): the same calls over an etcd cluster.
+//!
+//! Beside them: [`domain`], the types every layer shares (a leaf), and
+//! [`watch`], the watch machinery every engine feeds.
 
 pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod domain;
+pub mod engines;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod watch;

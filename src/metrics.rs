@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::backend::Backend;
+use crate::domain::Stats;
 
 /// The labels of a request: which operation (its OpenAPI operationId, or
 /// `unmatched` when no operation was reached) and the answer's status.
@@ -120,7 +120,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Backend, connections: Arc<ConnectionCounters>) -> Self {
+    /// Metrics that read the store's figures from `stats` at every scrape
+    /// (it must not wait: a scrape must answer while the backend cannot).
+    pub fn new(
+        stats: impl Fn() -> Stats + Send + Sync + 'static,
+        connections: Arc<ConnectionCounters>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("kv");
         let requests: Family<RequestLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
@@ -131,7 +136,7 @@ impl Metrics {
             Unit::Seconds,
             requests.clone(),
         );
-        registry.register_collector(Box::new(StoreCollector(store)));
+        registry.register_collector(Box::new(StoreCollector(Box::new(stats))));
         registry.register_collector(Box::new(ConnectionCollector(connections)));
         Self { registry, requests }
     }
@@ -152,7 +157,7 @@ impl Metrics {
 }
 
 /// Reads the store's counters when a scrape asks for them.
-struct StoreCollector(Backend);
+struct StoreCollector(Box<dyn Fn() -> Stats + Send + Sync>);
 
 impl fmt::Debug for StoreCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,7 +167,7 @@ impl fmt::Debug for StoreCollector {
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let stats = self.0.stats_now();
+        let stats = (self.0)();
         let gauges = [
             (
                 "keys",
@@ -295,21 +300,10 @@ impl Collector for ConnectionCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreConfig, WatchLimits};
 
     #[test]
     fn encodes_requests_and_store_state() {
-        let store = Store::new(StoreConfig {
-            history: 10,
-            history_bytes: 1 << 20,
-            watch: WatchLimits {
-                per_watcher: 1 << 20,
-                total: 1 << 30,
-                watchers: 1000,
-                heartbeat: std::time::Duration::from_secs(15),
-            },
-        });
-        let metrics = Metrics::new(Backend::Memory(store), Arc::default());
+        let metrics = Metrics::new(Stats::default, Arc::default());
         metrics.observe("get_key", 200, 0.000_1);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(

@@ -83,3 +83,35 @@ async fn the_server_serves_the_spec_and_swagger_ui() {
     let html = docs.text().await.expect("body");
     assert!(html.contains("swagger"), "Swagger UI page");
 }
+
+#[test]
+fn the_route_table_and_the_spec_name_the_same_operations() {
+    let spec: serde_json::Value = serde_json::from_str(&api::spec_json()).expect("JSON spec");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let id = operation["operationId"].as_str().expect("an operationId");
+            documented.insert((method.to_uppercase(), path.clone(), id.to_owned()));
+        }
+    }
+    let table: std::collections::BTreeSet<(String, String, String)> = api::routes::ROUTES
+        .iter()
+        .map(|route| {
+            (
+                route.method.to_string(),
+                route.template.to_owned(),
+                route.operation.to_owned(),
+            )
+        })
+        .collect();
+    let missing: Vec<_> = documented.difference(&table).collect();
+    assert!(
+        missing.is_empty(),
+        "in the spec, not the route table: {missing:?}"
+    );
+    let extra: Vec<_> = table.difference(&documented).collect();
+    assert!(
+        extra.is_empty(),
+        "in the route table, not the spec: {extra:?}"
+    );
+}

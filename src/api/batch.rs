@@ -13,7 +13,8 @@ use super::problem::{
     UNSUPPORTED_MEDIA_TYPE,
 };
 use super::{ApiTags, Context};
-use crate::store::{Action, BatchError, Condition, Op, Outcome, Value};
+use crate::backend::Backend;
+use crate::domain::{Action, BatchError, Condition, Op, Outcome, Value};
 
 /// What a batch operation does.
 #[derive(Enum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,9 +149,9 @@ pub enum BatchResponse {
     Ok(JsonReply<Vec<OpResult>>),
 }
 
-pub struct BatchApi(pub Context);
+pub struct BatchApi<B>(pub Context<B>);
 
-impl BatchApi {
+impl<B: Backend> BatchApi<B> {
     fn to_op(&self, index: usize, op: BatchOp) -> Result<Op, Box<Problem>> {
         let at = |problem: Box<Problem>| {
             Box::new(Problem {
@@ -236,7 +237,7 @@ fn capped_results(methods: Vec<Method>, outcomes: Vec<Outcome>, max: usize) -> V
 }
 
 #[OpenApi(tag = "ApiTags::Batch")]
-impl BatchApi {
+impl<B: Backend> BatchApi<B> {
     /// Run a batch
     ///
     /// Applies the operations as one atomic, isolated commit (an etcd

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Problem;
-use crate::store::Value;
+use crate::domain::Value;
 
 /// A PUT body: the raw value, whatever the request's Content-Type.
 ///

@@ -1,6 +1,6 @@
 //! HTTP conditional requests (RFC 9110): ETags and the If-* headers.
 
-use crate::store::{Condition, Revisions};
+use crate::domain::{Condition, Revisions};
 
 /// A key's ETag: its `mod_revision`, quoted.
 pub fn etag(revision: u64) -> String {

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::store::ReadPoint;
+use crate::domain::ReadPoint;
 
 /// Where a listing goes on: the point it shows, the prefix it lists and the
 /// last key sent. Clients treat it as opaque text.

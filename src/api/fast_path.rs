@@ -8,8 +8,10 @@ use poem_openapi::OperationId;
 use std::sync::Arc;
 
 use super::keys::KeysApi;
+use super::routes::{GET_KEY, PUT_KEY, Rules};
 use super::{Context, MAX_TTL_SECONDS};
 use crate::auth::Caller;
+use crate::backend::Backend;
 
 /// Serves `GET` and `PUT /store/{key}` in their common shapes without going
 /// through poem's router and poem-openapi's per-operation dispatch, and
@@ -25,9 +27,9 @@ use crate::auth::Caller;
 /// without percent-encoding, no query but `ttl`, each header at most once
 /// and visible ASCII); anything else takes the long way, where poem-openapi
 /// parses it or answers the error.
-pub struct FastPath<E> {
+pub struct FastPath<E, B> {
     inner: E,
-    keys: KeysApi,
+    keys: KeysApi<B>,
     gate: Gate,
 }
 
@@ -36,10 +38,10 @@ pub struct FastPath<E> {
 /// to the rest. The caller then goes to the operation as an argument
 /// rather than through the request's extensions (an allocation per
 /// request).
-pub type Gate = Arc<dyn Fn(&Request) -> Result<Option<Caller>, Box<Response>> + Send + Sync>;
+pub type Gate = Arc<dyn Fn(&Request, Rules) -> Result<Option<Caller>, Box<Response>> + Send + Sync>;
 
-impl<E> FastPath<E> {
-    pub fn new(inner: E, context: Context, gate: Gate) -> Self {
+impl<E, B> FastPath<E, B> {
+    pub fn new(inner: E, context: Context<B>, gate: Gate) -> Self {
         Self {
             inner,
             keys: KeysApi(context),
@@ -48,7 +50,7 @@ impl<E> FastPath<E> {
     }
 }
 
-impl<E: Endpoint> Endpoint for FastPath<E> {
+impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
     type Output = Response;
 
     #[expect(
@@ -62,7 +64,7 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                     let Some(get) = Get::of(&req) else {
                         return self.long_way(req).await;
                     };
-                    let caller = match (self.gate)(&req) {
+                    let caller = match (self.gate)(&req, GET_KEY.rules()) {
                         Ok(caller) => caller.unwrap_or(Caller::Anyone),
                         Err(answer) => return Ok(*answer),
                     };
@@ -70,7 +72,7 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                         .keys
                         .get(&caller, get.key, get.if_none_match, get.if_match)
                         .await;
-                    (respond(answer), "get_key")
+                    (respond(answer), GET_KEY.operation)
                 }
                 Method::PUT => {
                     let Some(put) = Put::of(&req) else {
@@ -78,7 +80,7 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                     };
                     let (if_match, if_none_match) =
                         (put.if_match.as_deref(), put.if_none_match.as_deref());
-                    let caller = match (self.gate)(&req) {
+                    let caller = match (self.gate)(&req, PUT_KEY.rules()) {
                         Ok(caller) => caller.unwrap_or(Caller::Anyone),
                         Err(answer) => return Ok(*answer),
                     };
@@ -87,7 +89,7 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
                         .keys
                         .put(&caller, &put.key, put.ttl, if_match, if_none_match, body)
                         .await;
-                    (respond(answer), "put_key")
+                    (respond(answer), PUT_KEY.operation)
                 }
                 _ => return self.long_way(req).await,
             };
@@ -98,7 +100,7 @@ impl<E: Endpoint> Endpoint for FastPath<E> {
     }
 }
 
-impl<E: Endpoint> FastPath<E> {
+impl<E: Endpoint, B: Backend> FastPath<E, B> {
     /// Boxed: the full API's future (3 KB) would otherwise size the future
     /// of every request, fast ones too, and a request's future is moved
     /// whole into its task.
@@ -156,10 +158,11 @@ impl Put {
     }
 }
 
-/// The key of `/store/{key}` if it is one segment without percent-encoding
-/// (poem decodes the rest).
+/// The key of `GET_KEY`'s (and `PUT_KEY`'s) path if it is one segment
+/// without percent-encoding (poem decodes the rest).
 fn plain_key(uri: &Uri) -> Option<&str> {
-    let key = uri.path().strip_prefix("/store/")?;
+    let prefix = GET_KEY.template.strip_suffix("{key}")?;
+    let key = uri.path().strip_prefix(prefix)?;
     (!key.is_empty() && !key.contains(['/', '%'])).then_some(key)
 }
 

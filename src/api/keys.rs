@@ -18,7 +18,8 @@ use super::problem::{
 };
 use super::{ApiTags, Context};
 use crate::auth::Caller;
-use crate::store::{Action, Condition, Current, Op, Outcome, Value};
+use crate::backend::Backend;
+use crate::domain::{Action, Condition, Current, Op, Outcome, Value};
 
 pub struct GetErrors;
 impl ErrorStatuses for GetErrors {
@@ -162,10 +163,10 @@ fn unexpected(outcome: Outcome) -> Problem {
     Problem::internal(format!("unexpected outcome {outcome:?}"))
 }
 
-pub struct KeysApi(pub Context);
+pub struct KeysApi<B>(pub Context<B>);
 
 #[OpenApi(tag = "ApiTags::Keys")]
-impl KeysApi {
+impl<B: Backend> KeysApi<B> {
     /// Read a key
     ///
     /// Returns the key's value as `text/plain` with its revision as `ETag`.
@@ -311,7 +312,7 @@ impl KeysApi {
 
 /// The operations' work once their input is extracted, shared by the
 /// poem-openapi operations above and the [fast path](super::fast_path).
-impl KeysApi {
+impl<B: Backend> KeysApi<B> {
     pub(super) async fn get(
         &self,
         caller: &Caller,

@@ -18,7 +18,8 @@ use super::problem::{
     TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
 use super::{ApiTags, Context};
-use crate::store::{Entry, RangeError, RangeRequest, Value};
+use crate::backend::Backend;
+use crate::domain::{Entry, RangeError, RangeRequest, Value};
 
 /// The most records one page may hold, and how many when not said.
 pub const MAX_LIMIT: u64 = 10_000;
@@ -181,10 +182,10 @@ fn listed(entry: &Entry, keys_only: bool) -> Listed {
     }
 }
 
-pub struct ListApi(pub Context);
+pub struct ListApi<B>(pub Context<B>);
 
 #[OpenApi(tag = "ApiTags::Keys")]
-impl ListApi {
+impl<B: Backend> ListApi<B> {
     /// List keys
     ///
     /// The keys starting with `prefix` (all keys when empty or absent), in

@@ -9,10 +9,12 @@ mod batch;
 mod body;
 mod conditional;
 mod cursor;
+mod detached;
 mod fast_path;
 mod keys;
 mod list;
 mod problem;
+pub mod routes;
 mod sse;
 mod status;
 mod watch;
@@ -20,24 +22,24 @@ mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::Method;
-use poem_openapi::{OpenApi, OpenApiService, Tags};
+use poem_openapi::{OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
 pub use fast_path::{FastPath, Gate};
 pub use list::{EMPTY_PREFIX, bad_limit};
 pub use problem::{Problem, shown};
-pub use watch::{ConnectionCloser, may_stream};
+pub use watch::ConnectionCloser;
 
 use batch::BatchApi;
+use detached::Detached;
 use keys::KeysApi;
 use list::ListApi;
 use status::StatusApi;
 use watch::{WatchApi, WatchEvent};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Counted};
+use crate::domain::{Key, Stats};
 use crate::metrics::{AnswerRoom, ConnectionCounters, Metrics};
-use crate::store::{Key, Store, StoreConfig, WatchLimits};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -83,9 +85,9 @@ pub struct Limits {
 
 /// What every operation needs: the store, the limits, the metrics and the
 /// shutdown signal that ends watch streams.
-#[derive(Clone)]
-pub struct Context {
-    pub store: Backend,
+pub struct Context<B> {
+    /// The backend, every call counted.
+    pub store: Counted<B>,
     pub metrics: Arc<Metrics>,
     /// The connections' counters, with the bytes of answers not yet taken
     /// by their clients (`--answer-memory`).
@@ -94,7 +96,20 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
-impl Context {
+/// Not derived: that would ask `B: Clone` of the type, not of the value.
+impl<B: Backend> Clone for Context<B> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
+            limits: self.limits.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+impl<B> Context<B> {
     /// Reserves room for an answer of up to `bytes` in `--answer-memory`
     /// until the returned guard is dropped (once the answer is built and
     /// the server layer charges what it really holds); refuses 503, before
@@ -166,8 +181,14 @@ impl Context {
     }
 }
 
-/// The API's operations, as one poem-openapi type.
-pub type Api = (KeysApi, ListApi, WatchApi, BatchApi, StatusApi);
+/// The API's operations over a backend `B`, as one poem-openapi type.
+pub type Api<B> = (
+    KeysApi<B>,
+    ListApi<B>,
+    WatchApi<B>,
+    BatchApi<B>,
+    StatusApi<B>,
+);
 
 const DESCRIPTION: &str = "A concurrent key-value store. Values are UTF-8 text; every write \
 takes the next store-wide revision, which is the key's `ETag`. Errors are RFC 9457 problem \
@@ -175,7 +196,7 @@ details (`application/problem+json`). Watch streams are Server-Sent Events that 
 a disconnect without losing an event.";
 
 /// Builds the OpenAPI service over `context`.
-pub fn service(context: Context) -> OpenApiService<Api, ()> {
+pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
     let api = (
         KeysApi(context.clone()),
         ListApi(context.clone()),
@@ -196,40 +217,12 @@ pub fn service(context: Context) -> OpenApiService<Api, ()> {
         )
 }
 
-/// Every path template of the API (`/store/{key}`) with the methods it
-/// answers.
-pub fn routes() -> Vec<(String, Vec<Method>)> {
-    let mut routes: Vec<(String, Vec<Method>)> = Vec::new();
-    for path in <Api as OpenApi>::meta()
-        .into_iter()
-        .flat_map(|api| api.paths)
-    {
-        let methods = path.operations.iter().map(|op| op.method.clone());
-        match routes.iter_mut().find(|(known, _)| *known == path.path) {
-            Some((_, known)) => known.extend(methods),
-            None => routes.push((path.path, methods.collect())),
-        }
-    }
-    routes
-}
-
-/// A service over a throwaway store, for what depends only on the code: the
-/// spec.
-fn detached() -> OpenApiService<Api, ()> {
-    let store = Backend::Memory(Store::new(StoreConfig {
-        history: 1,
-        history_bytes: 1,
-        watch: WatchLimits {
-            per_watcher: 1,
-            total: 1 << 30,
-            watchers: 1000,
-            heartbeat: Duration::from_secs(15),
-        },
-    }));
+/// The service over no backend at all: the spec depends only on the code.
+fn detached() -> OpenApiService<Api<Detached>, ()> {
     service(Context {
-        metrics: Arc::new(Metrics::new(store.clone(), Arc::default())),
+        metrics: Arc::new(Metrics::new(Stats::default, Arc::default())),
         connections: Arc::default(),
-        store,
+        store: Counted::new(Detached),
         limits: Limits {
             max_key_bytes: 0,
             max_value_bytes: 0,

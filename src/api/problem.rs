@@ -11,7 +11,7 @@ use poem_openapi::registry::{
 };
 use poem_openapi::types::{Example, ToJSON, Type};
 
-use crate::store::StorageError;
+use crate::domain::StorageError;
 use poem_openapi::{ApiResponse, Object};
 
 use super::batch::OpResult;

@@ -14,7 +14,8 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use serde::Serialize;
 
-use crate::store::{Delivery, Event, EventKind, SharedFrame, WatchItem};
+use crate::domain::{Event, EventKind};
+use crate::watch::{Delivery, SharedFrame, WatchItem};
 
 /// The `data` of an event, borrowed from the event for serialising.
 #[derive(Serialize)]
@@ -52,7 +53,7 @@ fn encode(event: &Event) -> Bytes {
 struct Charged {
     bytes: Bytes,
     _shared: Arc<SharedFrame>,
-    _charge: crate::store::Charge,
+    _charge: crate::watch::Charge,
 }
 
 impl AsRef<[u8]> for Charged {
@@ -145,7 +146,7 @@ impl<T: Send> IntoResponse for SseFrames<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Entry;
+    use crate::domain::Entry;
 
     #[test]
     fn a_frame_is_id_event_and_one_data_line() {

@@ -15,7 +15,8 @@ use super::problem::{
     ApiError, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
 use super::{ApiTags, Context};
-use crate::backend::Readiness;
+use crate::backend::Backend;
+use crate::domain::Readiness;
 
 /// The server's state and counters.
 #[derive(Object, Serialize, Debug, Clone)]
@@ -145,13 +146,13 @@ impl ErrorStatuses for ReadyErrors {
     )];
 }
 
-pub struct StatusApi {
-    pub context: Context,
+pub struct StatusApi<B> {
+    pub context: Context<B>,
     pub started: Instant,
 }
 
 #[OpenApi(tag = "ApiTags::Service")]
-impl StatusApi {
+impl<B: Backend> StatusApi<B> {
     /// Server status
     ///
     /// Counters since start, the store's revision and the oldest revision a

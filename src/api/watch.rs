@@ -19,22 +19,18 @@ use super::problem::{
 };
 use super::sse::SseFrames;
 use super::{ApiTags, Context};
+use crate::backend::Backend;
 use poem::Request;
 
-use crate::store::{Closer, Key, Position, WatchError, Watched};
+use crate::domain::{Key, Position, WatchError, Watched};
+use crate::watch::Closer;
 
 /// The connection a request came in on, as a request extension the server
-/// layer adds to the requests [`may_stream`] names: a watch stream hands it
-/// to the store, which closes the connection when it drops the watcher.
+/// layer adds to the requests that may open a watch stream
+/// ([`super::routes::streams`]): a watch stream hands it to the store,
+/// which closes the connection when it drops the watcher.
 #[derive(Clone)]
 pub struct ConnectionCloser(pub Closer);
-
-/// Whether a request to `path` may open a watch stream (so needs a
-/// [`ConnectionCloser`]). Only those get one: an extension costs a map
-/// allocation per request.
-pub fn may_stream(path: &str) -> bool {
-    path.starts_with("/watch")
-}
 
 /// The `data` of a watch event (JSON). The SSE `event` field names what
 /// happened: `snapshot` (the key's state when the stream opened), `put`
@@ -196,9 +192,9 @@ pub enum WatchResponse {
     Events(SseFrames<WatchEvent>),
 }
 
-pub struct WatchApi(pub Context);
+pub struct WatchApi<B>(pub Context<B>);
 
-impl WatchApi {
+impl<B: Backend> WatchApi<B> {
     async fn open(
         &self,
         req: &Request,
@@ -274,7 +270,7 @@ impl WatchApi {
 }
 
 #[OpenApi(tag = "ApiTags::Watch")]
-impl WatchApi {
+impl<B: Backend> WatchApi<B> {
     /// Watch a key
     ///
     /// A Server-Sent Events stream: first a `snapshot` event with the key's

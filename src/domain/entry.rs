@@ -41,7 +41,7 @@ pub struct Entry(ThinArc<Header, u8>);
 
 /// The instant deadlines are counted from, in nanoseconds: an `Instant` has
 /// no stable representation of its own.
-pub(super) fn epoch() -> Instant {
+pub fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }

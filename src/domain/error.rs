@@ -76,3 +76,14 @@ pub enum WatchError {
     /// The backend (etcd) cannot be reached.
     Unavailable(Arc<str>),
 }
+
+/// Why a range cannot be read at the point asked for.
+#[derive(Debug)]
+pub enum RangeError {
+    /// The history no longer reaches back to the revision.
+    Compacted { oldest: u64 },
+    /// The revision is newer than the store's (a point from another run).
+    Unknown { current: u64, oldest: u64 },
+    /// The backend (etcd) cannot be reached.
+    Unavailable(std::sync::Arc<str>),
+}

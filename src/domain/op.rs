@@ -125,3 +125,11 @@ impl Outcome {
         )
     }
 }
+
+/// What `DELETE /store?prefix=` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixDeleted {
+    pub deleted: u64,
+    /// The store's revision after the delete.
+    pub revision: u64,
+}

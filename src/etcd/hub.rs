@@ -16,20 +16,18 @@
 //! its window has no gap.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, GetResponse, WatchOptions, WatchResponse};
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 
 use super::{EtcdStore, Failure, revision};
-use crate::store::{
-    Closer, Event, EventKind, History, Key, Position, Receiver, WatchError, WatchItem, WatchLimits,
-    Watched, Watchers, bump, run_heartbeat,
+use crate::domain::{Event, EventKind, Key, Position, Stats, WatchError, Watched};
+use crate::watch::{
+    Broken, Closer, History, Resume, SnapshotItem, WatchLimits, WatchStream, Watchers,
+    run_heartbeat,
 };
 
 /// How many records one read of a prefix snapshot asks etcd for.
@@ -68,12 +66,18 @@ impl Hub {
         }
     }
 
-    /// The revision published up to, the oldest the window replays, and
-    /// the bytes the watchers pin.
-    pub(super) fn position(&self) -> (u64, u64, u64) {
+    /// The node's watch figures: the revision published up to, the oldest
+    /// the window replays, the bytes the watchers pin and how many were
+    /// dropped for falling behind.
+    pub(super) fn stats(&self) -> Stats {
         let state = self.state.lock();
-        let oldest = state.history.oldest_revision(state.revision);
-        (state.revision, oldest, state.watchers.total_bytes() as u64)
+        Stats {
+            revision: state.revision,
+            oldest_revision: state.history.oldest_revision(state.revision),
+            watch_bytes: state.watchers.total_bytes() as u64,
+            lagging_watchers: state.watchers.dropped(),
+            ..Stats::default()
+        }
     }
 
     pub(super) fn is_live(&self) -> bool {
@@ -177,10 +181,9 @@ impl EtcdStore {
                 state.live = true;
                 self.inner.hub.started.notify_waiters();
             }
-            let mut dropped = 0;
             for event in events {
                 state.revision = state.revision.max(event.id);
-                dropped += state.watchers.publish(&event);
+                state.watchers.publish(&event);
                 state.history.push(event);
             }
             // A progress notification: nothing more up to its revision.
@@ -189,10 +192,6 @@ impl EtcdStore {
                 state.revision = state.revision.max(header);
             }
             drop(state);
-            self.inner
-                .counters
-                .lagging_watchers
-                .fetch_add(dropped, Ordering::Relaxed);
         }
         Err(Failure::Unavailable("etcd ended the watch".to_owned()))
     }
@@ -210,13 +209,14 @@ impl EtcdStore {
             .is_ok()
     }
 
-    /// Starts a watch stream, as [`crate::store::Store::watch`] does.
+    /// Starts a watch stream: the [`Backend`](crate::backend::Backend)
+    /// contract's `watch`.
     pub async fn watch(
         &self,
         watched: Watched,
         since: Option<Position>,
         closer: Closer,
-    ) -> Result<BoxStream<'static, WatchItem>, WatchError> {
+    ) -> Result<WatchStream<Registered>, WatchError> {
         let watched = watched.normalised();
         let unavailable = |failure: Failure| WatchError::Unavailable(failure.to_string().into());
         // A client that watched through a node further along than this one
@@ -229,7 +229,7 @@ impl EtcdStore {
             }
             _ => None,
         };
-        let (oldest, replay, snapshot, skip_through, id, live) = {
+        let (opening, id, live) = {
             let mut state = self.inner.hub.state.lock();
             if !state.live {
                 return Err(WatchError::Unavailable(
@@ -237,49 +237,54 @@ impl EtcdStore {
                 ));
             }
             let current = state.revision;
-            let oldest = state.history.oldest_revision(current);
-            let (replay, snapshot, skip_through) = match since {
-                Some(since) if since.revision > current => {
-                    let newest = etcd_revision.unwrap_or(current);
-                    if since.revision > newest {
-                        return Err(WatchError::Unknown {
-                            current: newest,
-                            oldest,
-                        });
+            let opening = match since {
+                None => Opening::Snapshot,
+                Some(since) => match state.history.resume(since, current, &watched) {
+                    Resume::Replay(events) => Opening::Replay(events),
+                    Resume::Ahead { current, oldest } => {
+                        let newest = etcd_revision.unwrap_or(current);
+                        if since.revision > newest {
+                            return Err(WatchError::Unknown {
+                                current: newest,
+                                oldest,
+                            });
+                        }
+                        Opening::Ahead(since)
                     }
-                    (Vec::new(), false, Some(since))
-                }
-                Some(since) => (state.history.replay(since, &watched), false, None),
-                None => (Vec::new(), true, None),
+                    // Older than the node's window: etcd has the rest,
+                    // until compaction.
+                    Resume::Behind { oldest } => Opening::Behind {
+                        since,
+                        oldest,
+                        window: state.history.replay(since, &watched),
+                    },
+                },
             };
             let (id, live) = state
                 .watchers
                 .register(watched.clone(), closer)
                 .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
-            (oldest, replay, snapshot, skip_through, id, live)
+            (opening, id, live)
         };
-        bump(&self.inner.counters.open_watches);
         let registered = Registered {
             store: self.clone(),
             id,
         };
-        // Older than the node's window: etcd has the rest, until compaction.
-        let earlier = match since {
-            Some(since) if since.revision + 1 < oldest => {
-                Some(self.catch_up(since, oldest, watched.clone()).await?)
+        Ok(match opening {
+            Opening::Snapshot => WatchStream::snapshot(self.snapshot(watched), live, registered),
+            Opening::Replay(events) => WatchStream::resumed(None, events, None, live, registered),
+            Opening::Ahead(since) => {
+                WatchStream::resumed(None, Vec::new(), Some(since), live, registered)
             }
-            _ => None,
-        };
-        let snapshot = snapshot.then(|| self.snapshot(watched));
-        Ok(EtcdWatch {
-            earlier,
-            replay: replay.into(),
-            snapshot,
-            live,
-            skip_through,
-            _registered: registered,
-        }
-        .boxed())
+            Opening::Behind {
+                since,
+                oldest,
+                window,
+            } => {
+                let earlier = self.catch_up(since, oldest, watched).await?;
+                WatchStream::resumed(Some(earlier), window, None, live, registered)
+            }
+        })
     }
 
     /// The events on `watched` after `since` and before `until` (where the
@@ -293,7 +298,7 @@ impl EtcdStore {
         since: Position,
         until: u64,
         watched: Watched,
-    ) -> Result<BoxStream<'static, Result<Event, Failure>>, WatchError> {
+    ) -> Result<BoxStream<'static, Result<Event, Broken>>, WatchError> {
         let unavailable = |failure: Failure| WatchError::Unavailable(failure.to_string().into());
         // A read at the revision says whether etcd still has it (the watch
         // would say so only after it starts). The node's window is what
@@ -378,7 +383,7 @@ impl EtcdStore {
                         Ok(response) => response,
                         Err(failure) => {
                             r.done = true;
-                            return Some((Err(failure), r));
+                            return Some((Err(failure.to_string()), r));
                         }
                     };
                     for event in events(&r.store, &response) {
@@ -399,9 +404,9 @@ impl EtcdStore {
     /// The watched keys and prefixes as they are in etcd now, read a key
     /// or a chunk at a time as the client takes them: the first read takes
     /// etcd's newest revision and the rest read at that revision; the
-    /// stream ends with [`Snapshot::Through`] it. An `Err` item ends the
+    /// stream ends with [`SnapshotItem::Through`] it. An `Err` item ends the
     /// stream (etcd failed, or compacted the revision between chunks).
-    fn snapshot(&self, watched: Watched) -> BoxStream<'static, Result<Snapshot, Failure>> {
+    fn snapshot(&self, watched: Watched) -> BoxStream<'static, Result<SnapshotItem, Broken>> {
         struct Reading {
             store: EtcdStore,
             keys: VecDeque<Key>,
@@ -440,7 +445,7 @@ impl EtcdStore {
             let mut r = reading?;
             loop {
                 if let Some(event) = r.chunk.pop_front() {
-                    return Some((Ok(Snapshot::Event(event)), Some(r)));
+                    return Some((Ok(SnapshotItem::Event(event)), Some(r)));
                 }
                 if let Some(key) = r.keys.pop_front() {
                     let full = r.store.full(&key);
@@ -451,12 +456,12 @@ impl EtcdStore {
                             }
                             None => Event::gone(r.at, EventKind::Snapshot, key),
                         },
-                        Err(failure) => return Some((Err(failure), None)),
+                        Err(failure) => return Some((Err(failure.to_string()), None)),
                     };
-                    return Some((Ok(Snapshot::Event(event)), Some(r)));
+                    return Some((Ok(SnapshotItem::Event(event)), Some(r)));
                 }
                 let Some(prefix) = r.prefixes.front().cloned() else {
-                    return Some((Ok(Snapshot::Through(r.at)), None));
+                    return Some((Ok(SnapshotItem::Through(r.at)), None));
                 };
                 let full = r.store.full(&prefix);
                 let start = match r.after.take() {
@@ -471,7 +476,7 @@ impl EtcdStore {
                     .with_limit(SNAPSHOT_CHUNK);
                 let answer = match r.read(start, options).await {
                     Ok(answer) => answer,
-                    Err(failure) => return Some((Err(failure), None)),
+                    Err(failure) => return Some((Err(failure.to_string()), None)),
                 };
                 if answer.more() {
                     r.after = answer.kvs().last().map(|last| last.key().to_vec());
@@ -489,90 +494,31 @@ impl EtcdStore {
     }
 }
 
-/// What a snapshot stream yields: the watched keys, then the revision they
-/// were read at.
-enum Snapshot {
-    Event(Event),
-    Through(u64),
+/// How a watch stream on this node opens.
+enum Opening {
+    Snapshot,
+    /// From the node's window.
+    Replay(Vec<Event>),
+    /// From a revision this node has not published yet (seen through
+    /// another node): live events up to it are skipped.
+    Ahead(Position),
+    /// From before the node's window: etcd's history up to `oldest`, then
+    /// the window.
+    Behind {
+        since: Position,
+        oldest: u64,
+        window: Vec<Event>,
+    },
 }
 
 /// A watcher's place in the hub, given up when its stream is dropped.
-struct Registered {
+pub struct Registered {
     store: EtcdStore,
     id: u64,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let inner = &self.store.inner;
-        inner.hub.state.lock().watchers.remove(self.id);
-        inner.counters.open_watches.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A watch stream on the etcd backend: the replay or the snapshot (then
-/// its sync marker), then live events from the hub.
-struct EtcdWatch {
-    /// Events older than the node's window, read from etcd.
-    earlier: Option<BoxStream<'static, Result<Event, Failure>>>,
-    replay: VecDeque<Event>,
-    snapshot: Option<BoxStream<'static, Result<Snapshot, Failure>>>,
-    live: Receiver,
-    /// Live events up to here were seen through another node already.
-    skip_through: Option<Position>,
-    _registered: Registered,
-}
-
-impl Stream for EtcdWatch {
-    type Item = WatchItem;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
-        let this = &mut *self;
-        if let Some(earlier) = &mut this.earlier {
-            match std::task::ready!(earlier.poll_next_unpin(cx)) {
-                Some(Ok(event)) => return Poll::Ready(Some(this.live.deliver(event))),
-                Some(Err(failure)) => {
-                    tracing::warn!(error = %failure, "a watch could not read etcd's history");
-                    return Poll::Ready(None);
-                }
-                None => this.earlier = None,
-            }
-        }
-        if let Some(event) = this.replay.pop_front() {
-            return Poll::Ready(Some(this.live.deliver(event)));
-        }
-        if let Some(snapshot) = &mut this.snapshot {
-            return match snapshot.poll_next_unpin(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(Ok(Snapshot::Event(event)))) => {
-                    Poll::Ready(Some(this.live.deliver(event)))
-                }
-                Poll::Ready(Some(Ok(Snapshot::Through(at)))) => {
-                    // The hub may not have published up to `at` yet: the
-                    // snapshot already holds those events.
-                    this.snapshot = None;
-                    this.skip_through = Some(Position::after(at));
-                    Poll::Ready(Some(WatchItem::Synced(at)))
-                }
-                Poll::Ready(Some(Err(failure))) => {
-                    tracing::warn!(error = %failure, "a watch snapshot could not be read");
-                    Poll::Ready(None)
-                }
-                Poll::Ready(None) => Poll::Ready(None),
-            };
-        }
-        loop {
-            let delivery = match std::task::ready!(this.live.poll_next_unpin(cx)) {
-                Some(WatchItem::Event(delivery)) => delivery,
-                other => return Poll::Ready(other),
-            };
-            let seen = this
-                .skip_through
-                .is_some_and(|seen| !seen.precedes(delivery.event.id, delivery.event.part));
-            if !seen {
-                this.skip_through = None;
-                return Poll::Ready(Some(WatchItem::Event(delivery)));
-            }
-        }
+        self.store.inner.hub.state.lock().watchers.remove(self.id);
     }
 }

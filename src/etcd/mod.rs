@@ -11,6 +11,7 @@
 //! Every call to etcd is bounded by `--etcd-timeout`: when etcd is down or
 //! has no quorum the client gets a 503 in time, never a hung request.
 
+mod backend;
 mod hub;
 mod ops;
 mod range;
@@ -23,8 +24,9 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, GetOptions, GetResponse, Identity, KeyValue, TlsOptions,
 };
 
-use crate::backend::Readiness;
-use crate::store::{Counters, Current, Entry, Stats, StorageError, Value, WatchLimits};
+use crate::domain::Readiness;
+use crate::domain::{Current, Entry, Stats, StorageError, Value};
+use crate::watch::WatchLimits;
 
 use hub::Hub;
 
@@ -77,7 +79,6 @@ struct Inner {
     namespace: Vec<u8>,
     timeout: Duration,
     max_txn_ops: usize,
-    counters: Counters,
     /// The key count `/status` last read, for metrics scrapes.
     keys: AtomicU64,
     hub: Hub,
@@ -135,7 +136,6 @@ impl EtcdStore {
                 namespace: config.prefix.into_bytes(),
                 timeout: config.timeout,
                 max_txn_ops: config.max_txn_ops,
-                counters: Counters::default(),
                 keys: AtomicU64::new(0),
                 hub: Hub::new(config.history, config.history_bytes, config.watch),
             }),
@@ -216,7 +216,6 @@ impl EtcdStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Current>, StorageError> {
-        crate::store::bump(&self.inner.counters.gets);
         let answer = self
             .read(self.full(key), None)
             .await
@@ -248,16 +247,12 @@ impl EtcdStore {
         })
     }
 
-    /// This node's counters, the revision its watch has reached and the
-    /// key count last read.
+    /// The revision this node's watch has reached and the key count last
+    /// read.
     pub fn stats_now(&self) -> Stats {
-        let (revision, oldest_revision, watch_bytes) = self.inner.hub.position();
         Stats {
-            revision,
-            oldest_revision,
             keys: self.inner.keys.load(Ordering::Relaxed),
-            watch_bytes,
-            ..self.inner.counters.snapshot()
+            ..self.inner.hub.stats()
         }
     }
 

@@ -15,9 +15,8 @@ use etcd_client::{
 };
 
 use super::{EtcdStore, Failure, revision};
-use crate::store::{
+use crate::domain::{
     Action, BatchError, Condition, Current, Op, Outcome, PrefixDeleted, Revisions, StorageError,
-    bump,
 };
 
 /// The compares that hold exactly when `condition` holds for `key`, or
@@ -92,7 +91,6 @@ impl EtcdStore {
     }
 
     pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        bump(&self.inner.counters.batches);
         self.run(ops).await
     }
 
@@ -184,9 +182,6 @@ impl EtcdStore {
             }
             // Only a pinned key changed under us: read it again.
         };
-        for (op, outcome) in ops.iter().zip(&outcomes) {
-            self.inner.counters.count(op, outcome);
-        }
         BatchError::unless_rejected(outcomes)
     }
 
@@ -299,10 +294,6 @@ impl EtcdStore {
             .await
             .map_err(Failure::storage)?;
         let deleted = u64::try_from(answer.deleted()).unwrap_or(0);
-        self.inner
-            .counters
-            .deletes
-            .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
         Ok(PrefixDeleted {
             deleted,
             revision: answer

@@ -5,7 +5,7 @@
 use etcd_client::GetOptions;
 
 use super::{EtcdStore, Failure, revision};
-use crate::store::{Page, RangeError, RangeRequest, ReadPoint};
+use crate::domain::{Page, RangeError, RangeRequest, ReadPoint};
 
 /// The first key after every key starting with `prefix` (etcd's range end
 /// for a prefix); `[0]` (etcd's "to the end") when there is none.
@@ -93,7 +93,7 @@ impl EtcdStore {
             // the one asked for is the least it can be.
             Failure::Compacted => RangeError::Compacted { oldest: asked + 1 },
             Failure::Future => RangeError::Unknown {
-                current: self.inner.hub.position().0,
+                current: self.inner.hub.stats().revision,
                 oldest: asked,
             },
             other => RangeError::Unavailable(other.to_string().into()),

@@ -16,6 +16,7 @@ use poem::http::{StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::api::Problem;
+use crate::api::routes::{self, Access, Rules};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
 
@@ -31,16 +32,6 @@ enum Client {
     Token(Arc<str>),
 }
 
-/// Paths anyone may ask for, token or not: probes, and the docs that say
-/// how to get in.
-fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/readyz" | "/openapi.json" | "/openapi.yaml"
-    ) || path == "/docs"
-        || path.starts_with("/docs/")
-}
-
 /// A poem middleware that identifies the caller and applies a governor
 /// limiter keyed by token or client IP.
 ///
@@ -51,14 +42,13 @@ fn is_public(path: &str) -> bool {
 pub struct Admission {
     limiter: Option<Arc<DefaultKeyedRateLimiter<Client>>>,
     trust_forwarded_for: bool,
-    exempt: &'static [&'static str],
     auth: Option<Arc<Auth>>,
 }
 
 impl Admission {
-    /// Admission as `config` sets it: a limiter (none for a rate of 0)
-    /// that lets the `exempt` paths through, and `auth`'s tokens if any.
-    pub fn new(config: &Config, exempt: &'static [&'static str], auth: Option<Arc<Auth>>) -> Self {
+    /// Admission as `config` sets it: a limiter (none for a rate of 0),
+    /// and `auth`'s tokens if any.
+    pub fn new(config: &Config, auth: Option<Arc<Auth>>) -> Self {
         let limiter = NonZeroU32::new(config.rate_limit).map(|rate| {
             let burst = config.rate_burst.unwrap_or(rate);
             Arc::new(DefaultKeyedRateLimiter::keyed(
@@ -68,7 +58,6 @@ impl Admission {
         Self {
             limiter,
             trust_forwarded_for: config.trust_forwarded_for,
-            exempt,
             auth,
         }
     }
@@ -195,19 +184,17 @@ pub struct Admitted<E> {
 }
 
 impl Admission {
-    /// The whole rule for one request: the caller it comes from (`None`:
-    /// a server without tokens, or a public path), or the answer that
-    /// turns it away (401, 429). The middleware and the API's fast path
-    /// both ask this.
-    pub fn admit(&self, req: &Request) -> Result<Option<Caller>, Box<Response>> {
-        let path = req.uri().path();
-        let identified = if is_public(path) {
-            Ok(None)
-        } else {
-            self.identify(req)
+    /// The whole rule for one request, under the route table's `rules`
+    /// for it: the caller it comes from (`None`: a server without tokens,
+    /// or a public route), or the answer that turns it away (400, 401,
+    /// 429). The middleware and the API's fast path both ask this.
+    pub fn admit(&self, req: &Request, rules: Rules) -> Result<Option<Caller>, Box<Response>> {
+        let identified = match rules.access {
+            Access::Public => Ok(None),
+            Access::Token => self.identify(req),
         };
         if let Some(limiter) = &self.limiter
-            && !self.exempt.contains(&path)
+            && rules.rate_limited
         {
             let client = match &identified {
                 Ok(Some(Caller::Token(token))) => Client::Token(token.name.clone()),
@@ -237,7 +224,8 @@ impl<E: Endpoint> Endpoint for Admitted<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        match self.config.admit(&req) {
+        let rules = routes::rules(req.method(), req.uri().path());
+        match self.config.admit(&req, rules) {
             Err(answer) => return Ok(*answer),
             Ok(Some(caller)) => {
                 req.extensions_mut().insert(caller);

@@ -25,9 +25,10 @@ use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
 use super::lean_watch::{self, Opening, Served};
 use super::rewind::Rewind;
 use super::tls::Tls;
-use crate::api::{self, ConnectionCloser};
+use crate::api::ConnectionCloser;
+use crate::api::routes;
 use crate::metrics::ConnectionCounters;
-use crate::store::Closer;
+use crate::watch::Closer;
 
 /// What bounds the answers of every connection.
 #[derive(Clone, Copy, Debug)]
@@ -195,7 +196,8 @@ async fn serve_hyper<E, S>(
             let shared = shared.clone();
             let h2 = req.version() == Version::HTTP_2;
             let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-            let closer = api::may_stream(req.uri().path()).then(|| stream_closer(&shared, h2));
+            let watch = routes::streams(req.method(), req.uri().path());
+            let closer = watch.then(|| stream_closer(&shared, h2));
             let scheme = scheme.clone();
             async move {
                 let request = poem_request(req, &config, scheme, peer, closer);

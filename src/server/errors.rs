@@ -1,7 +1,5 @@
 //! Turning every error the framework makes into problem+json.
 
-use std::sync::Arc;
-
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -9,7 +7,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use poem_openapi::error::ContentTypeError;
 
-use crate::api::{self, Problem};
+use crate::api::{self, Problem, routes};
 
 /// `/store/` and the like: a key-taking path with the key left out.
 #[poem::handler]
@@ -17,67 +15,23 @@ pub fn empty_key() -> Response {
     Problem::invalid_request("the key is empty").into_response()
 }
 
-/// The methods each route answers, for the `Allow` header a 405 must carry.
-pub struct AllowTable {
-    routes: Vec<(Vec<String>, HeaderValue)>,
-}
-
-impl AllowTable {
-    /// `routes`: path templates (`/store/{key}`) and their methods.
-    pub fn new(routes: Vec<(String, Vec<Method>)>) -> Self {
-        let routes = routes
-            .into_iter()
-            .filter_map(|(path, mut methods)| {
-                if methods.contains(&Method::GET) {
-                    methods.push(Method::HEAD);
-                }
-                let allow = methods
-                    .iter()
-                    .map(Method::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let segments = path.split('/').map(str::to_owned).collect();
-                Some((segments, HeaderValue::from_str(&allow).ok()?))
-            })
-            .collect();
-        Self { routes }
-    }
-
-    fn allow(&self, path: &str) -> Option<&HeaderValue> {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.routes.iter().find_map(|(template, allow)| {
-            let matches = template.len() == segments.len()
-                && template.iter().zip(&segments).all(|(t, s)| {
-                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
-                });
-            matches.then_some(allow)
-        })
-    }
-}
-
 /// The outermost middleware: errors an operation answered are already
 /// problem+json and pass through; the rest (unknown route, wrong method, bad
 /// parameters or JSON, wrong Content-Type) become problems here with their
 /// original status.
-pub struct Problems {
-    pub allow: Arc<AllowTable>,
-}
+pub struct Problems;
 
 impl<E: Endpoint> Middleware<E> for Problems {
     type Output = ProblemsEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        ProblemsEndpoint {
-            inner,
-            allow: self.allow.clone(),
-        }
+        ProblemsEndpoint { inner }
     }
 }
 
 /// An endpoint behind [`Problems`].
 pub struct ProblemsEndpoint<E> {
     inner: E,
-    allow: Arc<AllowTable>,
 }
 
 impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
@@ -120,8 +74,10 @@ impl<E> ProblemsEndpoint<E> {
                     "this endpoint does not support the method; see /docs",
                 )
                 .into_response();
-                if let Some(allow) = self.allow.allow(uri.path()) {
-                    response.headers_mut().insert(header::ALLOW, allow.clone());
+                let allowed = routes::allowed(uri.path());
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                if let Ok(allow) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, allow);
                 }
                 return response;
             }
@@ -227,28 +183,6 @@ fn bad_request_detail(err: &poem::Error, method: &Method, uri: &Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn allow_lists_the_methods_of_the_matching_route() {
-        let table = AllowTable::new(vec![
-            ("/store/{key}".to_owned(), vec![Method::GET, Method::PUT]),
-            ("/store/cas/{key}".to_owned(), vec![Method::POST]),
-        ]);
-        assert_eq!(
-            table
-                .allow("/store/k")
-                .map(|v| v.to_str().unwrap_or_default()),
-            Some("GET, PUT, HEAD")
-        );
-        assert_eq!(
-            table
-                .allow("/store/cas/k")
-                .map(|v| v.to_str().unwrap_or_default()),
-            Some("POST")
-        );
-        assert!(table.allow("/store/").is_none());
-        assert!(table.allow("/elsewhere").is_none());
-    }
 
     #[test]
     fn broken_percent_encodings_are_refused() {

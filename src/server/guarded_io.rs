@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::raw_response::{self, RawProblem};
 use crate::metrics::ConnectionCounters;
-use crate::store::CloseWatcher;
+use crate::watch::CloseWatcher;
 
 /// A watch the store drops closes its connection at once.
 impl CloseWatcher for ConnShared {

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::http::Method;
 use poem::{Endpoint, EndpointExt, Route};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -28,15 +27,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Context, FastPath, Gate, Limits};
 use crate::auth::Auth;
-use crate::backend::Backend;
-use crate::config::{BackendKind, Config, FsyncMode};
+use crate::backend::{Backend, Counted};
+use crate::config::Config;
+use crate::engines::{self, Engine};
 use crate::metrics::{ConnectionCounters, Metrics};
-use crate::store::{Fsync, OpenError, Store, StoreConfig, WatchLimits};
 
 pub use admission::Admission;
 pub use body_limit::BodyLimit;
 use connection::{AnswerLimits, ConnConfig};
-use errors::{AllowTable, Problems};
+use errors::Problems;
 use guarded_io::Timeouts;
 use observe::RecordMetrics;
 use tls::{Tls, TlsFiles};
@@ -49,9 +48,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// How long shutdown may take in all before [`run`] returns anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Paths the rate limiter lets through: probes must not be throttled.
-const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
-
 /// Builds the whole HTTP application over `context`.
 ///
 /// A request's future is moved whole into its box, so its size is paid on
@@ -61,15 +57,11 @@ const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// the way to the fast path map their inner future instead, and the full
 /// API's future is boxed (`FastPath::long_way`): 8.5 KB per request
 /// before, 1.3 KB after.
-pub fn app(
-    context: Context,
+pub fn app<B: Backend>(
+    context: Context<B>,
     admission: Admission,
     body_limit: BodyLimit,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
-    let mut routes = api::routes();
-    routes.extend(
-        ["/openapi.json", "/openapi.yaml"].map(|path| (path.to_owned(), vec![Method::GET])),
-    );
     let metrics = context.metrics.clone();
     let keys = context.clone();
     let api = api::service(context);
@@ -85,13 +77,11 @@ pub fn app(
         .at("/store/cas/", errors::empty_key)
         .at("/watch_key/", errors::empty_key);
     let rule = admission.clone();
-    let gate: Gate = Arc::new(move |req| rule.admit(req));
+    let gate: Gate = Arc::new(move |req, rules| rule.admit(req, rules));
     FastPath::new(app.with(admission), keys, gate)
         .with(body_limit)
         .with(RecordMetrics(metrics))
-        .with(Problems {
-            allow: Arc::new(AllowTable::new(routes)),
-        })
+        .with(Problems)
 }
 
 /// Why the server could not start.
@@ -100,7 +90,7 @@ pub enum StartError {
     /// The data dir cannot be used: in use, damaged, older than it should
     /// be, in a newer format, or unreadable (exit code 2: an operator must
     /// act).
-    DataDir(OpenError),
+    DataDir(String),
     /// Flags that cannot go together, or a backend this build lacks (exit
     /// code 2).
     Config(String),
@@ -112,8 +102,9 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::DataDir(err) => err.fmt(f),
-            Self::Config(detail) | Self::Etcd(detail) => f.write_str(detail),
+            Self::DataDir(detail) | Self::Config(detail) | Self::Etcd(detail) => {
+                f.write_str(detail)
+            }
             Self::Io(err) => err.fmt(f),
         }
     }
@@ -127,13 +118,24 @@ impl From<io::Error> for StartError {
     }
 }
 
+impl From<engines::OpenError> for StartError {
+    fn from(err: engines::OpenError) -> Self {
+        match err {
+            engines::OpenError::DataDir(detail) => Self::DataDir(detail),
+            engines::OpenError::Config(detail) => Self::Config(detail),
+            engines::OpenError::Etcd(detail) => Self::Etcd(detail),
+            engines::OpenError::Io(err) => Self::Io(err),
+        }
+    }
+}
+
 /// A server accepting connections, started by [`start`].
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
-    store: Backend,
+    store: Engine,
     auth: Option<Arc<Auth>>,
     tls: Option<Arc<Tls>>,
 }
@@ -183,128 +185,6 @@ impl Running {
             .map_err(io::Error::other)?;
         served
     }
-}
-
-/// The machine's memory in bytes (1 GiB where it cannot be read), for the
-/// default `--watch-memory`.
-fn machine_memory() -> usize {
-    const FALLBACK: usize = 1 << 30;
-    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
-        return FALLBACK;
-    };
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse::<usize>().ok())
-        .map_or(FALLBACK, |kib| kib.saturating_mul(1024))
-}
-
-/// The store `config` asks for: in memory, loaded from `--data-dir`, or
-/// an etcd cluster.
-async fn open_backend(config: &Config) -> Result<Backend, StartError> {
-    match config.backend {
-        BackendKind::Memory => {
-            // Loading a data dir can take a while and may block: keep it
-            // off the async workers.
-            let owned = config.clone();
-            let store = tokio::task::spawn_blocking(move || open_store(&owned))
-                .await
-                .map_err(io::Error::other)??;
-            Ok(Backend::Memory(store))
-        }
-        BackendKind::Etcd if config.data_dir.is_some() => Err(StartError::Config(
-            "--data-dir keeps a memory store on disk; with --backend etcd the keys live in \
-             etcd: drop one of the two"
-                .to_owned(),
-        )),
-        #[cfg(feature = "etcd")]
-        BackendKind::Etcd => {
-            let etcd = crate::etcd::EtcdConfig {
-                endpoints: config.etcd_endpoints.clone(),
-                prefix: config.etcd_prefix.clone(),
-                timeout: config.etcd_timeout,
-                max_txn_ops: config.etcd_max_txn_ops as usize,
-                user: config.etcd_user.clone().zip(config.etcd_password.clone()),
-                tls: etcd_tls(config)?,
-                history: config.history as usize,
-                history_bytes: config.history_bytes as usize,
-                watch: watch_limits(config),
-            };
-            let store = crate::etcd::EtcdStore::connect(etcd)
-                .await
-                .map_err(|err| StartError::Etcd(err.to_string()))?;
-            tracing::info!(
-                "serving the keys under {:?} in etcd at {}",
-                config.etcd_prefix,
-                config.etcd_endpoints.join(",")
-            );
-            Ok(Backend::Etcd(store))
-        }
-        #[cfg(not(feature = "etcd"))]
-        BackendKind::Etcd => Err(StartError::Config(
-            "this build has no etcd backend: build with `cargo build --release --features etcd` \
-             (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)"
-                .to_owned(),
-        )),
-    }
-}
-
-/// The TLS files for etcd, read now so that a missing one is an error at
-/// start (exit 2), not a failure on the first request.
-#[cfg(feature = "etcd")]
-fn etcd_tls(config: &Config) -> Result<Option<crate::etcd::EtcdTls>, StartError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|err| StartError::Config(format!("cannot read {}: {err}", path.display())))
-    };
-    let ca = config.etcd_ca.as_deref().map(read).transpose()?;
-    let identity = match (&config.etcd_cert, &config.etcd_key) {
-        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-        _ => None,
-    };
-    Ok((ca.is_some() || identity.is_some()).then_some(crate::etcd::EtcdTls { ca, identity }))
-}
-
-/// The watch limits the flags set.
-fn watch_limits(config: &Config) -> WatchLimits {
-    WatchLimits {
-        per_watcher: config.watch_queue_bytes as usize,
-        total: config
-            .watch_memory
-            .map_or_else(|| machine_memory() / 4, |bytes| bytes as usize),
-        watchers: usize::try_from(config.max_watches).unwrap_or(usize::MAX),
-        heartbeat: config.watch_heartbeat,
-    }
-}
-
-/// The memory store: in memory, or loaded from `--data-dir`.
-fn open_store(config: &Config) -> Result<Store, StartError> {
-    let store_config = StoreConfig {
-        history: config.history as usize,
-        history_bytes: config.history_bytes as usize,
-        watch: watch_limits(config),
-    };
-    let Some(dir) = &config.data_dir else {
-        return Ok(Store::new(store_config));
-    };
-    let fsync = match config.fsync {
-        FsyncMode::Always => Fsync::Always,
-        FsyncMode::Interval => Fsync::Interval,
-        FsyncMode::Never => Fsync::Never,
-    };
-    let started = std::time::Instant::now();
-    let (store, recovered) = Store::open(store_config, dir, fsync).map_err(StartError::DataDir)?;
-    tracing::info!(
-        "loaded {} keys at revision {} from {} in {:?} ({} expired while the server was down; fsync {:?})",
-        store.stats().keys,
-        recovered.revision,
-        dir.display(),
-        started.elapsed(),
-        recovered.expired,
-        config.fsync,
-    );
-    Ok(store)
 }
 
 /// Binds the first address `listen` resolves to that accepts a bind.
@@ -380,7 +260,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         _ => None,
     };
     // Before binding, so nothing answers until the data is there.
-    let store = open_backend(config).await?;
+    let store = Engine::open(config).await?;
     let listener = match bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -407,10 +287,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tracing::warn!("etcd cannot be reached yet: answering 503 until it can");
     }
     let connections = Arc::new(ConnectionCounters::default());
+    let counted = Counted::new(store.clone());
+    let figures = counted.clone();
     let context = Context {
-        metrics: Arc::new(Metrics::new(store.clone(), connections.clone())),
+        metrics: Arc::new(Metrics::new(
+            move || figures.stats_now(),
+            connections.clone(),
+        )),
         connections: connections.clone(),
-        store: store.clone(),
+        store: counted,
         limits: Limits {
             max_key_bytes: config.max_key_bytes as usize,
             max_value_bytes: config.max_value_bytes as usize,
@@ -422,7 +307,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         shutdown: shutdown.clone(),
     };
-    let admission = Admission::new(config, UNLIMITED_PATHS, auth.clone());
+    let admission = Admission::new(config, auth.clone());
     tokio::spawn(
         shutdown
             .clone()

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::Locked;
 use super::expiry::ExpiryQueue;
-use super::history::History;
 use super::index::Index;
-use super::watch::Watchers;
-use super::{Entry, Event, EventKind, Key, Locked, StorageError, Value};
+use crate::domain::{Entry, Event, EventKind, Key, StorageError, Value};
+use crate::watch::{History, Watchers};
 
 /// What a planned write does to its key.
 pub(super) enum Change {
@@ -163,7 +163,6 @@ pub(super) struct Committer {
     pub(super) watchers: Watchers,
     /// Set when a commit adds a deadline earlier than any before it.
     pub(super) wake_sweeper: bool,
-    pub(super) lagging_watchers: u64,
     pub(super) expired: u64,
 }
 
@@ -278,7 +277,7 @@ impl Committer {
         if let Some(previous) = event.prev().and_then(Entry::deadline) {
             self.expiry.remove(previous, &key);
         }
-        self.lagging_watchers += self.watchers.publish(&event);
+        self.watchers.publish(&event);
         self.history.push(event);
     }
 }

@@ -1,17 +1,11 @@
 //! `LockMap`: the store's concurrent map from key to entry.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
-pub use super::entry::Entry;
-
-/// A key. Shared (`Arc`) because an operation, the expiry queue and the
-/// events of a delete name the same key without copying it. (The map keeps
-/// its own copy inside each [`Entry`].)
-pub type Key = Arc<str>;
+use crate::domain::Entry;
 
 const SHARDS: usize = 64;
 
@@ -150,6 +144,7 @@ impl Locked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
     use std::thread;

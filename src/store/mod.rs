@@ -1,30 +1,28 @@
-//! The storage layer: keys, revisions, TTL expiry, history and watch fan-out.
+//! The memory engine: the keys in this process (and with a data dir, on
+//! disk), their revisions, TTL expiry, and the events it hands the shared
+//! watch machinery.
 //!
-//! It knows nothing of HTTP. The API layer turns requests into [`Op`]s
-//! (`op.rs`) and reads [`Outcome`]s back; every write, whoever asks for it
-//! (a request, a batch, the expiry sweeper), is planned (`plan.rs`) and goes
-//! through the one commit path (`commit.rs`), so revisions, the history and
-//! watch events cannot disagree. With a data dir, `flusher.rs` writes what
-//! the commit path planned to `disk.rs`; `sweeper.rs` expires keys;
-//! `watch.rs` fans events out; `stats.rs` counts.
+//! It knows nothing of HTTP. The API layer turns requests into [`Op`]s and
+//! reads [`Outcome`]s back; every write, whoever asks for it (a request, a
+//! batch, the expiry sweeper), is planned (`plan.rs`) and goes through the
+//! one commit path (`commit.rs`), so revisions, the history and watch
+//! events cannot disagree. With a data dir, `flusher.rs` writes what the
+//! commit path planned to `disk.rs`; `sweeper.rs` expires keys;
+//! `snapshot.rs` streams a watch's snapshot from the index; `stats.rs`
+//! counts.
 
+mod backend;
 mod commit;
 mod disk;
-mod entry;
-mod error;
-mod event;
 mod expiry;
 mod flusher;
-mod history;
 mod index;
 mod lock_map;
-mod op;
 mod plan;
 mod range;
+mod snapshot;
 mod stats;
 mod sweeper;
-mod value;
-mod watch;
 
 #[cfg(test)]
 mod model_tests;
@@ -40,29 +38,27 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
 pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
-pub use error::{BatchError, StorageError, WatchError};
-pub use event::{Event, EventKind, Position};
-pub use lock_map::{Entry, Key, LockMap, Locked};
-pub use op::{Action, Condition, Current, Op, Outcome, Revisions};
-pub use plan::PrefixDeleted;
-pub use range::{Page, RangeError, RangeRequest, ReadPoint};
-pub use stats::Stats;
-pub use value::Value;
-pub use watch::{
-    Charge, CloseWatcher, Closer, Delivery, SharedFrame, Watch, WatchItem, WatchLimits, Watched,
-};
 
+use crate::domain::{
+    Action, BatchError, Condition, Current, Entry, Event, EventKind, Key, Op, Outcome, Position,
+    PrefixDeleted, Stats, StorageError, WatchError, Watched, start_clock,
+};
+use crate::watch::{Closer, History, WatchLimits, WatchStream, Watchers, run_heartbeat};
 use commit::{Committer, Deferred, Group, MAX_DEFERRED_KEYS, Mode};
 use disk::Disk;
 use expiry::ExpiryQueue;
 use flusher::{flusher, settled};
-pub(crate) use history::History;
 use index::Index;
-pub(crate) use stats::{Counters, bump};
-use watch::Snapshot;
-pub(crate) use watch::Watchers;
-#[cfg(feature = "etcd")]
-pub(crate) use watch::{Receiver, run_heartbeat};
+pub use lock_map::{LockMap, Locked};
+use snapshot::{PrefixSnapshot, Unwatch};
+use stats::Counters;
+
+/// How a watch stream opens: with the events a resume missed, or with a
+/// snapshot.
+enum Opening {
+    Resume(Vec<Event>),
+    Snapshot(PrefixSnapshot),
+}
 
 /// Store-wide settings.
 #[derive(Clone, Debug)]
@@ -90,10 +86,6 @@ impl Inner {
     /// slow, expirations, and a deadline earlier than the sweeper expects.
     fn settle(&self, committer: &mut Committer) {
         let counters = &self.counters;
-        let lagging = std::mem::take(&mut committer.lagging_watchers);
-        counters
-            .lagging_watchers
-            .fetch_add(lagging, Ordering::Relaxed);
         let expired = std::mem::take(&mut committer.expired);
         counters.expired.fetch_add(expired, Ordering::Relaxed);
         if std::mem::take(&mut committer.wake_sweeper) {
@@ -137,7 +129,7 @@ impl Store {
         revision: u64,
         fsync: Option<Fsync>,
     ) -> Self {
-        entry::start_clock();
+        start_clock();
         let committer = Committer {
             revision,
             next: revision,
@@ -155,7 +147,6 @@ impl Store {
             expiry,
             watchers: Watchers::new(config.watch),
             wake_sweeper: false,
-            lagging_watchers: 0,
             expired: 0,
         };
         Self {
@@ -178,7 +169,7 @@ impl Store {
         fsync: Fsync,
     ) -> Result<(Self, Recovered), OpenError> {
         // Deadlines read back are counted from the clock's start.
-        entry::start_clock();
+        start_clock();
         let (disk, mut recovered) = Disk::open(dir)?;
         let map = LockMap::new();
         let mut expiry = ExpiryQueue::default();
@@ -237,7 +228,6 @@ impl Store {
     }
 
     fn get_now(&self, key: &str) -> Option<Current> {
-        bump(&self.inner.counters.gets);
         let now = Instant::now();
         self.inner
             .map
@@ -261,7 +251,6 @@ impl Store {
     /// keys (the API checks). If any condition fails nothing is written,
     /// and the outcomes come back in the error.
     pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        bump(&self.inner.counters.batches);
         let (outcomes, ticket) = self.run(ops).map_err(BatchError::Storage)?;
         settled(ticket).await.map_err(BatchError::Storage)?;
         BatchError::unless_rejected(outcomes)
@@ -281,26 +270,21 @@ impl Store {
         watched: Watched,
         since: Option<Position>,
         closer: Closer,
-    ) -> Result<Watch, WatchError> {
+    ) -> Result<WatchStream<Unwatch>, WatchError> {
         let watched = watched.normalised();
         let inner = &*self.inner;
         let mut committer = inner.committer.lock();
         let current = committer.revision;
-        let (first, snapshot): (Vec<Event>, Option<Snapshot>) = match since {
-            Some(since) => {
-                let oldest = committer.history.oldest_revision(current);
-                if since.revision > current {
-                    return Err(WatchError::Unknown { current, oldest });
-                }
-                if since.revision + 1 < oldest {
-                    return Err(WatchError::Compacted { oldest });
-                }
-                let replay = committer.history.replay(since, &watched);
-                (replay, None)
-            }
+        let opening = match since {
+            Some(since) => Opening::Resume(
+                committer
+                    .history
+                    .resume(since, current, &watched)
+                    .or_gone()?,
+            ),
             None => {
                 let now = Instant::now();
-                let keys = watched
+                let keys: Vec<Event> = watched
                     .keys
                     .iter()
                     .map(|key| {
@@ -314,7 +298,8 @@ impl Store {
                         }
                     })
                     .collect();
-                (keys, Some(Snapshot::new(current, &watched.prefixes)))
+                let prefixes = &watched.prefixes;
+                Opening::Snapshot(PrefixSnapshot::new(self.clone(), current, keys, prefixes))
             }
         };
         let (id, live) = committer
@@ -322,45 +307,42 @@ impl Store {
             .register(watched, closer)
             .map_err(|too_many| WatchError::TooMany { max: too_many.max })?;
         drop(committer);
-        bump(&inner.counters.open_watches);
-        Ok(Watch {
-            first: first.into_iter(),
-            snapshot,
-            live,
-            id,
+        let registration = Unwatch {
             store: self.clone(),
+            id,
+        };
+        Ok(match opening {
+            Opening::Resume(replay) => WatchStream::resumed(None, replay, None, live, registration),
+            Opening::Snapshot(snapshot) => {
+                WatchStream::snapshot(Box::pin(snapshot), live, registration)
+            }
         })
     }
 
     /// The watchers' heartbeat, until the server drops it.
     pub async fn run_heartbeat(self) {
         let period = self.inner.committer.lock().watchers.heartbeat_period();
-        watch::run_heartbeat(period, || self.inner.committer.lock().watchers.heartbeat()).await;
+        run_heartbeat(period, || self.inner.committer.lock().watchers.heartbeat()).await;
     }
 
     fn unwatch(&self, id: u64) {
         self.inner.committer.lock().watchers.remove(id);
-        self.inner
-            .counters
-            .open_watches
-            .fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
-        let (revision, oldest_revision, watch_bytes) = {
-            let committer = inner.committer.lock();
-            let revision = committer.revision;
-            let oldest = committer.history.oldest_revision(revision);
-            (revision, oldest, committer.watchers.total_bytes() as u64)
-        };
-        Stats {
+        let committer = inner.committer.lock();
+        let revision = committer.revision;
+        let stats = Stats {
             revision,
-            oldest_revision,
+            oldest_revision: committer.history.oldest_revision(revision),
             keys: inner.map.count() as u64,
-            watch_bytes,
-            ..inner.counters.snapshot()
-        }
+            watch_bytes: committer.watchers.total_bytes() as u64,
+            lagging_watchers: committer.watchers.dropped(),
+            ..Stats::default()
+        };
+        drop(committer);
+        inner.counters.fill(stats)
     }
 }
 
@@ -369,6 +351,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::*;
+    use crate::watch::*;
 
     fn store() -> Store {
         store_with_history(100)

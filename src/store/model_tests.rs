@@ -8,6 +8,8 @@ use futures_util::{FutureExt, StreamExt};
 use proptest::prelude::*;
 
 use super::*;
+use crate::domain::*;
+use crate::watch::*;
 
 const KEYS: &[&str] = &["a", "a/x", "a/y", "b"];
 const PREFIXES: &[&str] = &["", "a", "a/", "a/x", "b", "c"];

@@ -5,15 +5,7 @@ use std::time::Instant;
 
 use super::commit::{At, Committer, Planned, Ticket, view};
 use super::flusher::settled;
-use super::{Action, Condition, Current, Key, Op, Outcome, StorageError, Store};
-
-/// What `DELETE /store?prefix=` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PrefixDeleted {
-    pub deleted: u64,
-    /// The store's revision after the delete.
-    pub revision: u64,
-}
+use super::{Action, Condition, Current, Key, Op, Outcome, PrefixDeleted, StorageError, Store};
 
 impl Store {
     /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
@@ -112,7 +104,6 @@ impl Store {
                     (Action::Delete, None) => Outcome::NotFound,
                 }
             };
-            self.inner.counters.count(op, &outcome);
             outcomes.push(outcome);
         }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::{Event, Position, Watched};
+use crate::domain::{Event, Position, Watched};
 
 /// The most recent change events, oldest first: at most `capacity` of them
 /// and, beyond the newest one, at most `max_bytes` of keys and values, so
@@ -114,7 +114,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EventKind;
+    use crate::domain::EventKind;
 
     fn event(id: u64) -> Event {
         Event::gone(id, EventKind::Delete, "k".into())
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn events_that_left_are_dropped_a_batch_at_a_time() {
-        let key: crate::store::Key = "k".into();
+        let key: crate::domain::Key = "k".into();
         let mut history = History::new(2, usize::MAX);
         for id in 1..=2 {
             history.push(Event::gone(id, EventKind::Delete, key.clone()));

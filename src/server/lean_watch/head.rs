@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use poem::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::api;
+use crate::api::routes;
 
 /// The most a head (and a `POST /watch` body with it) may take here;
 /// a larger request is hyper's to read.
@@ -125,11 +125,10 @@ fn watch_head(request: &httparse::Request<'_, '_>) -> Option<http::request::Part
         "POST" => Method::POST,
         _ => return None,
     };
-    let path = request.path?;
-    if !api::may_stream(path) {
+    let uri: Uri = request.path?.parse().ok()?;
+    if !routes::streams(&method, uri.path()) {
         return None;
     }
-    let uri: Uri = path.parse().ok()?;
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;

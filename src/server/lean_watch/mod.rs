@@ -31,7 +31,7 @@ pub use head::{Opening, read};
 use super::connection::{ConnConfig, InFlight, answer};
 use super::guarded_io::ConnShared;
 use crate::api::ConnectionCloser;
-use crate::store::Closer;
+use crate::watch::Closer;
 use head::WatchRequest;
 use response::Cut;
 

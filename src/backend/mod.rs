@@ -1,0 +1,98 @@
+//! The seam: what every backend must do, as one trait, and what is the
+//! same for all of them, written once beside it.
+//!
+//! A backend is an engine that keeps the keys: the in-process store
+//! (`crate::store`) or an etcd cluster (`crate::etcd`). Each implements
+//! [`Backend`]; the API calls a backend only through [`Counted`], which
+//! counts every call the same way whatever answers it. A new capability
+//! (a lease, a lock) is a method here, and every engine fails to compile
+//! until it has it.
+//!
+//! Static dispatch throughout: the API is generic over the backend and the
+//! server picks one at start, so no call boxes its future (the memory
+//! store answers a GET without an allocation for the call).
+
+mod counted;
+
+use std::future::Future;
+
+use futures_util::Stream;
+
+pub use counted::{Counted, Counters};
+
+use crate::domain::{
+    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
+    Readiness, Stats, StorageError, WatchError, Watched,
+};
+use crate::watch::{Closer, WatchItem};
+
+/// What an engine must do to serve the API. Every call a client waits on
+/// is async and fallible: an engine that answers over the network (etcd)
+/// waits and can fail where the memory store answers at once.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// A watch stream of this backend (dropping it ends the watch).
+    type Watch: Stream<Item = WatchItem> + Send + Unpin + 'static;
+
+    /// Which backend this is, as `/status` names it.
+    fn name(&self) -> &'static str;
+
+    /// A key's value and revision; `None` if absent (or expired).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Current>, StorageError>> + Send;
+
+    /// One operation, as one commit.
+    fn apply(&self, op: Op) -> impl Future<Output = Result<Outcome, StorageError>> + Send;
+
+    /// Operations on distinct keys as one atomic, isolated commit: every
+    /// condition is checked against the store before it, and all its
+    /// writes take one revision. If a condition fails nothing is written
+    /// and the outcomes come back in the error.
+    fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send;
+
+    /// Most operations one batch may carry here (etcd's `--max-txn-ops`);
+    /// `None`: no limit beyond the server's.
+    fn max_batch_ops(&self) -> Option<usize>;
+
+    /// A page of the keys under a prefix, at the request's read point.
+    fn range(
+        &self,
+        request: &RangeRequest<'_>,
+    ) -> impl Future<Output = Result<Page, RangeError>> + Send;
+
+    /// Deletes every key under a (non-empty) prefix in one commit.
+    fn delete_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send;
+
+    /// Starts a watch: without `since`, a snapshot of what is watched and
+    /// the revision it shows, then every change; with it, every change
+    /// after that position. `closer` is called if the backend drops the
+    /// watcher (too slow, or its source of events broke).
+    fn watch(
+        &self,
+        watched: Watched,
+        since: Option<Position>,
+        closer: Closer,
+    ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send;
+
+    /// The backend's own figures (revision, keys, watch memory, expiries,
+    /// disk), read fresh; the operation counters are [`Counted`]'s.
+    fn stats(&self) -> impl Future<Output = Result<Stats, StorageError>> + Send;
+
+    /// The same as this node last knew them, without asking anyone: for
+    /// metrics scrapes, which must not wait on the network.
+    fn stats_now(&self) -> Stats;
+
+    /// Whether the node can serve, for `/readyz`.
+    fn readiness(&self) -> impl Future<Output = Readiness> + Send;
+
+    /// The backend's background work (expiry, its event source, the
+    /// watchers' heartbeat), until the server drops it.
+    fn run(self) -> impl Future<Output = ()> + Send;
+
+    /// Waits (briefly) until what serving needs runs; says whether it does.
+    fn started(&self) -> impl Future<Output = bool> + Send;
+
+    /// Stops the backend: what it holds reaches its storage. Blocking.
+    fn close(&self);
+}

@@ -1,0 +1,30 @@
+//! The domain: what the store holds and what is asked of it, the same for
+//! every backend and every layer. A leaf: it imports nothing of ours, so
+//! the engines, the watch machinery and the API all build on it.
+
+mod entry;
+mod error;
+mod event;
+mod op;
+mod range;
+mod readiness;
+mod stats;
+mod value;
+mod watched;
+
+use std::sync::Arc;
+
+pub use entry::{Entry, epoch, start_clock};
+pub use error::{BatchError, RangeError, StorageError, WatchError};
+pub use event::{Event, EventKind, Position};
+pub use op::{Action, Condition, Current, Op, Outcome, PrefixDeleted, Revisions};
+pub use range::{Page, RangeRequest, ReadPoint};
+pub use readiness::Readiness;
+pub use stats::Stats;
+pub use value::Value;
+pub use watched::Watched;
+
+/// A key. Shared (`Arc`) because an operation, the expiry queue and the
+/// events of a delete name the same key without copying it. (The map keeps
+/// its own copy inside each [`Entry`].)
+pub type Key = Arc<str>;

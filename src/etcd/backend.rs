@@ -1,0 +1,83 @@
+//! The etcd engine as a [`Backend`]: the seam's calls, answered by the
+//! cluster.
+
+use std::future::Future;
+
+use super::EtcdStore;
+use super::hub::Registered;
+use crate::backend::Backend;
+use crate::domain::{
+    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
+    Readiness, Stats, StorageError, WatchError, Watched,
+};
+use crate::watch::{Closer, WatchStream};
+
+impl Backend for EtcdStore {
+    type Watch = WatchStream<Registered>;
+
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Current>, StorageError>> + Send {
+        EtcdStore::get(self, key)
+    }
+
+    fn apply(&self, op: Op) -> impl Future<Output = Result<Outcome, StorageError>> + Send {
+        EtcdStore::apply(self, op)
+    }
+
+    fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
+        EtcdStore::batch(self, ops)
+    }
+
+    fn max_batch_ops(&self) -> Option<usize> {
+        Some(self.max_txn_ops())
+    }
+
+    fn range(
+        &self,
+        request: &RangeRequest<'_>,
+    ) -> impl Future<Output = Result<Page, RangeError>> + Send {
+        EtcdStore::range(self, request)
+    }
+
+    fn delete_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send {
+        EtcdStore::delete_prefix(self, prefix)
+    }
+
+    fn watch(
+        &self,
+        watched: Watched,
+        since: Option<Position>,
+        closer: Closer,
+    ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send {
+        EtcdStore::watch(self, watched, since, closer)
+    }
+
+    fn stats(&self) -> impl Future<Output = Result<Stats, StorageError>> + Send {
+        EtcdStore::stats(self)
+    }
+
+    fn stats_now(&self) -> Stats {
+        EtcdStore::stats_now(self)
+    }
+
+    fn readiness(&self) -> impl Future<Output = Readiness> + Send {
+        EtcdStore::readiness(self)
+    }
+
+    async fn run(self) {
+        tokio::join!(self.clone().run_watch(), self.run_heartbeat());
+    }
+
+    fn started(&self) -> impl Future<Output = bool> + Send {
+        EtcdStore::started(self)
+    }
+
+    /// Nothing to write back: the keys are etcd's.
+    fn close(&self) {}
+}
