@@ -7,11 +7,10 @@
 //! what they touch against it.
 
 use poem::Request;
-use poem::http::StatusCode;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, ErrorStatus, Problem};
 use crate::auth::{Caller, Denied};
 
 /// The caller the server layer identified; anyone when the server has no
@@ -55,7 +54,7 @@ impl TokenAuth {
 
 impl From<Denied> for Problem {
     fn from(denied: Denied) -> Self {
-        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", denied.0)
+        Problem::new(ErrorStatus::FORBIDDEN, "forbidden", "Forbidden", denied.0)
     }
 }
 

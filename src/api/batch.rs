@@ -3,15 +3,17 @@
 use poem::http::StatusCode;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::auth::TokenAuth;
-use super::body::{BodyExample, JsonBody, JsonReply, Text};
+use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
 };
+use super::results::OpResult;
+use super::text::Text;
 use super::{ApiTags, Context};
 use crate::backend::Backend;
 use crate::domain::{Action, BatchError, Condition, Op, Outcome, Value};
@@ -72,52 +74,6 @@ impl BodyExample for Vec<BatchOp> {
             {"method": "CAS", "key": "balance:bob", "expected": "10", "value": "20"},
             {"method": "GET", "key": "balance:carol"}
         ]))
-    }
-}
-
-/// The result of one batch operation, with the status the single-key
-/// endpoint would have answered (or 413 for a GET whose value was left out
-/// to keep the answer under `--max-batch-answer-bytes`).
-#[derive(Object, Serialize, Clone, Debug, PartialEq)]
-#[oai(example)]
-pub struct OpResult {
-    pub status: u16,
-    /// GET: the value (absent with status 413: left out of a batch answer
-    /// that would have grown too large).
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<Text>,
-    /// The key's revision after the operation (for a delete, the revision of
-    /// the delete).
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revision: Option<u64>,
-}
-
-impl Example for OpResult {
-    fn example() -> Self {
-        Self {
-            status: 200,
-            value: Some(Text(Value::from("value1"))),
-            revision: Some(7),
-        }
-    }
-}
-
-impl OpResult {
-    fn status(status: StatusCode) -> Self {
-        Self {
-            status: status.as_u16(),
-            value: None,
-            revision: None,
-        }
-    }
-
-    fn revision(status: StatusCode, revision: u64) -> Self {
-        Self {
-            revision: Some(revision),
-            ..Self::status(status)
-        }
     }
 }
 
@@ -323,7 +279,7 @@ impl<B: Backend> BatchApi<B> {
                 Err(Problem {
                     results: Some(results),
                     ..Problem::new(
-                        StatusCode::CONFLICT,
+                        ErrorStatus::CONFLICT,
                         "batch-failed",
                         "Batch failed",
                         "a CAS operation failed; no operation was applied",

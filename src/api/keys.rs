@@ -9,13 +9,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
 use super::auth::TokenAuth;
-use super::body::{BodyExample, JsonBody, TextValue, ValueBody};
+use super::body::{BodyExample, JsonBody, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, NOT_FOUND,
     PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
     UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
+use super::text::TextValue;
 use super::{ApiTags, Context};
 use crate::auth::Caller;
 use crate::backend::Backend;
@@ -160,7 +161,12 @@ pub fn condition_failed(key: &str, current: Option<Current>) -> Problem {
 }
 
 fn unexpected(outcome: Outcome) -> Problem {
-    Problem::internal(format!("unexpected outcome {outcome:?}"))
+    // The outcome's shape is for the log, not for the client.
+    tracing::error!(
+        ?outcome,
+        "the backend answered an outcome this operation cannot have"
+    );
+    Problem::internal("the backend answered an outcome this operation cannot have")
 }
 
 pub struct KeysApi<B>(pub Context<B>);

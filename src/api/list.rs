@@ -1,7 +1,6 @@
 //! The key space: list the keys under a prefix a page at a time, and delete
 //! them all at once.
 
-use poem::http::StatusCode;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
@@ -11,12 +10,13 @@ use serde::Serialize;
 use serde::ser::SerializeStruct;
 
 use super::auth::TokenAuth;
-use super::body::{JsonReply, Text};
+use super::body::JsonReply;
 use super::cursor::{Cursor, CursorError};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
+use super::text::Text;
 use super::{ApiTags, Context};
 use crate::backend::Backend;
 use crate::domain::{Entry, RangeError, RangeRequest, Value};
@@ -281,7 +281,7 @@ impl<B: Backend> ListApi<B> {
                 };
                 Problem {
                     oldest_revision: Some(oldest),
-                    ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
+                    ..Problem::new(ErrorStatus::GONE, "history-gone", "History gone", detail)
                 }
             })?;
         let next = page

@@ -14,9 +14,11 @@ mod fast_path;
 mod keys;
 mod list;
 mod problem;
+mod results;
 pub mod routes;
 mod sse;
 mod status;
+mod text;
 mod watch;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fast_path::{FastPath, Gate};
 pub use list::{EMPTY_PREFIX, bad_limit};
-pub use problem::{Problem, shown};
+pub use problem::{ErrorStatus, Problem, shown};
 pub use watch::ConnectionCloser;
 
 use batch::BatchApi;

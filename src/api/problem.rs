@@ -9,12 +9,12 @@ use poem_openapi::payload::Payload;
 use poem_openapi::registry::{
     MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
-use poem_openapi::types::{Example, ToJSON, Type};
+use poem_openapi::types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 
 use crate::domain::StorageError;
 use poem_openapi::{ApiResponse, Object};
 
-use super::batch::OpResult;
+use super::results::OpResult;
 
 /// An error, as RFC 9457 problem details. Every error the server answers has
 /// this shape, whether an operation, the router or a middleware made it.
@@ -27,7 +27,7 @@ pub struct Problem {
     /// A short summary of the kind of problem.
     pub title: String,
     /// The HTTP status code.
-    pub status: u16,
+    pub status: ErrorStatus,
     /// What went wrong in this request.
     pub detail: String,
     /// On a failed condition (412): the key's current value, absent if the
@@ -45,6 +45,83 @@ pub struct Problem {
     /// the operations whose condition failed and 424 for the others.
     #[oai(skip_serializing_if_is_none)]
     pub results: Option<Vec<OpResult>>,
+}
+
+/// The status of a problem: a client or server error, nothing else. A
+/// problem that could say 200 would be a bug that only a client sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorStatus(StatusCode);
+
+impl ErrorStatus {
+    pub const BAD_REQUEST: Self = Self(StatusCode::BAD_REQUEST);
+    pub const UNAUTHORIZED: Self = Self(StatusCode::UNAUTHORIZED);
+    pub const FORBIDDEN: Self = Self(StatusCode::FORBIDDEN);
+    pub const NOT_FOUND: Self = Self(StatusCode::NOT_FOUND);
+    pub const METHOD_NOT_ALLOWED: Self = Self(StatusCode::METHOD_NOT_ALLOWED);
+    pub const REQUEST_TIMEOUT: Self = Self(StatusCode::REQUEST_TIMEOUT);
+    pub const CONFLICT: Self = Self(StatusCode::CONFLICT);
+    pub const GONE: Self = Self(StatusCode::GONE);
+    pub const PRECONDITION_FAILED: Self = Self(StatusCode::PRECONDITION_FAILED);
+    pub const PAYLOAD_TOO_LARGE: Self = Self(StatusCode::PAYLOAD_TOO_LARGE);
+    pub const URI_TOO_LONG: Self = Self(StatusCode::URI_TOO_LONG);
+    pub const UNSUPPORTED_MEDIA_TYPE: Self = Self(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    pub const TOO_MANY_REQUESTS: Self = Self(StatusCode::TOO_MANY_REQUESTS);
+    pub const REQUEST_HEADER_FIELDS_TOO_LARGE: Self =
+        Self(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    pub const INTERNAL_SERVER_ERROR: Self = Self(StatusCode::INTERNAL_SERVER_ERROR);
+    pub const SERVICE_UNAVAILABLE: Self = Self(StatusCode::SERVICE_UNAVAILABLE);
+    pub const INSUFFICIENT_STORAGE: Self = Self(StatusCode::INSUFFICIENT_STORAGE);
+
+    /// `status` if it is a client or server error.
+    pub fn new(status: StatusCode) -> Option<Self> {
+        (status.is_client_error() || status.is_server_error()).then_some(Self(status))
+    }
+
+    pub fn code(self) -> StatusCode {
+        self.0
+    }
+}
+
+/// Documented, read and written as the integer it is (the spec says what
+/// `u16` would).
+impl Type for ErrorStatus {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        u16::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        u16::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for ErrorStatus {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        self.0.as_u16().to_json()
+    }
+}
+
+impl ParseFromJSON for ErrorStatus {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        let code = u16::parse_from_json(value).map_err(ParseError::propagate)?;
+        StatusCode::from_u16(code)
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| ParseError::custom(format!("{code} is not an error status")))
+    }
 }
 
 /// The most characters of client input a problem's detail repeats: a key,
@@ -114,11 +191,11 @@ fn clip(detail: String) -> String {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: ErrorStatus, slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             kind: format!("urn:kv-store:problem:{slug}"),
             title: title.to_owned(),
-            status: status.as_u16(),
+            status,
             detail: clip(detail.into()),
             value: None,
             revision: None,
@@ -129,7 +206,7 @@ impl Problem {
 
     pub fn invalid_request(detail: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
+            ErrorStatus::BAD_REQUEST,
             "invalid-request",
             "Invalid request",
             detail,
@@ -138,7 +215,7 @@ impl Problem {
 
     pub fn not_found(key: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
+            ErrorStatus::NOT_FOUND,
             "key-not-found",
             "Key not found",
             format!("key {key:?} does not exist"),
@@ -147,7 +224,7 @@ impl Problem {
 
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorStatus::PAYLOAD_TOO_LARGE,
             "too-large",
             "Request too large",
             detail,
@@ -157,7 +234,7 @@ impl Problem {
     /// A request body stopped arriving for longer than `--body-timeout`.
     pub fn request_timeout() -> Self {
         Self::new(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorStatus::REQUEST_TIMEOUT,
             "request-timeout",
             "Request timeout",
             "the request body stopped arriving for longer than --body-timeout",
@@ -166,7 +243,7 @@ impl Problem {
 
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::PRECONDITION_FAILED,
+            ErrorStatus::PRECONDITION_FAILED,
             "precondition-failed",
             "Precondition failed",
             detail,
@@ -177,7 +254,7 @@ impl Problem {
     /// quorum.
     pub fn unavailable(detail: &str) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorStatus::SERVICE_UNAVAILABLE,
             "unavailable",
             "Store unavailable",
             format!("{detail}; retry after Retry-After seconds"),
@@ -190,19 +267,19 @@ impl Problem {
     pub fn not_stored(error: &StorageError) -> Self {
         match error {
             StorageError::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorStatus::SERVICE_UNAVAILABLE,
                 "shutting-down",
                 "Shutting down",
                 "the server is stopping; nothing was written, retry",
             ),
             StorageError::DiskRefused(detail) => Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorStatus::INSUFFICIENT_STORAGE,
                 "insufficient-storage",
                 "Insufficient storage",
                 format!("{detail}; nothing was written, retry once the disk has room"),
             ),
             StorageError::DataDirLost(detail) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorStatus::SERVICE_UNAVAILABLE,
                 "data-dir-lost",
                 "Data dir lost",
                 format!(
@@ -223,7 +300,7 @@ impl Problem {
     /// clients past `--answer-memory`.
     pub fn answers_full(bytes: usize) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorStatus::SERVICE_UNAVAILABLE,
             "answers-full",
             "Answers full",
             format!(
@@ -236,15 +313,11 @@ impl Problem {
 
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorStatus::INTERNAL_SERVER_ERROR,
             "internal",
             "Internal server error",
             detail,
         )
-    }
-
-    fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
@@ -261,7 +334,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = self.status_code();
+        let status = self.status.code();
         let mut response = Response::builder()
             .status(status)
             .content_type(PROBLEM_CONTENT_TYPE);

@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::auth::TokenAuth;
 use super::body::JsonReply;
 use super::problem::{
-    ApiError, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
+    ApiError, ErrorStatus, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED,
+    UNAVAILABLE,
 };
 use super::{ApiTags, Context};
 use crate::backend::Backend;
@@ -223,7 +224,7 @@ impl<B: Backend> StatusApi<B> {
         match self.context.store.readiness().await {
             Readiness::Ready => Ok(HealthResponse::Ok(PlainText("OK"))),
             Readiness::NotReady(why) => Err(Problem::new(
-                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                ErrorStatus::SERVICE_UNAVAILABLE,
                 "not-ready",
                 "Not ready",
                 why,

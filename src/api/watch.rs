@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use futures_util::StreamExt;
-use poem::http::StatusCode;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Example;
@@ -14,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, Problem, REQUEST_TIMEOUT, TOO_LARGE,
-    TOO_MANY_REQUESTS, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, Problem, REQUEST_TIMEOUT,
+    TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::sse::SseFrames;
 use super::{ApiTags, Context};
@@ -231,7 +230,7 @@ impl<B: Backend> WatchApi<B> {
             let (detail, oldest) = match err {
                 WatchError::TooMany { max } => {
                     return Box::new(Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorStatus::SERVICE_UNAVAILABLE,
                         "too-many-watches",
                         "Too many watches",
                         format!("the server holds its most watch streams ({max}); retry later"),
@@ -258,7 +257,7 @@ impl<B: Backend> WatchApi<B> {
             };
             Box::new(Problem {
                 oldest_revision: Some(oldest),
-                ..Problem::new(StatusCode::GONE, "history-gone", "History gone", detail)
+                ..Problem::new(ErrorStatus::GONE, "history-gone", "History gone", detail)
             })
         })?;
         // The stream ends at shutdown, and when a reload revokes the token.

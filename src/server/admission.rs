@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use poem::http::{StatusCode, header};
+use poem::http::header;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
-use crate::api::Problem;
 use crate::api::routes::{self, Access, Rules};
+use crate::api::{ErrorStatus, Problem};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
 
@@ -125,7 +125,7 @@ impl Refused {
             ),
         };
         let mut response = Problem::new(
-            StatusCode::UNAUTHORIZED,
+            ErrorStatus::UNAUTHORIZED,
             "unauthorized",
             "Unauthorized",
             detail,
@@ -204,7 +204,7 @@ impl Admission {
                 let wait = not_until.wait_time_from(limiter.clock().now());
                 let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 let mut response = Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorStatus::TOO_MANY_REQUESTS,
                     "rate-limited",
                     "Too many requests",
                     format!("rate limit exceeded; retry in {seconds} s"),

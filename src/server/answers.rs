@@ -20,7 +20,7 @@ use http_body_util::combinators::BoxBody;
 use poem::IntoResponse;
 use poem::http;
 
-use super::connection::InFlight;
+use super::dispatch::InFlight;
 use super::guarded_io::ConnShared;
 use crate::api::Problem;
 

@@ -7,74 +7,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_util::FutureExt;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use poem::http::uri::Scheme;
-use poem::http::{self, Method, Version, header};
-use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Body, Endpoint, Request, Response};
+use poem::http::{self, Method, Version};
+use poem::{Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::answers::{self, AnswerBody};
-use super::body_timeout::TimedBody;
-use super::guarded_io::{ConnShared, GuardedIo, Signal, Timeouts};
+use super::dispatch::{self, ConnConfig, InFlight, Origin, answer};
+use super::guarded_io::{ConnShared, GuardedIo, Signal};
 use super::lean_watch::{self, Opening, Served};
 use super::rewind::Rewind;
 use super::tls::Tls;
-use crate::api::ConnectionCloser;
 use crate::api::routes;
-use crate::metrics::ConnectionCounters;
 use crate::watch::Closer;
-
-/// What bounds the answers of every connection.
-#[derive(Clone, Copy, Debug)]
-pub struct AnswerLimits {
-    /// Bytes of answers all connections together may hold before large
-    /// ones are refused (`--answer-memory`).
-    pub memory: usize,
-    /// Requests one HTTP/2 connection may have open at once
-    /// (`--max-streams`).
-    pub streams: u32,
-}
-
-/// Everything a connection needs from the server.
-pub struct ConnConfig<E> {
-    pub app: E,
-    pub local_addr: SocketAddr,
-    pub timeouts: Timeouts,
-    pub answers: AnswerLimits,
-    pub builder: auto::Builder<TokioExecutor>,
-    /// HTTPS only, when set.
-    pub tls: Option<Arc<Tls>>,
-    pub counters: Arc<ConnectionCounters>,
-}
-
-impl<E> ConnConfig<E> {
-    pub fn new(
-        app: E,
-        local_addr: SocketAddr,
-        timeouts: Timeouts,
-        answers: AnswerLimits,
-        tls: Option<Arc<Tls>>,
-        counters: Arc<ConnectionCounters>,
-    ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http2().max_concurrent_streams(answers.streams);
-        Self {
-            app,
-            local_addr,
-            timeouts,
-            answers,
-            builder,
-            tls,
-            counters,
-        }
-    }
-}
 
 /// Serves `stream` until the client leaves, a deadline passes or the store
 /// drops a watcher on it (both close it at once), or it is told to shut
@@ -200,7 +148,12 @@ async fn serve_hyper<E, S>(
             let closer = watch.then(|| stream_closer(&shared, h2));
             let scheme = scheme.clone();
             async move {
-                let request = poem_request(req, &config, scheme, peer, closer);
+                let origin = Origin {
+                    local: config.local_addr,
+                    peer,
+                    scheme,
+                };
+                let request = dispatch::from_hyper(req, &config.timeouts, &origin, closer);
                 // Boxed: hyper spawns a task per HTTP/2 stream, sized by
                 // this future, and a watch stream's task lives as long as
                 // the stream; the application's future would otherwise
@@ -236,71 +189,4 @@ async fn serve_hyper<E, S>(
 /// `--send-timeout`).
 fn stream_closer(shared: &Arc<ConnShared>, h2: bool) -> Closer {
     if h2 { Arc::new(()) } else { shared.clone() }
-}
-
-/// The application's answer to `request`, errors included: poem's
-/// `Endpoint::get_response`, without the copy of the request that its
-/// `async` block keeps beside the call's future (see `server::app`).
-pub(super) fn answer<E: Endpoint<Output = Response>>(
-    app: &E,
-    request: Request,
-) -> impl Future<Output = Response> + Send + '_ {
-    app.call(request)
-        .map(|result| result.unwrap_or_else(|err| err.into_response()))
-}
-
-/// The poem request for a hyper one, its body under `--body-timeout`,
-/// carrying `closer` if it may open a watch stream.
-fn poem_request<E>(
-    req: http::Request<Incoming>,
-    config: &ConnConfig<E>,
-    scheme: Scheme,
-    peer: SocketAddr,
-    closer: Option<Closer>,
-) -> Request {
-    let mut request = Request::from((
-        req,
-        LocalAddr(config.local_addr.into()),
-        RemoteAddr(peer.into()),
-        scheme,
-    ));
-    if may_have_body(&request) {
-        let body = BoxBody::from(request.take_body());
-        let timed = TimedBody::new(body, config.timeouts.body);
-        request.set_body(Body::from(BoxBody::new(timed)));
-    }
-    if let Some(closer) = closer {
-        request.extensions_mut().insert(ConnectionCloser(closer));
-    }
-    request
-}
-
-/// Whether a request can carry a body (HTTP/1 needs Content-Length or
-/// Transfer-Encoding for one).
-fn may_have_body(request: &Request) -> bool {
-    let headers = request.headers();
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length.as_bytes() != b"0",
-        None => {
-            request.version() >= Version::HTTP_2 || headers.contains_key(header::TRANSFER_ENCODING)
-        }
-    }
-}
-
-/// Counts a request as in flight from the moment hyper hands it over until
-/// its response body is done with: the connection's idle deadline does not
-/// run meanwhile (a watch stream is in flight as long as it is open).
-pub(super) struct InFlight(Arc<ConnShared>);
-
-impl InFlight {
-    pub(super) fn start(shared: Arc<ConnShared>) -> Self {
-        shared.request_started();
-        Self(shared)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.request_ended();
-    }
 }

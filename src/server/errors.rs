@@ -7,7 +7,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use poem_openapi::error::ContentTypeError;
 
-use crate::api::{self, Problem, routes};
+use crate::api::{self, ErrorStatus, Problem, routes};
 
 /// `/store/` and the like: a key-taking path with the key left out.
 #[poem::handler]
@@ -61,14 +61,14 @@ impl<E> ProblemsEndpoint<E> {
         let status = err.status();
         let problem = match status {
             StatusCode::NOT_FOUND => Problem::new(
-                status,
+                ErrorStatus::NOT_FOUND,
                 "not-found",
                 "Not found",
                 "no such endpoint; the API is described at /docs",
             ),
             StatusCode::METHOD_NOT_ALLOWED => {
                 let mut response = Problem::new(
-                    status,
+                    ErrorStatus::METHOD_NOT_ALLOWED,
                     "method-not-allowed",
                     "Method not allowed",
                     "this endpoint does not support the method; see /docs",
@@ -82,7 +82,7 @@ impl<E> ProblemsEndpoint<E> {
                 return response;
             }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
-                status,
+                ErrorStatus::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
                 match err.downcast_ref::<ContentTypeError>() {
@@ -102,12 +102,18 @@ impl<E> ProblemsEndpoint<E> {
                 tracing::error!(%status, error = %err, "request failed");
                 Problem::internal("the server failed to handle the request")
             }
-            status => Problem::new(
-                status,
-                "http-error",
-                status.canonical_reason().unwrap_or("Error"),
-                err.to_string(),
-            ),
+            status => match ErrorStatus::new(status) {
+                Some(error) => Problem::new(
+                    error,
+                    "http-error",
+                    status.canonical_reason().unwrap_or("Error"),
+                    err.to_string(),
+                ),
+                None => {
+                    tracing::error!(%status, error = %err, "an error with a status of success");
+                    Problem::internal("the server failed to handle the request")
+                }
+            },
         };
         problem.into_response()
     }

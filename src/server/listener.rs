@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{self, ConnConfig};
+use super::connection;
+use super::dispatch::ConnConfig;
 use super::guarded_io::ConnShared;
 use super::raw_response::{self, RawProblem};
 use super::stalls::{self, OpenConnections};

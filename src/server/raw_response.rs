@@ -3,10 +3,9 @@
 //! could not parse.
 
 use bytes::Bytes;
-use poem::http::StatusCode;
 use poem_openapi::types::ToJSON;
 
-use crate::api::Problem;
+use crate::api::{ErrorStatus, Problem};
 
 /// The answers the connection layer writes itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,13 +26,13 @@ impl RawProblem {
     fn problem(self) -> Problem {
         match self {
             Self::HeaderTimeout => Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
+                ErrorStatus::REQUEST_TIMEOUT,
                 "request-timeout",
                 "Request timeout",
                 "the request head did not arrive within --header-timeout",
             ),
             Self::TooManyConnections => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorStatus::SERVICE_UNAVAILABLE,
                 "too-many-connections",
                 "Too many connections",
                 "the server holds --max-connections connections; retry shortly",
@@ -44,13 +43,13 @@ impl RawProblem {
                  or <>\"{}|^ unencoded); percent-encode them",
             ),
             Self::UriTooLong => Problem::new(
-                StatusCode::URI_TOO_LONG,
+                ErrorStatus::URI_TOO_LONG,
                 "uri-too-long",
                 "URI too long",
                 "the request target is longer than the server accepts",
             ),
             Self::HeadTooLarge => Problem::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ErrorStatus::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
                 "Request header fields too large",
                 "the request headers are larger than the server accepts",
@@ -64,7 +63,7 @@ impl RawProblem {
 pub fn problem(which: RawProblem) -> Bytes {
     let problem = which.problem();
     let body = problem.to_json_string();
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = problem.status.code();
     let retry = if which == RawProblem::TooManyConnections {
         "retry-after: 1\r\n"
     } else {

@@ -22,15 +22,13 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body as HttpBody;
 use http_body_util::combinators::BoxBody;
 use poem::http::{self, header, uri::Scheme};
-use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Body, Endpoint, Request, RequestParts, Response};
+use poem::{Body, Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use head::{Opening, read};
 
-use super::connection::{ConnConfig, InFlight, answer};
+use super::dispatch::{self, ConnConfig, InFlight, Origin, answer};
 use super::guarded_io::ConnShared;
-use crate::api::ConnectionCloser;
 use crate::watch::Closer;
 use head::WatchRequest;
 use response::Cut;
@@ -65,7 +63,12 @@ where
         keep_alive,
     } = *request;
     let closer: Closer = shared.clone();
-    let request = poem_request(head, body, config.local_addr, peer, scheme, closer);
+    let origin = Origin {
+        local: config.local_addr,
+        peer,
+        scheme,
+    };
+    let request = dispatch::request(head, Body::from(body), &origin, Some(closer));
     // Boxed: the application's future would otherwise stay in the
     // connection's task for as long as the stream it opened.
     let response: http::Response<BoxBody<Bytes, std::io::Error>> =
@@ -84,25 +87,4 @@ where
             Served::Close
         }
     }
-}
-
-/// The poem request for a head and body read here, as hyper's would be
-/// (with the connection's closer, as every watch request gets).
-fn poem_request(
-    head: http::request::Parts,
-    body: Bytes,
-    local: SocketAddr,
-    peer: SocketAddr,
-    scheme: Scheme,
-    closer: Closer,
-) -> Request {
-    let parts = RequestParts::from((
-        head,
-        LocalAddr(local.into()),
-        RemoteAddr(peer.into()),
-        scheme,
-    ));
-    let mut request = Request::from_parts(parts, Body::from(body));
-    request.extensions_mut().insert(ConnectionCloser(closer));
-    request
 }
