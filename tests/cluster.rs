@@ -5,6 +5,8 @@
 //! Built with `--features etcd` only; needs the `etcd` binary (Debian's
 //! `etcd-server`) and fails loudly without it.
 
+// A binary of its own (it must run alone): it uses a part of the helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;

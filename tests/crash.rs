@@ -5,6 +5,8 @@
 //! `KV_CRASH_CYCLES` sets the number of kill/restart cycles (default 5; CI
 //! runs more), `KV_CRASH_SEED` replays a run.
 
+// A binary of its own (it must run alone): it uses a part of the helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;

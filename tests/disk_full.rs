@@ -6,6 +6,8 @@
 //! Mounting needs root, so the test is ignored by default; `.ci/run` runs it
 //! (`cargo test --test disk_full -- --ignored`).
 
+// A binary of its own (it must run alone): it uses a part of the helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,9 @@
 //! `Entry`: one key's record, as the map keeps it.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use triomphe::{Arc, ThinArc};
 
@@ -40,7 +42,8 @@ const DEADLINE_BYTES: usize = 8;
 pub struct Entry(ThinArc<Header, u8>);
 
 /// The instant deadlines are counted from, in nanoseconds: an `Instant` has
-/// no stable representation of its own.
+/// no stable representation of its own. Deadlines are tokio's instants, so
+/// a test on a paused clock moves them with it.
 pub fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)

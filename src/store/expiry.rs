@@ -1,7 +1,7 @@
 //! The expiry queue: which keys expire when.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::Key;
 

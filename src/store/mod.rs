@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
@@ -387,12 +387,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_expired_key_is_never_served_before_the_sweep() {
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_key_is_never_served_before_the_sweep() {
         let store = store();
         now(store.apply(put("k", "v", Some(Duration::from_millis(1))))).expect("applies");
-        // Time must pass for the TTL to run out; no sweeper runs in this test.
-        std::thread::sleep(Duration::from_millis(5));
+        // The TTL runs out on the paused clock; no sweeper runs in this test.
+        tokio::time::advance(Duration::from_millis(5)).await;
         assert_eq!(now(store.get("k")), None);
         assert_eq!(store.stats().revision, 1, "nothing expired the key yet");
         // A write to the key first commits the pending expiry.

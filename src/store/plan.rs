@@ -1,7 +1,7 @@
 //! Planning a run of operations (one request, or a batch) against the
 //! state the commit path sees, so a failed condition leaves no trace.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::commit::{At, Committer, Planned, Ticket, view};
 use super::flusher::settled;

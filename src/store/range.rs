@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use super::{Committer, Store};
 use crate::domain::{Entry, Key, Page, RangeError, RangeRequest, ReadPoint, epoch};

@@ -1,6 +1,8 @@
 //! The expiry sweeper: expires keys whose TTL ran out, as writes of their own.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Store;
 use super::commit::{Ticket, view};
@@ -67,7 +69,7 @@ impl Store {
                 }
                 Sweep::Sleep(Some(deadline)) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(deadline.into()) => {}
+                        () = tokio::time::sleep_until(deadline) => {}
                         () = notified => {}
                     }
                 }

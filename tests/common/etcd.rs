@@ -163,6 +163,10 @@ impl Cluster {
     /// One member serving clients over TLS only, with the server
     /// certificate and key (PEM files), asking clients for a certificate
     /// signed by `ca`; healthy once it has elected itself.
+    #[allow(
+        dead_code,
+        reason = "used by the tests that run alone: crash, cluster, consistency"
+    )]
     pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
         let mut member = Member::new("tls");
         member.client_url = member.client_url.replace("http://", "https://");
@@ -195,6 +199,10 @@ impl Cluster {
     }
 
     /// Restarts a stopped member with its data.
+    #[allow(
+        dead_code,
+        reason = "used by the tests that run alone: crash, cluster, consistency"
+    )]
     pub fn restart(&mut self, index: usize) {
         let cluster = Self::initial(&self.members);
         self.members[index].start(&cluster, "existing");
@@ -215,6 +223,10 @@ impl Cluster {
     }
 
     /// The client URLs on the other address, comma-separated.
+    #[allow(
+        dead_code,
+        reason = "used by the tests that run alone: crash, cluster, consistency"
+    )]
     pub fn endpoints_also_on(&self) -> String {
         self.members
             .iter()

@@ -1,8 +1,6 @@
 //! What the integration tests share: a server on a real socket, an HTTP
 //! client, and a Server-Sent Events reader.
 
-#![allow(dead_code)] // each test crate uses its own part of this module
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,6 +16,20 @@ use serde_json::Value as Json;
 /// How long a test waits for something the server must send before it fails
 /// instead of hanging. A guard against a stuck test, not a speed check.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `test` on a paused tokio clock when its server is in this process
+/// (the memory store): TTLs, expiries, heartbeats and the connection
+/// deadlines pass as soon as nothing else is left to do, without waiting
+/// for them. Against etcd (`KV_TEST_BACKEND=etcd`) it runs on real time:
+/// etcd's leases and answers keep it, in another process.
+pub fn on_test_clock(test: impl Future<Output = ()>) {
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    runtime.enable_all();
+    if !etcd::wanted() {
+        runtime.start_paused(true);
+    }
+    runtime.build().expect("a runtime").block_on(test);
+}
 
 /// A server started in-process on 127.0.0.1 with an ephemeral port.
 pub struct TestServer {
@@ -61,6 +73,10 @@ impl TestServer {
     }
 
     /// A server on etcd at `endpoints` (a cluster the test started).
+    #[allow(
+        dead_code,
+        reason = "used by the tests that run alone: crash, cluster, consistency"
+    )]
     pub async fn start_on_etcd(endpoints: &str, flags: &[&str]) -> Self {
         let mut flags = flags.to_vec();
         flags.extend(["--backend", "etcd", "--etcd-endpoints", endpoints]);

@@ -44,6 +44,10 @@ pub fn in_memory(flags: &[&str]) -> Command {
 
 /// The command for the binary on etcd at `endpoints`, rate limiting off
 /// and an ephemeral port.
+#[allow(
+    dead_code,
+    reason = "used by the tests that run alone: crash, cluster, consistency"
+)]
 pub fn on_etcd(endpoints: &str, flags: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kv-store"));
     command
@@ -118,6 +122,10 @@ impl ServerProcess {
     }
 
     /// `kill -9`: no shutdown, no flush.
+    #[allow(
+        dead_code,
+        reason = "used by the tests that run alone: crash, cluster, consistency"
+    )]
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");

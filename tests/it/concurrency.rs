@@ -1,8 +1,6 @@
 //! Concurrent clients against one key.
 
-mod common;
-
-use common::{TestServer, problem};
+use crate::common::{TestServer, problem};
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -2,13 +2,13 @@
 //! reload, and HTTP/2 in clear text (h2c). Certificates come from a test CA
 //! made with rcgen; the client is curl, as a user would run it.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::pki::{Pki, path_str};
-use common::process::{ServerProcess, command};
-use common::{Sse, TestServer};
+use crate::common::pki::{Pki, path_str};
+use crate::common::process::{ServerProcess, command};
+use crate::common::{Sse, TestServer};
 use reqwest::StatusCode;
 
 /// Runs curl with `args`; returns its exit code, what `-w` wrote and

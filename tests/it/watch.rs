@@ -1,11 +1,11 @@
 //! Watch streams: snapshots, live events, resume, history limits, expiry
 //! events, slow clients and shutdown.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Sse, SseEvent, TestServer, etcd, problem, revision, watch_key, watch_keys};
+use crate::common::{
+    Sse, SseEvent, TestServer, etcd, on_test_clock, problem, revision, watch_key, watch_keys,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 
@@ -288,48 +288,50 @@ async fn resuming_beyond_the_history_is_gone() {
     problem(bad, StatusCode::BAD_REQUEST).await;
 }
 
-#[tokio::test]
-async fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
-    let server = TestServer::start(&[]).await;
-    // k1 gets a TTL, then loses it; k2 gets the same TTL later.
-    let with_ttl = |key: &'static str| {
-        server
-            .request(Method::PUT, &format!("/store/{key}?ttl=1"))
-            .body("short-lived")
-            .send()
-    };
-    assert_eq!(
-        with_ttl("k1").await.expect("PUT").status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        server.put("k1", "kept").await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        with_ttl("k2").await.expect("PUT").status(),
-        StatusCode::CREATED
-    );
+#[test]
+fn expiry_is_an_event_and_a_put_without_ttl_clears_the_ttl() {
+    on_test_clock(async {
+        let server = TestServer::start(&[]).await;
+        // k1 gets a TTL, then loses it; k2 gets the same TTL later.
+        let with_ttl = |key: &'static str| {
+            server
+                .request(Method::PUT, &format!("/store/{key}?ttl=1"))
+                .body("short-lived")
+                .send()
+        };
+        assert_eq!(
+            with_ttl("k1").await.expect("PUT").status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            server.put("k1", "kept").await.status(),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            with_ttl("k2").await.expect("PUT").status(),
+            StatusCode::CREATED
+        );
 
-    let mut watch = watch_keys(&server, &json!(["k1", "k2"])).await;
-    watch.snapshot().await;
-    // Had k1 kept its TTL, its expiry (due first) would come first.
-    let expired = watch.next().await.expect("expire event");
-    // etcd deletes an expired key like any other (README: "Backends").
-    let kind = if etcd::wanted() { "delete" } else { "expire" };
-    assert_eq!(expired.event, kind);
-    assert_eq!(expired.key(), "k2");
-    assert_eq!(expired.value(), None);
-    assert_eq!(expired.data["revision"], expired.id.expect("id"));
+        let mut watch = watch_keys(&server, &json!(["k1", "k2"])).await;
+        watch.snapshot().await;
+        // Had k1 kept its TTL, its expiry (due first) would come first.
+        let expired = watch.next().await.expect("expire event");
+        // etcd deletes an expired key like any other (README: "Backends").
+        let kind = if etcd::wanted() { "delete" } else { "expire" };
+        assert_eq!(expired.event, kind);
+        assert_eq!(expired.key(), "k2");
+        assert_eq!(expired.value(), None);
+        assert_eq!(expired.data["revision"], expired.id.expect("id"));
 
-    problem(server.get("/store/k2").await, StatusCode::NOT_FOUND).await;
-    assert_eq!(
-        server.get("/store/k1").await.text().await.expect("body"),
-        "kept"
-    );
-    let status = server.status().await;
-    assert_eq!(status["expired_keys"], if etcd::wanted() { 0 } else { 1 });
-    assert_eq!(status["total_keys"], 1);
+        problem(server.get("/store/k2").await, StatusCode::NOT_FOUND).await;
+        assert_eq!(
+            server.get("/store/k1").await.text().await.expect("body"),
+            "kept"
+        );
+        let status = server.status().await;
+        assert_eq!(status["expired_keys"], if etcd::wanted() { 0 } else { 1 });
+        assert_eq!(status["total_keys"], 1);
+    });
 }
 
 #[tokio::test]
@@ -484,4 +486,28 @@ async fn shutdown_ends_open_streams() {
     let stopping = tokio::spawn(server.stop());
     assert_eq!(watch.next().await, None, "the stream ends on shutdown");
     stopping.await.expect("server stopped");
+}
+
+#[test]
+fn an_idle_stream_is_sent_a_heartbeat() {
+    on_test_clock(async {
+        let server = TestServer::start(&["--watch-heartbeat", "5s"]).await;
+        let response = server.get("/watch_key/k").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = futures_util::StreamExt::boxed(response.bytes_stream());
+        let mut seen = Vec::new();
+        let heartbeat = tokio::time::timeout(crate::common::PATIENCE, async {
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut body).await {
+                seen.extend_from_slice(&chunk);
+                if seen.ends_with(b"\n\n:\n\n") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        let text = String::from_utf8_lossy(&seen);
+        assert_eq!(heartbeat, Ok(true), "a comment after the snapshot: {text}");
+        assert!(text.contains("event: sync"), "{text}");
+    });
 }

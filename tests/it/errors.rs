@@ -1,8 +1,8 @@
 //! Errors of every kind are problem+json; rate limiting.
 
-mod common;
+use crate::common;
 
-use common::{TestServer, problem};
+use crate::common::{TestServer, problem};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]

@@ -1,11 +1,11 @@
 //! `--data-dir`: what survives a restart, and what the server refuses.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{ServerProcess, command, status};
-use common::revision;
+use crate::common::process::{ServerProcess, command, status};
+use crate::common::revision;
 use reqwest::{Client, StatusCode};
 
 async fn put(client: &Client, url: &str, key: &str, value: &str) -> u64 {
@@ -35,6 +35,8 @@ async fn get(client: &Client, url: &str, key: &str) -> Option<(String, u64)> {
     }
 }
 
+// Real time: the server is a child process, and a TTL must run out on the
+// wall clock while it is down.
 #[tokio::test]
 async fn keys_revisions_and_deadlines_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,13 +7,11 @@
 //! dropped and resumed without loss, shutdown ending the streams cleanly —
 //! and what curl receives is compared with what it must be.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use common::pki::{Pki, path_str};
-use common::{PATIENCE, TestServer};
+use crate::common::pki::{Pki, path_str};
+use crate::common::{PATIENCE, TestServer};
 use tokio::sync::mpsc;
 
 #[derive(Clone, Copy, Debug)]
@@ -247,6 +245,8 @@ async fn lean_watch_requests(transport: Transport, pki: &Pki, base: &str) -> u64
         .expect("the lean path's counter")
 }
 
+// Real time: the client is curl, a child process, and the heartbeat is
+// waited for as it sees it.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_transport_sees_the_same_events_heartbeats_resume_and_shutdown() {
     let pki = Pki::new();

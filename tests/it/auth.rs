@@ -1,11 +1,11 @@
 //! Access control: bearer tokens from `--auth-file`, scoped to key prefixes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::process::{ServerProcess, command};
-use common::{Sse, TestServer, json, problem};
+use crate::common::process::{ServerProcess, command};
+use crate::common::{Sse, TestServer, json, problem};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::json;
 

@@ -1,12 +1,12 @@
 //! Careless and hostile clients: stalled heads and bodies, idle
 //! connections, too many connections, bytes hyper cannot parse.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, json, watch_key};
+use crate::common::{PATIENCE, TestServer, json, on_test_clock, watch_key};
 use reqwest::StatusCode;
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,58 +94,66 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Raw {
     parse(&read_to_close(&mut stream).await)
 }
 
-#[tokio::test]
-async fn a_stalled_head_is_answered_408_and_closed() {
-    let server = TestServer::start(SHORT).await;
-    for partial in [&b"GET /store/k HTTP/1.1\r\nHost: x\r\n"[..], b"", b"GE"] {
-        let answer = exchange(server.addr, partial).await;
-        answer.problem(408);
-        assert_eq!(answer.header("connection"), Some("close"));
-    }
-    // The server still serves.
-    assert_eq!(server.put("k", "v").await.status(), StatusCode::CREATED);
+#[test]
+fn a_stalled_head_is_answered_408_and_closed() {
+    on_test_clock(async {
+        let server = TestServer::start(SHORT).await;
+        for partial in [&b"GET /store/k HTTP/1.1\r\nHost: x\r\n"[..], b"", b"GE"] {
+            let answer = exchange(server.addr, partial).await;
+            answer.problem(408);
+            assert_eq!(answer.header("connection"), Some("close"));
+        }
+        // The server still serves.
+        assert_eq!(server.put("k", "v").await.status(), StatusCode::CREATED);
+    });
 }
 
-#[tokio::test]
-async fn a_stalled_body_is_answered_408_and_closed() {
-    let server = TestServer::start(SHORT).await;
-    let put = b"PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part";
-    exchange(server.addr, put).await.problem(408);
-    let chunked = b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                    Transfer-Encoding: chunked\r\n\r\n5\r\n[{\"me\r\n";
-    exchange(server.addr, chunked).await.problem(408);
-    let cas = b"POST /store/cas/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                Content-Length: 50\r\n\r\n{\"expected\":";
-    exchange(server.addr, cas).await.problem(408);
-    // Nothing was written by any of them.
-    assert_eq!(server.get("/store/k").await.status(), StatusCode::NOT_FOUND);
+#[test]
+fn a_stalled_body_is_answered_408_and_closed() {
+    on_test_clock(async {
+        let server = TestServer::start(SHORT).await;
+        let put = b"PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part";
+        exchange(server.addr, put).await.problem(408);
+        let chunked = b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n5\r\n[{\"me\r\n";
+        exchange(server.addr, chunked).await.problem(408);
+        let cas = b"POST /store/cas/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Content-Length: 50\r\n\r\n{\"expected\":";
+        exchange(server.addr, cas).await.problem(408);
+        // Nothing was written by any of them.
+        assert_eq!(server.get("/store/k").await.status(), StatusCode::NOT_FOUND);
+    });
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed() {
-    let server = TestServer::start(SHORT).await;
-    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send");
-    // One answer, then nothing until the server closes the connection.
-    let bytes = read_to_close(&mut stream).await;
-    let answer = parse(&bytes);
-    assert_eq!(answer.status, 200);
-    assert_eq!(answer.body, b"OK");
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    on_test_clock(async {
+        let server = TestServer::start(SHORT).await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        // One answer, then nothing until the server closes the connection.
+        let bytes = read_to_close(&mut stream).await;
+        let answer = parse(&bytes);
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, b"OK");
+    });
 }
 
-#[tokio::test]
-async fn a_watch_stream_outlives_the_idle_timeout() {
-    let server = TestServer::start(SHORT).await;
-    let mut watch = watch_key(&server, "k", None).await;
-    assert_eq!(watch.snapshot().await.0.len(), 1);
-    // Deliberately longer than --idle-timeout: the stream must stay open.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    server.put("k", "v").await;
-    let event = watch.next().await.expect("the stream is still open");
-    assert_eq!((event.event.as_str(), event.value()), ("put", Some("v")));
+#[test]
+fn a_watch_stream_outlives_the_idle_timeout() {
+    on_test_clock(async {
+        let server = TestServer::start(SHORT).await;
+        let mut watch = watch_key(&server, "k", None).await;
+        assert_eq!(watch.snapshot().await.0.len(), 1);
+        // Deliberately longer than --idle-timeout: the stream must stay open.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        server.put("k", "v").await;
+        let event = watch.next().await.expect("the stream is still open");
+        assert_eq!((event.event.as_str(), event.value()), ("put", Some("v")));
+    });
 }
 
 #[tokio::test]
@@ -234,6 +242,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
+// Real time: the server is a child process (its limits and CPU time are
+// its own), and the check is CPU spent over a second of it.
 #[tokio::test]
 async fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     use std::process::{Command, Stdio};
@@ -368,51 +378,53 @@ async fn watchers_that_never_read_are_dropped_and_their_sockets_closed() {
     assert_eq!(status["watch_requests_count"], 0);
 }
 
-#[tokio::test]
-async fn h2c_with_prior_knowledge_serves_requests_and_watches_on_one_connection() {
-    let server = TestServer::start(SHORT).await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
-    let put = client
-        .put(server.url("/store/k"))
-        .body("v")
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(put.version(), reqwest::Version::HTTP_2);
-    assert_eq!(put.status(), StatusCode::CREATED);
-    // Two watch streams and a write, multiplexed on the client's one
-    // connection; the streams outlive --idle-timeout as they are in flight.
-    let first = client
-        .get(server.url("/watch_key/k"))
-        .send()
-        .await
-        .expect("watch");
-    let second = client
-        .get(server.url("/watch_key/k"))
-        .send()
-        .await
-        .expect("watch");
-    let (mut first, mut second) = (common::Sse::new(first), common::Sse::new(second));
-    assert_eq!(first.snapshot().await.0[0].value(), Some("v"));
-    assert_eq!(second.snapshot().await.0[0].value(), Some("v"));
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let put = client
-        .put(server.url("/store/k"))
-        .body("w")
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(put.status(), StatusCode::NO_CONTENT);
-    for stream in [&mut first, &mut second] {
-        let event = stream.next().await.expect("still open");
-        assert_eq!((event.event.as_str(), event.value()), ("put", Some("w")));
-    }
-    let metrics = server.get("/metrics").await.text().await.expect("metrics");
-    // The test's plain client and the HTTP/2 one.
-    assert_eq!(metric(&metrics, "kv_connections"), 2);
+#[test]
+fn h2c_with_prior_knowledge_serves_requests_and_watches_on_one_connection() {
+    on_test_clock(async {
+        let server = TestServer::start(SHORT).await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .expect("client");
+        let put = client
+            .put(server.url("/store/k"))
+            .body("v")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(put.version(), reqwest::Version::HTTP_2);
+        assert_eq!(put.status(), StatusCode::CREATED);
+        // Two watch streams and a write, multiplexed on the client's one
+        // connection; the streams outlive --idle-timeout as they are in flight.
+        let first = client
+            .get(server.url("/watch_key/k"))
+            .send()
+            .await
+            .expect("watch");
+        let second = client
+            .get(server.url("/watch_key/k"))
+            .send()
+            .await
+            .expect("watch");
+        let (mut first, mut second) = (common::Sse::new(first), common::Sse::new(second));
+        assert_eq!(first.snapshot().await.0[0].value(), Some("v"));
+        assert_eq!(second.snapshot().await.0[0].value(), Some("v"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let put = client
+            .put(server.url("/store/k"))
+            .body("w")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+        for stream in [&mut first, &mut second] {
+            let event = stream.next().await.expect("still open");
+            assert_eq!((event.event.as_str(), event.value()), ("put", Some("w")));
+        }
+        let metrics = server.get("/metrics").await.text().await.expect("metrics");
+        // The test's plain client and the HTTP/2 one.
+        assert_eq!(metric(&metrics, "kv_connections"), 2);
+    });
 }
 
 /// Reads one response head from `stream` (after `buffer`'s bytes); returns
@@ -601,6 +613,8 @@ async fn an_h2_watcher_that_falls_behind_has_its_stream_reset_not_its_connection
 /// connections that grant no window, with 20 listings each.
 const EACH: usize = 25;
 
+// Real time: the server is a child process, whose resident memory is
+// measured, and --send-timeout runs on its clock.
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_never_read_cannot_pin_answers() {
     const BUDGET: u64 = 32 << 20;

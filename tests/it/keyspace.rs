@@ -1,13 +1,13 @@
 //! The key space: listing by prefix in snapshot pages, prefix watches and
 //! prefix deletes, over a real socket.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Sse, SseEvent, TestServer, etcd, json, problem};
+use crate::common::{Sse, SseEvent, TestServer, etcd, json, on_test_clock, problem};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
@@ -447,26 +447,28 @@ async fn a_listing_older_than_the_history_is_gone() {
     assert!(body["oldest_revision"].as_u64() > Some(listed));
 }
 
-#[tokio::test]
-async fn keys_whose_ttl_ran_out_are_not_listed() {
-    let server = TestServer::start(&[]).await;
-    put(&server, "t/live", "v").await;
-    let response = server
-        .request(Method::PUT, "/store/t%2Fshort?ttl=1")
-        .body("v")
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    // Wait for the key's expiry as a client sees it: the watch's event.
-    let mut watch = watch_prefix(&server, "t/", Some(server.base + 2)).await;
-    let expired = watch.next().await.expect("expire event");
-    // etcd deletes an expired key like any other (README: "Backends").
-    let kind = if etcd::wanted() { "delete" } else { "expire" };
-    assert_eq!((expired.event.as_str(), expired.key()), (kind, "t/short"));
-    let body = ok_page(&server, &[("prefix", "t/"), ("count", "true")]).await;
-    assert_eq!(body["items"].as_array().expect("items").len(), 1);
-    assert_eq!(body["count"], 1);
+#[test]
+fn keys_whose_ttl_ran_out_are_not_listed() {
+    on_test_clock(async {
+        let server = TestServer::start(&[]).await;
+        put(&server, "t/live", "v").await;
+        let response = server
+            .request(Method::PUT, "/store/t%2Fshort?ttl=1")
+            .body("v")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        // Wait for the key's expiry as a client sees it: the watch's event.
+        let mut watch = watch_prefix(&server, "t/", Some(server.base + 2)).await;
+        let expired = watch.next().await.expect("expire event");
+        // etcd deletes an expired key like any other (README: "Backends").
+        let kind = if etcd::wanted() { "delete" } else { "expire" };
+        assert_eq!((expired.event.as_str(), expired.key()), (kind, "t/short"));
+        let body = ok_page(&server, &[("prefix", "t/"), ("count", "true")]).await;
+        assert_eq!(body["items"].as_array().expect("items").len(), 1);
+        assert_eq!(body["count"], 1);
+    });
 }
 
 #[tokio::test]

@@ -1,13 +1,11 @@
 //! The binary: flags, `--print-openapi`, and shutdown on SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{PATIENCE, Sse};
+use crate::common::{PATIENCE, Sse};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kv-store");
 

@@ -1,8 +1,6 @@
 //! Atomic batches over HTTP.
 
-mod common;
-
-use common::{TestServer, json, problem};
+use crate::common::{TestServer, json, problem};
 use reqwest::StatusCode;
 use serde_json::json;
 

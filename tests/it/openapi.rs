@@ -2,13 +2,11 @@
 //! server serves the same spec and Swagger UI.
 //!
 //! After an API change, refresh the committed files with
-//! `KV_UPDATE_SPEC=1 cargo test --test openapi` and commit them with the change.
-
-mod common;
+//! `KV_UPDATE_SPEC=1 cargo test --test it -- openapi::` and commit them with the change.
 
 use std::path::Path;
 
-use common::TestServer;
+use crate::common::TestServer;
 use kv_store::api;
 use reqwest::StatusCode;
 
@@ -24,7 +22,7 @@ fn check(file: &str, generated: &str) {
     assert!(
         committed == generated,
         "openapi/{file} differs from what the code generates; refresh it with \
-         `KV_UPDATE_SPEC=1 cargo test --test openapi` and commit it with the API change"
+         `KV_UPDATE_SPEC=1 cargo test --test it -- openapi::` and commit it with the API change"
     );
 }
 

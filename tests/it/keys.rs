@@ -1,8 +1,8 @@
 //! Single-key operations over HTTP: GET, PUT, DELETE, CAS, ETags and TTL.
 
-mod common;
+use crate::common;
 
-use common::{TestServer, etag, json, problem};
+use crate::common::{TestServer, etag, json, problem};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

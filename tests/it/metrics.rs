@@ -1,9 +1,7 @@
 //! `/metrics`: Prometheus text with requests by operation and status and
 //! the store's state.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use reqwest::StatusCode;
 
 async fn scrape(server: &TestServer) -> String {
