@@ -3,7 +3,7 @@
 
 Time on this shared machine wanders by 20% from run to run; the number of
 instructions a server executes for a request does not. For each server
-(kv-store, the plain-hyper ceiling `examples/hello`, and with
+(kv-store, the plain-hyper ceiling `bench/ceiling.rs`, and with
 `--seed-binary` the seed), this starts it under `valgrind --tool=callgrind`
 with instrumentation off, sends a warm-up over one keep-alive connection,
 switches it on, sends `--requests` more, switches it off, and
@@ -119,12 +119,13 @@ def main():
                         help="the port the seed's server listens on")
     args = parser.parse_args()
     if args.kv_binary == os.path.join(RELEASE, "kv-store"):
-        subprocess.run(["cargo", "build", "--release", "--bin", "kv-store",
-                        "--example", "hello"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--bin", "kv-store"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bin", "ceiling"], cwd=ROOT,
+                   check=True)
     servers = [
         ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}"],
          PORT),
-        ("ceiling", [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{PORT}"], PORT),
+        ("ceiling", [os.path.join(RELEASE, "ceiling"), f"127.0.0.1:{PORT}"], PORT),
     ]
     if args.seed_binary:
         servers.append(("seed", [args.seed_binary], args.seed_port))

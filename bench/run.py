@@ -2,7 +2,7 @@
 """kv-store benchmark, measured against the ceiling of its HTTP stack.
 
 Builds release binaries, then for each scenario starts kv-store (rate limit
-off) and a minimal hyper server (examples/hello.rs) pinned to one core, and
+off) and a minimal hyper server (bench/ceiling.rs) pinned to one core, and
 drives both with wrk pinned to the other core, alternating A/B rounds. For
 each scenario it prints, against the ceiling measured in the same round:
 
@@ -139,7 +139,7 @@ def kv_server(*flags, fd_limit=None):
 
 def hello_server(*tls):
     return Server(
-        [os.path.join(RELEASE, "examples", "hello"), f"127.0.0.1:{HELLO_PORT}", *tls],
+        [os.path.join(RELEASE, "ceiling"), f"127.0.0.1:{HELLO_PORT}", *tls],
         HELLO_PORT,
     )
 
@@ -309,13 +309,13 @@ H2_STREAMS = None
 
 
 # With --watch-shape prefix or keys kv-store's watchers watch a prefix of
-# the key, or ten keys and a prefix (examples/fanout's FANOUT_WATCH); the
+# the key, or ten keys and a prefix (bench/fanout_client.rs's FANOUT_WATCH); the
 # seed and the floor only know one key.
 WATCH_SHAPE = "key"
 
 
 def fanout(server, watchers, markers=(), shape="key"):
-    """examples/fanout against `server`: `watchers` SSE watchers of one key
+    """bench/fanout_client.rs against `server`: `watchers` SSE watchers of one key
     (or `shape`), one PUT, and what delivering it cost. `markers`: what
     marks a watch as open and the PUT's event, for a server other than
     kv-store."""
@@ -324,7 +324,7 @@ def fanout(server, watchers, markers=(), shape="key"):
     if shape != "key":
         markers = ("event: sync", "event: put")
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "examples", "fanout"),
+        ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "fanout_client"),
          f"127.0.0.1:{server.port}", str(watchers), str(server.proc.pid), *markers],
         capture_output=True, text=True, check=True, preexec_fn=raise_fd_limit, env=env,
     ).stdout
@@ -342,14 +342,14 @@ def anchor_server(binary):
     return Server([binary], ANCHOR_PORT, env={"KV_STORE_PORT": str(ANCHOR_PORT)})
 
 
-# examples/fanout_floor: holds the watchers' sockets and writes one prebuilt
+# bench/fanout_floor.rs: holds the watchers' sockets and writes one prebuilt
 # chunk to each from one loop; no watch server on tokio does less per event.
 FLOOR_PORT = 3203
 FLOOR_MARKERS = ("event: snapshot", "event: put")
 
 
 def floor_server():
-    return Server([os.path.join(RELEASE, "examples", "fanout_floor"), f"127.0.0.1:{FLOOR_PORT}"],
+    return Server([os.path.join(RELEASE, "fanout_floor"), f"127.0.0.1:{FLOOR_PORT}"],
                   FLOOR_PORT)
 
 
@@ -654,7 +654,7 @@ def answers_scenario(hold_seconds):
     falls back, and the GET latency of other clients meanwhile (wrk, 8
     connections, 10 s, from 1 s into the attack)."""
     mib = 1 << 20
-    attacker = os.path.join(RELEASE, "examples", "hold_answers")
+    attacker = os.path.join(RELEASE, "unread_answers")
     attacks = [
         ("h2_zero_window_x1", "h2-listings", 1),
         ("h2_zero_window_x2", "h2-listings", 2),
@@ -848,7 +848,7 @@ def auth_scenario(rounds, seconds):
 def tls_scenario(rounds, seconds):
     """GET and PUT over HTTPS (kept-alive connections, so the handshake is
     paid once per connection) against the ceiling served over the same TLS
-    stack (examples/hello.rs with a certificate), alternating rounds."""
+    stack (bench/ceiling.rs with a certificate), alternating rounds."""
     tls_dir = tempfile.mkdtemp(prefix="kv-bench-tls-")
     cert, key = os.path.join(tls_dir, "cert.pem"), os.path.join(tls_dir, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -911,10 +911,9 @@ def main():
     only = args.only.split(",")
 
     features = ["--features", "etcd"] if "etcd" in only else []
-    subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features,
-                    "--example", "hello", "--example", "fanout", "--example", "fanout_floor",
-                    "--example", "hold_answers"],
+    subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features],
                    cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bins"], cwd=ROOT, check=True)
     results = {}
     for name in CEILING_SCENARIOS:
         if name in only:

@@ -1,7 +1,7 @@
 //! The attacker of `bench/run.py --only answers`: clients that ask for
 //! large answers and never read them, as issue 15's table did.
 //!
-//! `cargo run --release --example hold_answers -- ADDR MODE CONNECTIONS`
+//! `cargo run --release -p kv-bench --bin unread_answers -- ADDR MODE CONNECTIONS`
 //!
 //! MODE is one of
 //! - `h2-listings`: HTTP/2 (prior knowledge) connections with a zero
@@ -25,7 +25,7 @@ const H2_STREAMS: usize = 190;
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(addr), Some(mode), Some(count)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: hold_answers ADDR h2-listings|batches|h1-listings CONNECTIONS");
+        eprintln!("usage: unread_answers ADDR h2-listings|batches|h1-listings CONNECTIONS");
         std::process::exit(2);
     };
     let addr: std::net::SocketAddr = addr.parse().expect("ADDR is IP:PORT");

@@ -2,7 +2,7 @@
 //! request with a fixed 100-byte body. No key-value server on this stack
 //! (tokio + hyper) can be faster; `bench/run.py` measures kv-store against it.
 //!
-//! `cargo run --release --example hello -- 127.0.0.1:3100 [CERT.pem KEY.pem]`
+//! `cargo run --release -p kv-bench --bin ceiling -- 127.0.0.1:3100 [CERT.pem KEY.pem]`
 //! (with a certificate and key: over TLS, the ceiling for kv-store's HTTPS).
 
 use std::convert::Infallible;

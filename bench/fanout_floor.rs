@@ -2,13 +2,13 @@
 //! sockets and nothing else, and writes one prebuilt SSE chunk to each,
 //! from one loop, when a PUT arrives. No watch server on tokio can deliver
 //! an event to its watchers with less work; `bench/run.py --only fanout`
-//! measures kv-store (and the seed) against it, as `examples/hello.rs` is
+//! measures kv-store (and the seed) against it, as `bench/ceiling.rs` is
 //! the ceiling for single requests.
 //!
-//! It speaks just enough HTTP for `examples/fanout`: a request whose first
+//! It speaks just enough HTTP for `bench/fanout_client.rs`: a request whose first
 //! byte is `P` is the PUT (answered 204), any other opens a watch.
 //!
-//! `cargo run --release --example fanout_floor -- 127.0.0.1:3203`
+//! `cargo run --release -p kv-bench --bin fanout_floor -- 127.0.0.1:3203`
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

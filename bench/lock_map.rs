@@ -1,7 +1,7 @@
 //! The store's map (`LockMap`: sharded parking_lot RwLocks) against a
 //! single `std::sync::RwLock<HashMap>` and dashmap, under read-heavy,
 //! write-heavy, mixed and hot-key loads from two threads (this machine's
-//! core count). `cargo bench --bench lock_map`
+//! core count). `cargo bench -p kv-bench --bench lock_map`
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //! the key once and measures how long each watcher takes to see the event.
 //! Prints one JSON line. Run by `bench/run.py`, which raises the fd limit.
 //!
-//! `cargo run --release --example fanout -- ADDR WATCHERS SERVER_PID [READY EVENT]`
+//! `cargo run --release -p kv-bench --bin fanout_client -- ADDR WATCHERS SERVER_PID [READY EVENT]`
 //! (READY and EVENT: the text that marks a watch as open and the PUT's
 //! event; by default kv-store's `event: snapshot` and `event: put`).
 //! With `FANOUT_HOLD=1` it says `ready` on stderr once every watch is open
