@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
-use kv_store::domain::{Entry, Key};
+use kv_store::domain::{Entry, Key, Meta};
 use kv_store::store::LockMap;
 
 const KEYS: usize = 10_000;
@@ -25,7 +25,7 @@ trait Map: Send + Sync + 'static {
 
 /// The record every map stores: the store's own, made the same way for all.
 fn entry(key: &str, revision: u64) -> Entry {
-    Entry::new(key, &[b'v'; 100], revision, None)
+    Entry::new(key, &[b'v'; 100], Meta::created(revision), None)
 }
 
 impl Map for LockMap {

@@ -81,9 +81,10 @@ pub struct Config {
     #[arg(long, env = "KV_RATE_BURST")]
     pub rate_burst: Option<NonZeroU32>,
 
-    /// Longest key accepted, in bytes.
+    /// Longest key accepted, in bytes (at most 16 MiB - 1: a key's length
+    /// shares a word of its record with the record's flags).
     #[arg(long, env = "KV_MAX_KEY_BYTES", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
     pub max_key_bytes: u32,
 
     /// Largest value accepted, in bytes.

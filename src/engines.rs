@@ -19,6 +19,9 @@ use crate::etcd::EtcdStore;
 use crate::store::{Fsync, Store, StoreConfig};
 use crate::watch::{Closer, WatchItem, WatchLimits};
 
+// `--max-key-bytes` (config.rs) stops where an entry's key length does.
+const _: () = assert!(crate::domain::MAX_KEY_BYTES == 16_777_215);
+
 /// The engine serving this process's keys.
 #[derive(Clone)]
 pub enum Engine {

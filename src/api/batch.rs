@@ -146,10 +146,13 @@ impl<B: Backend> BatchApi<B> {
 
 fn result(method: Method, outcome: Outcome) -> OpResult {
     match outcome {
-        Outcome::Found(current) => OpResult {
-            value: Some(Text(current.value)),
-            ..OpResult::revision(StatusCode::OK, current.revision)
-        },
+        Outcome::Found(current) => {
+            let revision = current.revision();
+            OpResult {
+                value: Some(Text(current.value)),
+                ..OpResult::revision(StatusCode::OK, revision)
+            }
+        }
         Outcome::NotFound => OpResult::status(StatusCode::NOT_FOUND),
         Outcome::Created { revision } if method == Method::Put => {
             OpResult::revision(StatusCode::CREATED, revision)
@@ -181,7 +184,7 @@ fn capped_results(methods: Vec<Method>, outcomes: Vec<Outcome>, max: usize) -> V
             Outcome::Found(current) => {
                 let len = current.value.as_str().len();
                 if carried > 0 && carried.saturating_add(len) > max {
-                    OpResult::revision(StatusCode::PAYLOAD_TOO_LARGE, current.revision)
+                    OpResult::revision(StatusCode::PAYLOAD_TOO_LARGE, current.revision())
                 } else {
                     carried = carried.saturating_add(len);
                     result(method, Outcome::Found(current))

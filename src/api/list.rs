@@ -77,18 +77,24 @@ pub struct Listed {
     pub value: Option<Text>,
     /// The key's revision (its ETag) at the listing's revision.
     pub revision: u64,
+    /// The revision that created the key.
+    pub create_revision: u64,
+    /// Writes to the key since it was created (1 for the first).
+    pub version: u64,
 }
 
 /// Written by hand to keep the members in name order, as poem-openapi
 /// writes every other object.
 impl Serialize for Listed {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Listed", 3)?;
+        let mut out = serializer.serialize_struct("Listed", 5)?;
+        out.serialize_field("create_revision", &self.create_revision)?;
         out.serialize_field("key", &self.key)?;
         out.serialize_field("revision", &self.revision)?;
         if let Some(value) = &self.value {
             out.serialize_field("value", value)?;
         }
+        out.serialize_field("version", &self.version)?;
         out.end()
     }
 }
@@ -134,6 +140,8 @@ impl Example for Listing {
                 key: "config/db".to_owned(),
                 value: Some(Text(Value::from("postgres://db:5432"))),
                 revision: 9,
+                create_revision: 4,
+                version: 2,
             }],
             next: None,
             count: None,
@@ -175,10 +183,13 @@ pub enum DeletePrefixResponse {
 }
 
 fn listed(entry: &Entry, keys_only: bool) -> Listed {
+    let meta = entry.meta();
     Listed {
         key: entry.key().to_owned(),
         value: (!keys_only).then(|| Text(entry.value())),
-        revision: entry.mod_revision(),
+        revision: meta.mod_revision,
+        create_revision: meta.create_revision,
+        version: meta.version,
     }
 }
 

@@ -23,6 +23,10 @@ struct Data<'a> {
     key: &'a str,
     value: Option<&'a str>,
     revision: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_revision: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
 }
 
 /// One SSE frame: `id`, `event` and one `data` line of JSON.
@@ -36,6 +40,8 @@ fn encode(event: &Event) -> Bytes {
         key: event.key(),
         value: event.value(),
         revision: event.revision(),
+        create_revision: event.meta().map(|meta| meta.create_revision),
+        version: event.meta().map(|meta| meta.version),
     };
     // Writing to a Vec cannot fail, and the data has only strings and
     // integers, which serialise.
@@ -146,15 +152,20 @@ impl<T: Send> IntoResponse for SseFrames<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Entry;
+    use crate::domain::{Entry, Meta};
 
     #[test]
     fn a_frame_is_id_event_and_one_data_line() {
-        let entry = Entry::new("k", "line\nbreak \"q\"".as_bytes(), 7, None);
+        let meta = Meta {
+            create_revision: 4,
+            mod_revision: 7,
+            version: 2,
+        };
+        let entry = Entry::new("k", "line\nbreak \"q\"".as_bytes(), meta, None);
         let frame = encode(&Event::live(7, EventKind::Put, entry));
         assert_eq!(
             &frame[..],
-            b"id: 7\nevent: put\ndata: {\"key\":\"k\",\"value\":\"line\\nbreak \\\"q\\\"\",\"revision\":7}\n\n"
+            b"id: 7\nevent: put\ndata: {\"key\":\"k\",\"value\":\"line\\nbreak \\\"q\\\"\",\"revision\":7,\"create_revision\":4,\"version\":2}\n\n"
         );
         let mut gone = Event::gone(9, EventKind::Delete, "k".into());
         gone.part = Some(2);
@@ -166,11 +177,11 @@ mod tests {
 
     #[test]
     fn a_snapshot_has_no_id_and_the_sync_frame_carries_it() {
-        let entry = Entry::new("k", b"v", 3, None);
+        let entry = Entry::new("k", b"v", Meta::created(3), None);
         let snapshot = encode(&Event::live(9, EventKind::Snapshot, entry));
         assert_eq!(
             &snapshot[..],
-            b"event: snapshot\ndata: {\"key\":\"k\",\"value\":\"v\",\"revision\":3}\n\n"
+            b"event: snapshot\ndata: {\"key\":\"k\",\"value\":\"v\",\"revision\":3,\"create_revision\":3,\"version\":1}\n\n"
         );
         assert_eq!(
             &synced(9)[..],

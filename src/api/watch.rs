@@ -54,6 +54,16 @@ pub struct WatchEvent {
     #[oai(nullable)]
     #[schemars(required)]
     pub revision: Option<u64>,
+    /// The revision that created the key; absent after a delete or
+    /// expiry, and in a snapshot of an absent key.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<u64>,
+    /// Writes to the key since it was created (1 for the first); absent
+    /// when `create_revision` is.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// The body of `POST /watch`: a JSON array of keys (the original form),
@@ -141,6 +151,8 @@ impl Example for WatchEvent {
             key: "key1".to_owned(),
             value: Some("value1".to_owned()),
             revision: Some(7),
+            create_revision: Some(4),
+            version: Some(2),
         }
     }
 }

@@ -9,35 +9,82 @@ use triomphe::{Arc, ThinArc};
 
 use super::Value;
 
-/// What an entry keeps besides its bytes.
+/// A key's place in the store's history, as etcd's `KeyValue` keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Header {
-    /// Store revision of the latest write to the key; the key's ETag.
-    mod_revision: u64,
-    key_len: u32,
-    has_deadline: bool,
+pub struct Meta {
+    /// The revision that created the key; kept across updates, new after
+    /// a delete or an expiry.
+    pub create_revision: u64,
+    /// The revision of the latest write to the key: its ETag.
+    pub mod_revision: u64,
+    /// Writes to the key since it was created (1 for the first).
+    pub version: u64,
 }
 
-/// Bytes a deadline takes at the front of the record.
-const DEADLINE_BYTES: usize = 8;
+impl Meta {
+    /// A key created at `revision`.
+    pub fn created(revision: u64) -> Self {
+        Self {
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        }
+    }
 
-/// One key's record: its key, value, revision and deadline in a single
+    /// The same key written again at `revision`.
+    pub fn rewritten(self, revision: u64) -> Self {
+        Self {
+            mod_revision: revision,
+            version: self.version.saturating_add(1),
+            ..self
+        }
+    }
+}
+
+/// Longest key an entry holds, in bytes: its length shares a word with the
+/// entry's flags. (`--max-key-bytes` may not be larger.)
+pub const MAX_KEY_BYTES: usize = (1 << 24) - 1;
+
+/// What an entry keeps besides its bytes: 24 bytes, so that a key of 15
+/// bytes with a value of 100 still fits a 160-byte malloc chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    mod_revision: u64,
+    create_revision: u64,
+    /// The version, or [`WIDE_VERSION`] when it does not fit in 32 bits
+    /// (it then sits in the record, before the key).
+    version: u32,
+    /// The key's length (low 24 bits) and which optional fields the record
+    /// holds before the key (the flags above them).
+    shape: u32,
+}
+
+const KEY_LEN_MASK: u32 = (1 << 24) - 1;
+const HAS_DEADLINE: u32 = 1 << 24;
+const HAS_WIDE_VERSION: u32 = 1 << 25;
+const WIDE_VERSION: u32 = u32::MAX;
+
+/// Bytes each optional field takes at the front of the record.
+const FIELD_BYTES: usize = 8;
+
+/// One key's record: its key, value, revisions and deadline in a single
 /// reference-counted allocation behind a thin (one-word) pointer.
 ///
 /// The map holds a million of these, so their size is the store's size:
 /// separate allocations for key, value and record would cost three malloc
 /// headers and three pointers per key, and a fat pointer would double every
 /// hash table slot. One allocation is what gets a key of 15 bytes with a
-/// value of 100 into a 160-byte malloc chunk. The deadline is stored only
-/// for keys that have one.
+/// value of 100 into a 160-byte malloc chunk. The deadline (and a version
+/// past 32 bits) is stored only for keys that have one.
 ///
 /// It is reference counted (`triomphe`'s `ThinArc`: one count, no weak) so
 /// that a GET response, a watch event and the history can share the record
 /// that was current when they were taken instead of copying the value, and
 /// so that a write that replaces it does not wait for them.
 ///
-/// Layout of the bytes: `[deadline (if any)][key][value]`; the key and value
-/// are UTF-8, checked before they got here.
+/// Layout of the bytes: `[deadline][wide version][key][value]`, the first
+/// two only when the header's flags say so; the key and value are UTF-8,
+/// checked before they got here.
 #[derive(Clone)]
 pub struct Entry(ThinArc<Header, u8>);
 
@@ -58,21 +105,37 @@ pub fn start_clock() {
 impl Entry {
     /// A record for `key` holding `value` (UTF-8, checked by the caller). A
     /// deadline that cannot be represented (centuries away) is no deadline.
-    pub fn new(key: &str, value: &[u8], mod_revision: u64, deadline: Option<Instant>) -> Self {
+    /// A key longer than [`MAX_KEY_BYTES`] is cut to it (the server refuses
+    /// such keys before they get here).
+    pub fn new(key: &str, value: &[u8], meta: Meta, deadline: Option<Instant>) -> Self {
         let deadline = deadline.and_then(|deadline| {
             u64::try_from(deadline.saturating_duration_since(epoch()).as_nanos()).ok()
         });
+        let key = &key.as_bytes()[..key.len().min(MAX_KEY_BYTES)];
+        let narrow = u32::try_from(meta.version)
+            .ok()
+            .filter(|&version| version != WIDE_VERSION);
+        let mut shape = key.len() as u32;
+        if deadline.is_some() {
+            shape |= HAS_DEADLINE;
+        }
+        if narrow.is_none() {
+            shape |= HAS_WIDE_VERSION;
+        }
         let header = Header {
-            mod_revision,
-            // Keys are limited to far less than 4 GiB by the server's limits.
-            key_len: u32::try_from(key.len()).unwrap_or(u32::MAX),
-            has_deadline: deadline.is_some(),
+            mod_revision: meta.mod_revision,
+            create_revision: meta.create_revision,
+            version: narrow.unwrap_or(WIDE_VERSION),
+            shape,
         };
         let deadline = deadline.map(u64::to_le_bytes);
-        let deadline: &[u8] = deadline.as_ref().map_or(&[], |bytes| bytes);
-        let parts = [deadline, key.as_bytes(), value];
+        let wide = narrow.is_none().then(|| meta.version.to_le_bytes());
+        fn field(bytes: &Option<[u8; FIELD_BYTES]>) -> &[u8] {
+            bytes.as_ref().map_or(&[], |bytes| bytes)
+        }
+        let parts = [field(&deadline), field(&wide), key, value];
         let len = parts.iter().map(|part| part.len()).sum();
-        // Allocated zeroed, then filled with three copies: triomphe builds a
+        // Allocated zeroed, then filled with copies: triomphe builds a
         // record from one slice or from an exact-size iterator only.
         let mut record = ThinArc::from_header_and_iter(header, std::iter::repeat_n(0, len));
         record.with_arc_mut(|record| {
@@ -93,16 +156,25 @@ impl Entry {
         &self.0.header.header
     }
 
-    fn key_start(&self) -> usize {
-        if self.header().has_deadline {
-            DEADLINE_BYTES
-        } else {
-            0
+    /// Where the optional field `flag` starts, if the record holds it.
+    fn field(&self, flag: u32) -> Option<u64> {
+        let shape = self.header().shape;
+        if shape & flag == 0 {
+            return None;
         }
+        // The fields are in flag order: skip those before this one.
+        let before = (shape & (flag - 1) & !KEY_LEN_MASK).count_ones() as usize;
+        let at = before * FIELD_BYTES;
+        let raw = self.0.slice.get(at..at + FIELD_BYTES)?;
+        Some(u64::from_le_bytes(raw.try_into().ok()?))
+    }
+
+    fn key_start(&self) -> usize {
+        (self.header().shape & !KEY_LEN_MASK).count_ones() as usize * FIELD_BYTES
     }
 
     fn value_start(&self) -> usize {
-        self.key_start() + self.header().key_len as usize
+        self.key_start() + (self.header().shape & KEY_LEN_MASK) as usize
     }
 
     pub fn key(&self) -> &str {
@@ -133,13 +205,24 @@ impl Entry {
         self.header().mod_revision
     }
 
+    /// The key's revisions and version.
+    pub fn meta(&self) -> Meta {
+        let header = self.header();
+        let version = match header.version {
+            WIDE_VERSION => self.field(HAS_WIDE_VERSION).unwrap_or(u64::MAX),
+            narrow => u64::from(narrow),
+        };
+        Meta {
+            create_revision: header.create_revision,
+            mod_revision: header.mod_revision,
+            version,
+        }
+    }
+
     /// When the key expires, if it has a TTL.
     pub fn deadline(&self) -> Option<Instant> {
-        if !self.header().has_deadline {
-            return None;
-        }
-        let raw = self.0.slice.first_chunk::<DEADLINE_BYTES>()?;
-        Some(epoch() + Duration::from_nanos(u64::from_le_bytes(*raw)))
+        let nanos = self.field(HAS_DEADLINE)?;
+        Some(epoch() + Duration::from_nanos(nanos))
     }
 
     /// Whether the entry's TTL ran out at `now`. An expired entry is never
@@ -154,7 +237,7 @@ impl std::fmt::Debug for Entry {
         f.debug_struct("Entry")
             .field("key", &self.key())
             .field("value", &self.value_str())
-            .field("mod_revision", &self.mod_revision())
+            .field("meta", &self.meta())
             .field("deadline", &self.deadline())
             .finish()
     }
@@ -167,25 +250,54 @@ mod tests {
     #[test]
     fn keeps_key_value_revision_and_deadline() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let entry = Entry::new("clé", "grüße".as_bytes(), 7, Some(deadline));
+        let meta = Meta {
+            create_revision: 3,
+            mod_revision: 7,
+            version: 2,
+        };
+        let entry = Entry::new("clé", "grüße".as_bytes(), meta, Some(deadline));
         assert_eq!(entry.key(), "clé");
         assert_eq!(entry.value_str(), "grüße");
         assert_eq!(entry.value().as_str(), "grüße");
-        assert_eq!(entry.mod_revision(), 7);
+        assert_eq!((entry.mod_revision(), entry.meta()), (7, meta));
         let kept = entry.deadline().expect("a deadline");
         // Nanosecond resolution; an `Instant` may be finer on some systems.
         assert!(kept <= deadline && deadline - kept < Duration::from_micros(1));
         assert!(!entry.is_expired(Instant::now()));
         assert!(entry.is_expired(deadline));
 
-        let forever = Entry::new("k", b"", 1, None);
+        let forever = Entry::new("k", b"", Meta::created(1), None);
         assert_eq!((forever.key(), forever.value_str()), ("k", ""));
         assert_eq!(forever.deadline(), None);
+        assert_eq!(forever.meta(), Meta::created(1));
+    }
+
+    #[test]
+    fn a_version_past_32_bits_is_kept_whole_beside_a_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for version in [u64::from(u32::MAX) - 1, u64::from(u32::MAX), u64::MAX] {
+            let meta = Meta {
+                create_revision: 1,
+                mod_revision: 9,
+                version,
+            };
+            for deadline in [None, Some(deadline)] {
+                let entry = Entry::new("key", b"value", meta, deadline);
+                assert_eq!(entry.meta(), meta);
+                assert_eq!((entry.key(), entry.value_str()), ("key", "value"));
+                assert_eq!(entry.deadline().is_some(), deadline.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_takes_three_words() {
+        assert_eq!(size_of::<Header>(), 24);
     }
 
     #[test]
     fn a_shared_value_outlives_the_entry() {
-        let entry = Entry::new("k", b"v", 1, None);
+        let entry = Entry::new("k", b"v", Meta::created(1), None);
         let value = entry.value();
         drop(entry);
         assert_eq!(value.as_str(), "v");

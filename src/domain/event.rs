@@ -1,6 +1,6 @@
 //! Change events: what watchers receive and what the history keeps.
 
-use super::{Entry, Key};
+use super::{Entry, Key, Meta};
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +157,15 @@ impl Event {
         Position {
             revision: self.id,
             part: self.part,
+        }
+    }
+
+    /// The key's revisions and version after the event; `None` once it is
+    /// absent.
+    pub fn meta(&self) -> Option<Meta> {
+        match &self.state {
+            State::Live(entry) => Some(entry.meta()),
+            State::Gone(_) => None,
         }
     }
 

@@ -14,7 +14,7 @@ mod watched;
 
 use std::sync::Arc;
 
-pub use entry::{Entry, epoch, start_clock};
+pub use entry::{Entry, MAX_KEY_BYTES, Meta, epoch, start_clock};
 pub use error::{BatchError, RangeError, StorageError, WatchError};
 pub use event::{Event, EventKind, Position};
 pub use op::{Action, Condition, Current, Op, Outcome, PrefixDeleted, Revisions};

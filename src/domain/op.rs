@@ -3,21 +3,28 @@
 
 use std::time::Duration;
 
-use super::{Entry, Key, Value};
+use super::{Entry, Key, Meta, Value};
 
-/// A key's value and revision, as reads and failed conditions report it.
+/// A key's value, revisions and version, as reads and failed conditions
+/// report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Current {
     pub value: Value,
-    /// The key's `mod_revision`.
-    pub revision: u64,
+    pub meta: Meta,
+}
+
+impl Current {
+    /// The key's `mod_revision`: its ETag.
+    pub fn revision(&self) -> u64 {
+        self.meta.mod_revision
+    }
 }
 
 impl From<&Entry> for Current {
     fn from(entry: &Entry) -> Self {
         Self {
             value: entry.value(),
-            revision: entry.mod_revision(),
+            meta: entry.meta(),
         }
     }
 }
@@ -57,7 +64,7 @@ pub enum Condition {
 impl Condition {
     /// Whether the condition holds for a key in state `current`.
     pub fn holds(&self, current: Option<&Current>) -> bool {
-        let revision = current.map(|c| c.revision);
+        let revision = current.map(Current::revision);
         match self {
             Self::Always => true,
             Self::Revision { must, must_not } => {

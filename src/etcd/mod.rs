@@ -25,7 +25,7 @@ use etcd_client::{
 };
 
 use crate::domain::Readiness;
-use crate::domain::{Current, Entry, Stats, StorageError, Value};
+use crate::domain::{Current, Entry, Meta, Stats, StorageError, Value};
 use crate::watch::WatchLimits;
 
 use hub::Hub;
@@ -165,13 +165,13 @@ impl EtcdStore {
     fn entry(&self, kv: &KeyValue) -> Entry {
         let key = self.short(kv.key());
         let value = String::from_utf8_lossy(kv.value());
-        Entry::new(&key, value.as_bytes(), revision(kv.mod_revision()), None)
+        Entry::new(&key, value.as_bytes(), meta(kv), None)
     }
 
     fn current(&self, kv: &KeyValue) -> Current {
         Current {
             value: Value::from(String::from_utf8_lossy(kv.value()).into_owned()),
-            revision: revision(kv.mod_revision()),
+            meta: meta(kv),
         }
     }
 
@@ -291,6 +291,15 @@ fn never_sent(err: &etcd_client::Error) -> bool {
 /// etcd's revisions are `i64`; they are never negative.
 fn revision(revision: i64) -> u64 {
     u64::try_from(revision).unwrap_or(0)
+}
+
+/// A key's revisions and version as etcd keeps them.
+fn meta(kv: &KeyValue) -> Meta {
+    Meta {
+        create_revision: revision(kv.create_revision()),
+        mod_revision: revision(kv.mod_revision()),
+        version: revision(kv.version()),
+    }
 }
 
 /// What went wrong in a call to etcd, sorted by what the client should do.

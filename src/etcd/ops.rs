@@ -113,7 +113,7 @@ impl EtcdStore {
                             Some(current) => Compare::mod_revision(
                                 key.clone(),
                                 CompareOp::Equal,
-                                i64::try_from(current.revision).unwrap_or(i64::MAX),
+                                i64::try_from(current.revision()).unwrap_or(i64::MAX),
                             ),
                             None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                         });

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::Locked;
 use super::expiry::ExpiryQueue;
 use super::index::Index;
-use crate::domain::{Entry, Event, EventKind, Key, StorageError, Value};
+use crate::domain::{Entry, Event, EventKind, Key, Meta, StorageError, Value};
 use crate::watch::{History, Watchers};
 
 /// What a planned write does to its key.
@@ -24,7 +24,12 @@ pub(super) enum Change {
 
 /// What a caller asks the commit path to write.
 pub(super) enum Planned {
-    Put { value: Value, ttl: Option<Duration> },
+    Put {
+        value: Value,
+        ttl: Option<Duration>,
+        /// The key's revisions before the write, as planning saw them.
+        previous: Option<Meta>,
+    },
     Delete,
     Expire,
 }
@@ -189,10 +194,18 @@ impl Committer {
         self.next = at.revision;
         let At { revision, part } = at;
         let change = match planned {
-            Planned::Put { value, ttl } => {
+            Planned::Put {
+                value,
+                ttl,
+                previous,
+            } => {
                 // A deadline past what `Instant` can hold is no deadline.
                 let deadline = ttl.and_then(|ttl| now.checked_add(ttl));
-                Change::Put(Entry::new(key, value.as_bytes(), revision, deadline))
+                let meta = match previous {
+                    Some(previous) => previous.rewritten(revision),
+                    None => Meta::created(revision),
+                };
+                Change::Put(Entry::new(key, value.as_bytes(), meta, deadline))
             }
             Planned::Delete => Change::Delete,
             Planned::Expire => Change::Expire,

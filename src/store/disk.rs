@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Entry, Key};
+use super::{Entry, Key, Meta};
 
 /// When a write counts as on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +52,9 @@ pub const FILE_NAME: &str = "kv-store.redb";
 pub const MARKER_NAME: &str = "kv-store.revision";
 
 /// This build's on-disk format. A data dir with a larger number was written
-/// by a newer, incompatible kv-store and is refused; one with format 1 is
-/// rewritten in this format when opened.
-pub const FORMAT: u64 = 2;
+/// by a newer, incompatible kv-store and is refused; one with format 1 or 2
+/// is rewritten in this format when opened.
+pub const FORMAT: u64 = 3;
 
 /// key → [`encode`]d entry.
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -426,7 +426,8 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
         let layout = match format {
             Some(found) if found > FORMAT => return Ok(Err(found)),
             Some(1) => Layout::V1,
-            _ => Layout::V2,
+            Some(2) => Layout::V2,
+            _ => Layout::V3,
         };
         if format != Some(FORMAT) {
             meta.insert("format", FORMAT)?;
@@ -453,7 +454,7 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
         for key in &expired {
             keys.remove(key.as_str())?;
         }
-        if layout != Layout::V2 {
+        if layout != Layout::V3 {
             let mut buffer = Vec::new();
             for entry in &recovered.entries {
                 encode(entry, &mut buffer);
@@ -470,28 +471,38 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
 /// the value's UTF-8 bytes.
 #[derive(Debug, PartialEq, Eq)]
 struct Layout {
+    /// `None`: not kept; read as the mod revision (and version 1).
+    create_revision: Option<usize>,
     mod_revision: usize,
+    version: Option<usize>,
     deadline: usize,
     value: usize,
 }
 
 impl Layout {
     /// Format 1: create revision, mod revision, version, deadline, value.
-    /// (The create revision and version were never served and are dropped.)
     const V1: Self = Self {
+        create_revision: Some(0),
         mod_revision: 8,
+        version: Some(16),
         deadline: 24,
         value: 32,
     };
-    /// Format 2: mod revision, deadline, value.
+    /// Format 2: mod revision, deadline, value. (It dropped the create
+    /// revision and version, which nothing served then: a key read from it
+    /// counts as created by its last write.)
     const V2: Self = Self {
+        create_revision: None,
         mod_revision: 0,
+        version: None,
         deadline: 8,
         value: 16,
     };
+    /// Format 3, format 1's layout again: every field of a key's [`Meta`].
+    const V3: Self = Self::V1;
 }
 
-/// An entry on disk, in [`Layout::V2`]. The deadline is in Unix
+/// An entry on disk, in [`Layout::V3`]. The deadline is in Unix
 /// milliseconds, 0 for none: wall-clock time, so a key whose deadline
 /// passed while the server was down is gone on start.
 fn encode(entry: &Entry, out: &mut Vec<u8>) {
@@ -504,8 +515,15 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
             .as_millis();
         u64::try_from(millis).unwrap_or(u64::MAX).max(1)
     });
-    out.extend_from_slice(&entry.mod_revision().to_le_bytes());
-    out.extend_from_slice(&deadline.to_le_bytes());
+    let meta = entry.meta();
+    for field in [
+        meta.create_revision,
+        meta.mod_revision,
+        meta.version,
+        deadline,
+    ] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
     out.extend_from_slice(entry.value_str().as_bytes());
 }
 
@@ -523,6 +541,17 @@ fn decode(
         Some(u64::from_le_bytes(raw.try_into().ok()?))
     };
     let mod_revision = field(layout.mod_revision)?;
+    let meta = Meta {
+        create_revision: match layout.create_revision {
+            Some(at) => field(at)?,
+            None => mod_revision,
+        },
+        mod_revision,
+        version: match layout.version {
+            Some(at) => field(at)?,
+            None => 1,
+        },
+    };
     let deadline = field(layout.deadline)?;
     let value = bytes.get(layout.value..)?;
     std::str::from_utf8(value).ok()?;
@@ -536,7 +565,7 @@ fn decode(
             }
         }
     };
-    Some(Some(Entry::new(key, value, mod_revision, deadline)))
+    Some(Some(Entry::new(key, value, meta, deadline)))
 }
 
 #[cfg(test)]
@@ -547,30 +576,35 @@ mod tests {
     fn entries_round_trip_and_past_deadlines_expire() {
         let now = Instant::now();
         let wall = SystemTime::now();
+        let meta = Meta {
+            create_revision: 4,
+            mod_revision: 9,
+            version: 3,
+        };
         let entry = Entry::new(
             "k",
             "héllo".as_bytes(),
-            9,
+            meta,
             Some(now + Duration::from_secs(60)),
         );
         let mut bytes = Vec::new();
         encode(&entry, &mut bytes);
-        let back = decode("k", &bytes, &Layout::V2, now, wall)
+        let back = decode("k", &bytes, &Layout::V3, now, wall)
             .flatten()
             .expect("decodes");
         assert_eq!(
-            (back.key(), back.value_str(), back.mod_revision()),
-            ("k", "héllo", 9)
+            (back.key(), back.value_str(), back.meta()),
+            ("k", "héllo", meta)
         );
         let left = back.deadline().expect("deadline") - now;
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
 
         let later = wall + Duration::from_secs(61);
         assert!(matches!(
-            decode("k", &bytes, &Layout::V2, now, later),
+            decode("k", &bytes, &Layout::V3, now, later),
             Some(None)
         ));
-        assert!(decode("k", &bytes[..12], &Layout::V2, now, wall).is_none());
+        assert!(decode("k", &bytes[..28], &Layout::V3, now, wall).is_none());
     }
 
     #[test]
@@ -584,7 +618,26 @@ mod tests {
         let back = decode("k", &bytes, &Layout::V1, now, SystemTime::now())
             .flatten()
             .expect("decodes");
-        assert_eq!((back.value_str(), back.mod_revision()), ("old", 9));
+        let meta = Meta {
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+        };
+        assert_eq!((back.value_str(), back.meta()), ("old", meta));
         assert_eq!(back.deadline(), None);
+    }
+
+    #[test]
+    fn format_2_entries_read_as_created_by_their_last_write() {
+        let mut bytes = Vec::new();
+        for field in [9u64, 0] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(b"two");
+        let now = Instant::now();
+        let back = decode("k", &bytes, &Layout::V2, now, SystemTime::now())
+            .flatten()
+            .expect("decodes");
+        assert_eq!((back.value_str(), back.meta()), ("two", Meta::created(9)));
     }
 }

@@ -317,9 +317,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::Meta;
 
     fn entry(key: &str, revision: u64) -> Entry {
-        Entry::new(key, b"v", revision, None)
+        Entry::new(key, b"v", Meta::created(revision), None)
     }
 
     fn keys<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<&'a str> {

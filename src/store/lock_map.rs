@@ -144,6 +144,7 @@ impl Locked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Meta;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
@@ -151,7 +152,7 @@ mod tests {
     use std::time::Duration;
 
     fn entry(key: &str, text: &str, revision: u64) -> Entry {
-        Entry::new(key, text.as_bytes(), revision, None)
+        Entry::new(key, text.as_bytes(), Meta::created(revision), None)
     }
 
     #[test]

@@ -40,8 +40,8 @@ use tokio::sync::Notify;
 pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 
 use crate::domain::{
-    Action, BatchError, Condition, Current, Entry, Event, EventKind, Key, Op, Outcome, Position,
-    PrefixDeleted, Stats, StorageError, WatchError, Watched, start_clock,
+    Action, BatchError, Condition, Current, Entry, Event, EventKind, Key, Meta, Op, Outcome,
+    Position, PrefixDeleted, Stats, StorageError, WatchError, Watched, start_clock,
 };
 use crate::watch::{Closer, History, WatchLimits, WatchStream, Watchers, run_heartbeat};
 use commit::{Committer, Deferred, Group, MAX_DEFERRED_KEYS, Mode};

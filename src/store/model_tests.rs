@@ -137,11 +137,14 @@ impl Model {
             outcomes.push(match &op.action {
                 Action::Get => current.map_or(Outcome::NotFound, Outcome::Found),
                 Action::Put { value, .. } => {
+                    let meta = current
+                        .as_ref()
+                        .map_or(Meta::created(revision), |c| c.meta.rewritten(revision));
                     map.insert(
                         op.key.clone(),
                         Current {
                             value: value.clone(),
-                            revision,
+                            meta,
                         },
                     );
                     events.push((EventKind::Put, op.key.clone(), Some(value.clone())));

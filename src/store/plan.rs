@@ -89,9 +89,11 @@ impl Store {
         // one revision (etcd's model for a transaction).
         let revision = committer.next_revision();
         let mut outcomes = Vec::with_capacity(ops.len());
+        let mut previous = Vec::with_capacity(ops.len());
         let mut rejected = false;
         for op in ops {
             let current = view(&committer.pending, &locked, &op.key).map(Current::from);
+            previous.push(current.as_ref().map(|current| current.meta));
             let outcome = if !op.condition.holds(current.as_ref()) {
                 rejected = true;
                 Outcome::Rejected { current }
@@ -112,12 +114,14 @@ impl Store {
             let writing = ops
                 .iter()
                 .zip(&outcomes)
-                .filter(|(_, outcome)| outcome.is_write());
-            for (part, (op, _)) in writing.enumerate() {
+                .zip(previous)
+                .filter(|((_, outcome), _)| outcome.is_write());
+            for (part, ((op, _), previous)) in writing.enumerate() {
                 let planned = match &op.action {
                     Action::Put { value, ttl } => Planned::Put {
                         value: value.clone(),
                         ttl: *ttl,
+                        previous,
                     },
                     _ => Planned::Delete,
                 };

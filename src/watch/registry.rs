@@ -362,7 +362,8 @@ mod tests {
     }
 
     fn put(key: &str, value: &str) -> Event {
-        let entry = crate::domain::Entry::new(key, value.as_bytes(), 1, None);
+        let entry =
+            crate::domain::Entry::new(key, value.as_bytes(), crate::domain::Meta::created(1), None);
         Event::live(1, crate::domain::EventKind::Put, entry)
     }
 

@@ -35,6 +35,24 @@ async fn get(client: &Client, url: &str, key: &str) -> Option<(String, u64)> {
     }
 }
 
+/// A key's create revision and version, from a GET's headers.
+async fn versions(client: &Client, url: &str, key: &str) -> (u64, u64) {
+    let response = client
+        .get(format!("{url}/store/{key}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::OK, "GET {key}");
+    let header = |name: &str| -> u64 {
+        response.headers()[name]
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is a number"))
+    };
+    (header("kv-create-revision"), header("kv-version"))
+}
+
 // Real time: the server is a child process, and a TTL must run out on the
 // wall clock while it is down.
 #[tokio::test]
@@ -44,7 +62,7 @@ async fn keys_revisions_and_deadlines_survive_a_restart() {
 
     let server = ServerProcess::start(dir.path(), &[]);
     let url = server.url.clone();
-    put(&client, &url, "kept", "v1").await;
+    let created = put(&client, &url, "kept", "v1").await;
     let kept = put(&client, &url, "kept", "v2").await;
     put(&client, &url, "gone", "x").await;
     let response = client
@@ -77,6 +95,7 @@ async fn keys_revisions_and_deadlines_survive_a_restart() {
     let server = ServerProcess::start(dir.path(), &[]);
     let url = server.url.clone();
     assert_eq!(get(&client, &url, "kept").await, Some(("v2".into(), kept)));
+    assert_eq!(versions(&client, &url, "kept").await, (created, 2));
     assert_eq!(get(&client, &url, "gone").await, None);
     assert_eq!(
         get(&client, &url, "a").await.map(|(v, _)| v),
@@ -148,7 +167,7 @@ fn write_format_1(dir: &std::path::Path, entries: &[(&str, u64, u64, &str)], rev
         let mut keys = txn.open_table(keys).expect("keys table");
         for (key, mod_revision, deadline_ms, value) in entries {
             let mut bytes = Vec::new();
-            for field in [1, *mod_revision, 1, *deadline_ms] {
+            for field in [1, *mod_revision, 3, *deadline_ms] {
                 bytes.extend_from_slice(&field.to_le_bytes());
             }
             bytes.extend_from_slice(value.as_bytes());
@@ -184,6 +203,8 @@ async fn a_format_1_data_dir_is_read_and_upgraded() {
         let url = server.url.clone();
         let plain = get(&client, &url, "plain").await;
         assert_eq!(plain, Some(("old value".to_owned(), 4)), "{run}");
+        // Format 1 kept the create revision and version; they are served.
+        assert_eq!(versions(&client, &url, "plain").await, (1, 3), "{run}");
         let later = get(&client, &url, "later").await;
         assert_eq!(later, Some(("l".to_owned(), 9)), "{run}");
         // Its deadline was read, at the old layout's offset.
@@ -191,6 +212,56 @@ async fn a_format_1_data_dir_is_read_and_upgraded() {
         assert_eq!(status(&client, &url).await["revision"], 9, "{run}");
         assert!(server.stop().success(), "{run}: clean exit");
     }
+}
+
+/// Writes a data dir the way kv-store with format 2 left it: entries of
+/// mod revision and deadline (u64 each, no deadline here), then the value.
+fn write_format_2(dir: &std::path::Path, entries: &[(&str, u64, &str)], revision: u64) {
+    let db = redb::Database::create(dir.join("kv-store.redb")).expect("creates");
+    let txn = db.begin_write().expect("write");
+    {
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        let mut meta = txn.open_table(meta).expect("meta table");
+        meta.insert("format", 2).expect("insert");
+        meta.insert("revision", revision).expect("insert");
+        let keys: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("keys");
+        let mut keys = txn.open_table(keys).expect("keys table");
+        for (key, mod_revision, value) in entries {
+            let mut bytes = Vec::new();
+            for field in [*mod_revision, 0] {
+                bytes.extend_from_slice(&field.to_le_bytes());
+            }
+            bytes.extend_from_slice(value.as_bytes());
+            keys.insert(*key, bytes.as_slice()).expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_format_2_data_dir_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_format_2(dir.path(), &[("a", 3, "x"), ("b", 5, "y")], 5);
+    let client = Client::new();
+    for run in ["upgrades", "reads the upgraded dir"] {
+        let server = ServerProcess::start(dir.path(), &[]);
+        let url = server.url.clone();
+        assert_eq!(
+            get(&client, &url, "a").await,
+            Some(("x".into(), 3)),
+            "{run}"
+        );
+        // Format 2 kept no create revision or version: a key counts as
+        // created by its last write.
+        assert_eq!(versions(&client, &url, "b").await, (5, 1), "{run}");
+        assert!(server.stop().success(), "{run}: clean exit");
+    }
+    let server = ServerProcess::start(dir.path(), &[]);
+    let url = server.url.clone();
+    let written = put(&client, &url, "b", "z").await;
+    assert_eq!(written, 6);
+    assert_eq!(versions(&client, &url, "b").await, (5, 2));
+    assert!(server.stop().success());
 }
 
 #[tokio::test]

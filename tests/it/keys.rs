@@ -482,3 +482,59 @@ async fn the_fast_path_answers_as_the_operations_do() {
     }
     assert_eq!(fast.status().await["revision"], fast.base + 4);
 }
+
+/// The create revision, version and ETag of a key, from a GET's headers.
+async fn meta_of(server: &TestServer, key: &str) -> (u64, u64, u64) {
+    let read = server.get(&format!("/store/{key}")).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let header = |name: &str| -> u64 {
+        read.headers()[name]
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is a number"))
+    };
+    (
+        header("kv-create-revision"),
+        header("kv-version"),
+        common::revision(&read),
+    )
+}
+
+#[tokio::test]
+async fn a_key_carries_its_create_revision_and_version_as_etcd_does() {
+    let server = TestServer::start(&[]).await;
+    let created = common::revision(&server.put("k", "1").await);
+    assert_eq!(meta_of(&server, "k").await, (created, 1, created));
+
+    let second = common::revision(&server.put("k", "2").await);
+    let swapped = server
+        .post_json("/store/cas/k", &json!({"expected": "2", "new": "3"}))
+        .await;
+    let swapped = common::revision(&swapped);
+    let batch = server
+        .post_json(
+            "/batch",
+            &json!([{"method": "PUT", "key": "k", "value": "4"}]),
+        )
+        .await;
+    assert_eq!(batch.status(), StatusCode::OK);
+    let (create, version, revision) = meta_of(&server, "k").await;
+    assert!(created < second && second < swapped && swapped < revision);
+    assert_eq!(
+        (create, version),
+        (created, 4),
+        "every write counts, the create revision stays"
+    );
+
+    // Deleted and written again: a new key as far as etcd's model goes.
+    server.delete("k").await;
+    let again = common::revision(&server.put("k", "5").await);
+    assert_eq!(meta_of(&server, "k").await, (again, 1, again));
+
+    let listing = json(server.get("/store?prefix=k").await).await;
+    assert_eq!(
+        listing["items"][0],
+        json!({"key": "k", "value": "5", "revision": again, "create_revision": again, "version": 1})
+    );
+}

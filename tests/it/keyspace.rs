@@ -218,7 +218,7 @@ async fn a_listing_is_in_byte_order_under_its_prefix() {
     assert!(all.get("count").is_none(), "count only when asked");
     assert_eq!(
         all["items"][0],
-        json!({"key": "a", "value": "v-a", "revision": at(1)})
+        json!({"key": "a", "value": "v-a", "revision": at(1), "create_revision": at(1), "version": 1})
     );
 
     // A prefix equal to a whole key lists that key and the keys below it.
@@ -250,7 +250,10 @@ async fn a_listing_is_in_byte_order_under_its_prefix() {
         keys_only,
         json!({
             "revision": at(9),
-            "items": [{"key": "a/1", "revision": at(2)}, {"key": "a/2/x", "revision": at(3)}],
+            "items": [
+                {"key": "a/1", "revision": at(2), "create_revision": at(2), "version": 1},
+                {"key": "a/2/x", "revision": at(3), "create_revision": at(3), "version": 1}
+            ],
             "next": null,
             "count": 2
         })
@@ -513,8 +516,8 @@ async fn a_prefix_watch_sends_a_snapshot_then_sync_then_changes() {
     assert_eq!(
         snapshot.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
         [
-            json!({"key": "w/a", "value": "1", "revision": at(2)}),
-            json!({"key": "w/b", "value": "2", "revision": at(1)}),
+            json!({"key": "w/a", "value": "1", "revision": at(2), "create_revision": at(2), "version": 1}),
+            json!({"key": "w/b", "value": "2", "revision": at(1), "create_revision": at(1), "version": 1}),
         ]
     );
     put(&server, "x", "still outside").await;

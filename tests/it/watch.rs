@@ -40,10 +40,18 @@ async fn a_watch_sends_a_snapshot_then_every_change() {
     assert_eq!(events[0].id, Some(put));
     assert_eq!(
         events[0].data,
-        json!({"key": "k", "value": "v1", "revision": put})
+        json!({"key": "k", "value": "v1", "revision": put, "create_revision": put, "version": 1})
     );
     assert_eq!(events[1].event, "put", "a CAS success is a put");
     assert_eq!(events[1].value(), Some("v2"));
+    assert_eq!(
+        (
+            &events[1].data["create_revision"],
+            &events[1].data["version"]
+        ),
+        (&json!(put), &json!(2)),
+        "a rewrite keeps the create revision and counts a version"
+    );
     assert_eq!(events[1].id, Some(cas));
     assert_eq!(events[2].event, "delete");
     assert_eq!(events[2].id, Some(cas + 2));

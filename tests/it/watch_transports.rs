@@ -231,9 +231,9 @@ fn read_on_demand(
     }
 }
 
-fn put_event(revision: u64, value: &str) -> String {
+fn put_event(revision: u64, value: &str, created: u64, version: u64) -> String {
     format!(
-        "id: {revision}\nevent: put\ndata: {{\"key\":\"k\",\"value\":\"{value}\",\"revision\":{revision}}}"
+        "id: {revision}\nevent: put\ndata: {{\"key\":\"k\",\"value\":\"{value}\",\"revision\":{revision},\"create_revision\":{created},\"version\":{version}}}"
     )
 }
 
@@ -265,7 +265,7 @@ async fn every_transport_sees_the_same_events_heartbeats_resume_and_shutdown() {
         assert_eq!(
             watch.blocks(2).await,
             [
-                "event: snapshot\ndata: {\"key\":\"k\",\"value\":\"v1\",\"revision\":1}",
+                "event: snapshot\ndata: {\"key\":\"k\",\"value\":\"v1\",\"revision\":1,\"create_revision\":1,\"version\":1}",
                 "id: 1\nevent: sync\ndata: {\"revision\":1}"
             ],
             "{transport:?}"
@@ -281,7 +281,7 @@ async fn every_transport_sees_the_same_events_heartbeats_resume_and_shutdown() {
         let delete = "id: 3\nevent: delete\ndata: {\"key\":\"k\",\"value\":null,\"revision\":3}";
         assert_eq!(
             watch.blocks(3).await,
-            [put_event(2, "v2").as_str(), delete, ":"],
+            [put_event(2, "v2", 1, 2).as_str(), delete, ":"],
             "{transport:?}: two events, then (idle) a heartbeat"
         );
 
