@@ -12,6 +12,7 @@ prints the server's instructions (all threads) divided by the requests.
     python3 bench/callgrind.py                       # GET and PUT, 20 000 each
     python3 bench/callgrind.py --kv-binary /tmp/kv-store-before
     python3 bench/callgrind.py --only get --seed-binary /tmp/seed/kv-store
+    python3 bench/callgrind.py --only batch,txn      # 2 puts; 2 guards + 2 puts
 
 Needs valgrind (apt-get install valgrind). Builds the release binaries
 first unless given.
@@ -19,6 +20,7 @@ first unless given.
 
 import argparse
 import http.client
+import json
 import os
 import re
 import socket
@@ -53,15 +55,44 @@ def start(argv, out_file, port):
     raise RuntimeError("the server did not start under valgrind")
 
 
+def two_puts(n):
+    value = VALUE.decode()
+    return [{"key": f"bench-{part}-{n % 10_000}", "value": value} for part in "ab"]
+
+
+def batch_body(n):
+    """A batch of two PUTs."""
+    return [{"method": "PUT", **put} for put in two_puts(n)]
+
+
+def txn_body(n):
+    """A transaction of two guards (each reads its key, and holds) and
+    the same two PUTs as `batch_body`."""
+    puts = two_puts(n)
+    guards = [{"key": put["key"], "compare": "LESS", "mod_revision": 2**62} for put in puts]
+    return {"guards": guards, "then": [{"op": "PUT", **put} for put in puts]}
+
+
+# What each measured request is: HTTP method, and its body by number.
+JSON_REQUESTS = {"BATCH": ("/batch", batch_body), "TXN": ("/txn", txn_body)}
+
+
 def requests(connection, method, count, path):
     for n in range(count):
         body = None
+        headers = {}
+        verb = method
         if method == "PUT":
             body = VALUE
             path_n = f"{path}{n % 10_000}"
+        elif method in JSON_REQUESTS:
+            path_n, make = JSON_REQUESTS[method]
+            body = json.dumps(make(n)).encode()
+            headers = {"Content-Type": "application/json"}
+            verb = "POST"
         else:
             path_n = path
-        connection.request(method, path_n, body=body)
+        connection.request(verb, path_n, body=body, headers=headers)
         response = connection.getresponse()
         response.read()
         if response.status >= 400:
@@ -131,7 +162,7 @@ def main():
         servers.append(("seed", [args.seed_binary], args.seed_port))
     for method in args.only.upper().split(","):
         for name, argv, port in servers:
-            if name == "ceiling" and method == "PUT":
+            if name == "ceiling" and method != "GET":
                 continue  # the ceiling reads no body: nothing to compare
             per = measure(argv, port, method, args.requests, args.warmup)
             print(f"{method:4} {name:9} {per:10,.0f} instructions / request")

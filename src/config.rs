@@ -103,6 +103,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_ops: u32,
 
+    /// Most guards and operations, together, in one transaction (etcd's
+    /// default --max-txn-ops: a transaction that fits here fits etcd).
+    #[arg(long, env = "KV_MAX_TXN_OPS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_txn_ops: u32,
+
     /// Most keys one watch stream may watch.
     #[arg(long, env = "KV_MAX_WATCH_KEYS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
 use crate::domain::{
     BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, WatchError, Watched,
+    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
@@ -61,6 +61,10 @@ impl Backend for Engine {
 
     async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
         forward!(self, engine => Backend::batch(engine, ops).await)
+    }
+
+    async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
+        forward!(self, engine => Backend::txn(engine, txn).await)
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

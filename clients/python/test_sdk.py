@@ -6,7 +6,7 @@ import json
 import httpx
 from conftest import TOKEN
 from kv_store_client import AuthenticatedClient
-from kv_store_client.api.batch import batch
+from kv_store_client.api.batch import batch, txn
 from kv_store_client.api.keys import (
     compare_and_swap,
     delete_key,
@@ -16,7 +16,17 @@ from kv_store_client.api.keys import (
     put_key,
 )
 from kv_store_client.api.service import status
-from kv_store_client.models import BatchOp, CasRequest, Method, Problem
+from kv_store_client.models import (
+    BatchOp,
+    CasRequest,
+    GuardCompare,
+    Method,
+    Problem,
+    TxnGuard,
+    TxnMethod,
+    TxnOperation,
+    TxnRequest,
+)
 from kv_store_client.types import File
 
 
@@ -82,6 +92,26 @@ def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
     assert isinstance(failed.parsed, Problem)
     assert [r.status for r in failed.parsed.results] == [424, 412]
     assert get_key.sync_detailed("a", client=client).parsed == "1"
+
+
+def test_a_guarded_update_runs_one_branch(base_url):
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
+    created = put_key.sync_detailed("mode", client=client, body=value("slow"))
+    revision = int(created.headers["etag"].strip('"'))
+    guarded = TxnRequest(
+        guards=[TxnGuard(key="mode", compare=GuardCompare.EQUAL, mod_revision=revision)],
+        then=[TxnOperation(op=TxnMethod.PUT, key="mode", value="fast")],
+        else_=[TxnOperation(op=TxnMethod.GET, key="mode")],
+    )
+    first = txn.sync_detailed(client=client, body=guarded)
+    assert first.status_code == 200
+    assert first.parsed.succeeded
+    assert first.parsed.results[0].status == 204
+    # The same guard again: `mode` moved on, so the else branch reads it.
+    second = txn.sync(client=client, body=guarded)
+    assert not second.succeeded
+    assert second.results[0].value == "fast"
+    assert second.results[0].version == 2
 
 
 def test_status_counts_operations(base_url):

@@ -65,3 +65,27 @@ test("pages through a listing at one revision, then deletes the prefix", async (
   assert.equal(await deletePrefix(kv, "user/"), 25);
   assert.deepEqual((await listAll(kv, "user/")).keys, []);
 });
+
+test("a guarded update runs one branch", async () => {
+  const kv = connect(url, token);
+  const created = await kv.PUT("/store/{key}", {
+    params: { path: { key: "mode" } },
+    body: "slow",
+    bodySerializer: (body) => body,
+  });
+  assert.equal(created.response.status, 201);
+  const revision = Number(created.response.headers.get("etag")?.replaceAll('"', ""));
+  const guarded = {
+    guards: [{ key: "mode", compare: "EQUAL" as const, mod_revision: revision }],
+    then: [{ op: "PUT" as const, key: "mode", value: "fast" }],
+    else: [{ op: "GET" as const, key: "mode" }],
+  };
+  const first = await kv.POST("/txn", { body: guarded });
+  assert.equal(first.data?.succeeded, true);
+  assert.equal(first.data?.results[0].status, 204);
+  // The same guard again: `mode` moved on, so the else branch reads it.
+  const second = await kv.POST("/txn", { body: guarded });
+  assert.equal(second.data?.succeeded, false);
+  assert.equal(second.data?.results[0].value, "fast");
+  assert.equal(second.data?.results[0].version, 2);
+});

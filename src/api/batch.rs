@@ -169,7 +169,7 @@ fn result(method: Method, outcome: Outcome) -> OpResult {
 }
 
 /// What one result takes in a batch answer besides its value, at most.
-const RESULT_OVERHEAD: usize = 64;
+pub(super) const RESULT_OVERHEAD: usize = 64;
 
 /// The results of a batch that applied, each value read only while the
 /// values so far stay within `max` bytes: past it a GET's result says 413

@@ -8,7 +8,7 @@ use futures_util::stream::{Empty, empty};
 use crate::backend::Backend;
 use crate::domain::{
     BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, WatchError, Watched,
+    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -39,6 +39,10 @@ impl Backend for Detached {
 
     fn batch(&self, _: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
         std::future::ready(Err(BatchError::Storage(unavailable())))
+    }
+
+    fn txn(&self, _: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
+        std::future::ready(Err(unavailable()))
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

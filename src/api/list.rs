@@ -23,11 +23,11 @@ use crate::domain::{Entry, RangeError, RangeRequest, Value};
 
 /// The most records one page may hold, and how many when not said.
 pub const MAX_LIMIT: u64 = 10_000;
-const DEFAULT_LIMIT: u64 = 1_000;
+pub(super) const DEFAULT_LIMIT: u64 = 1_000;
 
 /// What one listed key takes in a page besides its key and value, at
 /// most.
-const ITEM_OVERHEAD: usize = 48;
+pub(super) const ITEM_OVERHEAD: usize = 48;
 
 /// What is wrong with a `limit`.
 pub fn bad_limit(given: impl std::fmt::Display) -> String {
@@ -182,7 +182,7 @@ pub enum DeletePrefixResponse {
     Deleted(Json<Deleted>),
 }
 
-fn listed(entry: &Entry, keys_only: bool) -> Listed {
+pub(super) fn listed(entry: &Entry, keys_only: bool) -> Listed {
     let meta = entry.meta();
     Listed {
         key: entry.key().to_owned(),

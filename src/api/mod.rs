@@ -19,6 +19,7 @@ pub mod routes;
 mod sse;
 mod status;
 mod text;
+mod txn;
 mod watch;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use detached::Detached;
 use keys::KeysApi;
 use list::ListApi;
 use status::StatusApi;
+use txn::TxnApi;
 use watch::{WatchApi, WatchEvent};
 
 use crate::backend::{Backend, Counted};
@@ -49,7 +51,8 @@ enum ApiTags {
     Keys,
     /// Follow changes to keys as Server-Sent Events.
     Watch,
-    /// Several operations as one atomic commit.
+    /// Several operations as one atomic commit: a batch, or a transaction
+    /// with guards.
     Batch,
     /// Status and health of the server.
     Service,
@@ -76,6 +79,8 @@ pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_batch_ops: usize,
+    /// Most guards and operations, together, in one transaction.
+    pub max_txn_ops: usize,
     pub max_watch_keys: usize,
     /// Bytes of keys and values one listing page may hold.
     pub max_page_bytes: usize,
@@ -189,6 +194,7 @@ pub type Api<B> = (
     ListApi<B>,
     WatchApi<B>,
     BatchApi<B>,
+    TxnApi<B>,
     StatusApi<B>,
 );
 
@@ -204,6 +210,7 @@ pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
         ListApi(context.clone()),
         WatchApi(context.clone()),
         BatchApi(context.clone()),
+        TxnApi(context.clone()),
         StatusApi {
             context,
             started: Instant::now(),
@@ -229,6 +236,7 @@ fn detached() -> OpenApiService<Api<Detached>, ()> {
             max_key_bytes: 0,
             max_value_bytes: 0,
             max_batch_ops: 0,
+            max_txn_ops: 0,
             max_watch_keys: 0,
             max_page_bytes: 0,
             max_batch_answer_bytes: 0,

@@ -144,6 +144,7 @@ pub const ROUTES: &[Route] = &[
         Path::Watch,
     ),
     route("batch", Method::POST, "/batch", Token, true, Path::Router),
+    route("txn", Method::POST, "/txn", Token, true, Path::Router),
     route("status", Method::GET, "/status", Token, true, Path::Router),
     route(
         "metrics",

@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use super::Backend;
 use crate::domain::{
     Action, BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError,
-    RangeRequest, Readiness, Stats, StorageError, WatchError, Watched,
+    RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -132,6 +132,12 @@ impl<B: Backend> Counted<B> {
             }
         }
         result
+    }
+
+    /// Not counted by kind: a transaction's requests are counted by the
+    /// metrics, per operation and status, as every request is.
+    pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
+        self.backend.txn(txn).await
     }
 
     pub fn max_batch_ops(&self) -> Option<usize> {

@@ -22,7 +22,7 @@ pub use counted::{Counted, Counters};
 
 use crate::domain::{
     BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, WatchError, Watched,
+    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -48,7 +48,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// and the outcomes come back in the error.
     fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send;
 
-    /// Most operations one batch may carry here (etcd's `--max-txn-ops`);
+    /// A transaction: its guards judged against the store, then the branch
+    /// they choose as one atomic, isolated commit (all its writes at one
+    /// revision; its reads see the store as the guards did). Its writes
+    /// name distinct keys (the API checks).
+    fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send;
+
+    /// Most operations one batch (or one part of a transaction: its
+    /// guards, or a branch) may carry here (etcd's `--max-txn-ops`);
     /// `None`: no limit beyond the server's.
     fn max_batch_ops(&self) -> Option<usize>;
 

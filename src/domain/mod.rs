@@ -9,6 +9,7 @@ mod op;
 mod range;
 mod readiness;
 mod stats;
+mod txn;
 mod value;
 mod watched;
 
@@ -21,6 +22,9 @@ pub use op::{Action, Condition, Current, Op, Outcome, PrefixDeleted, Revisions};
 pub use range::{Page, RangeRequest, ReadPoint};
 pub use readiness::Readiness;
 pub use stats::Stats;
+pub use txn::{
+    Comparison, Guard, KeyTest, Operand, Order, PrefixTest, Txn, TxnOp, TxnOutcome, TxnResult,
+};
 pub use value::Value;
 pub use watched::Watched;
 

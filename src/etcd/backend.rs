@@ -8,7 +8,7 @@ use super::hub::Registered;
 use crate::backend::Backend;
 use crate::domain::{
     BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, WatchError, Watched,
+    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
@@ -29,6 +29,10 @@ impl Backend for EtcdStore {
 
     fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
         EtcdStore::batch(self, ops)
+    }
+
+    fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
+        EtcdStore::txn(self, txn)
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

@@ -15,6 +15,7 @@ mod backend;
 mod hub;
 mod ops;
 mod range;
+mod txn;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

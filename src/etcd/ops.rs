@@ -76,7 +76,7 @@ fn compares(key: &[u8], condition: &Condition) -> Option<Vec<Compare>> {
 }
 
 /// Whole seconds for a lease, at least 1.
-fn lease_seconds(ttl: Duration) -> i64 {
+pub(super) fn lease_seconds(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX)
 }
 
@@ -96,7 +96,14 @@ impl EtcdStore {
 
     /// Runs `ops` (distinct keys) as one transaction.
     async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        let leases = self.grant_leases(ops).await.map_err(BatchError::Storage)?;
+        let ttls = ops.iter().filter_map(|op| match &op.action {
+            Action::Put { ttl, .. } => *ttl,
+            Action::Get | Action::Delete => None,
+        });
+        let leases = self
+            .grant_leases(ttls.collect())
+            .await
+            .map_err(BatchError::Storage)?;
         let keys: Vec<Vec<u8>> = ops.iter().map(|op| self.full(&op.key)).collect();
         let outcomes = loop {
             // Conditions etcd cannot compare are checked against the keys'
@@ -185,27 +192,28 @@ impl EtcdStore {
         BatchError::unless_rejected(outcomes)
     }
 
-    /// One lease per distinct TTL among the puts, granted before the
-    /// transaction (a lease cannot be made inside one). etcd may raise a
-    /// TTL to its minimum (about 2 s). A lease whose transaction fails is
-    /// left to expire with no key on it.
-    async fn grant_leases(&self, ops: &[Op]) -> Result<HashMap<i64, i64>, StorageError> {
+    /// One lease per distinct TTL among the puts' `ttls`, granted before
+    /// the transaction (a lease cannot be made inside one), by whole
+    /// seconds. etcd may raise a TTL to its minimum (about 2 s). A lease
+    /// whose transaction fails is left to expire with no key on it.
+    pub(super) async fn grant_leases(
+        &self,
+        ttls: Vec<Duration>,
+    ) -> Result<HashMap<i64, i64>, StorageError> {
         let mut leases = HashMap::new();
-        for op in ops {
-            if let Action::Put { ttl: Some(ttl), .. } = &op.action {
-                let seconds = lease_seconds(*ttl);
-                if leases.contains_key(&seconds) {
-                    continue;
-                }
-                let granted = self
-                    .call(|| {
-                        let mut lease = self.inner.client.lease_client();
-                        async move { lease.grant(seconds, None).await }
-                    })
-                    .await
-                    .map_err(Failure::storage)?;
-                leases.insert(seconds, granted.id());
+        for ttl in ttls {
+            let seconds = lease_seconds(ttl);
+            if leases.contains_key(&seconds) {
+                continue;
             }
+            let granted = self
+                .call(|| {
+                    let mut lease = self.inner.client.lease_client();
+                    async move { lease.grant(seconds, None).await }
+                })
+                .await
+                .map_err(Failure::storage)?;
+            leases.insert(seconds, granted.id());
         }
         Ok(leases)
     }

@@ -200,6 +200,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             max_key_bytes: config.max_key_bytes as usize,
             max_value_bytes: config.max_value_bytes as usize,
             max_batch_ops: config.max_batch_ops as usize,
+            max_txn_ops: config.max_txn_ops as usize,
             max_watch_keys: config.max_watch_keys as usize,
             max_page_bytes: config.max_page_bytes as usize,
             max_batch_answer_bytes: config.max_batch_answer_bytes as usize,

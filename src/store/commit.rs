@@ -174,6 +174,17 @@ pub(super) struct Committer {
 }
 
 impl Committer {
+    /// Why no write may be planned now, if none may.
+    pub(super) fn refusing(&self) -> Result<(), StorageError> {
+        if self.closing {
+            return Err(StorageError::ShuttingDown);
+        }
+        match &self.lost {
+            Some(lost) => Err(StorageError::DataDirLost(lost.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// The revision the next run of writes takes (all of them).
     pub(super) fn next_revision(&self) -> u64 {
         self.next + 1

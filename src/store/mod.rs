@@ -23,6 +23,7 @@ mod range;
 mod snapshot;
 mod stats;
 mod sweeper;
+mod txn;
 
 #[cfg(test)]
 mod model_tests;
@@ -213,11 +214,7 @@ impl Store {
     /// Why the store cannot take writes, if it cannot: it is closing, or
     /// its data dir's file was removed or replaced.
     pub fn refusing(&self) -> Option<StorageError> {
-        let committer = self.inner.committer.lock();
-        if committer.closing {
-            return Some(StorageError::ShuttingDown);
-        }
-        committer.lost.clone().map(StorageError::DataDirLost)
+        self.inner.committer.lock().refusing().err()
     }
 
     /// Reads a key without taking the commit lock. Async, like every call

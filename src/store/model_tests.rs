@@ -1,6 +1,6 @@
-//! The store against a model: random sequences of operations, batches and
-//! prefix deletes must give the same outcomes, state, revisions, events and
-//! listings (at every past revision) as a plain map.
+//! The store against a model: random sequences of operations, batches,
+//! prefix deletes and transactions must give the same outcomes, state,
+//! revisions, events and listings (at every past revision) as a plain map.
 
 use std::collections::BTreeMap;
 
@@ -52,11 +52,90 @@ fn op() -> impl Strategy<Value = Op> {
     })
 }
 
-/// One step: a run of operations (one, or a batch), or a prefix delete.
+fn comparison() -> impl Strategy<Value = Comparison> {
+    let order =
+        proptest::sample::select(&[Order::Equal, Order::NotEqual, Order::Less, Order::Greater][..]);
+    let operand = prop_oneof![
+        value().prop_map(Operand::Value),
+        (0u64..12).prop_map(Operand::ModRevision),
+        (0u64..12).prop_map(Operand::CreateRevision),
+        (0u64..4).prop_map(Operand::Version),
+    ];
+    (order, operand).prop_map(|(order, operand)| Comparison { order, operand })
+}
+
+fn guard() -> impl Strategy<Value = Guard> {
+    let key_test = prop_oneof![
+        1 => Just(KeyTest::Exists),
+        1 => Just(KeyTest::Absent),
+        3 => comparison().prop_map(KeyTest::Compare),
+    ];
+    let prefix_test = prop_oneof![
+        1 => Just(PrefixTest::Empty),
+        3 => comparison().prop_map(PrefixTest::Every),
+    ];
+    let prefix = proptest::sample::select(PREFIXES).prop_map(Key::from);
+    prop_oneof![
+        2 => (key(), key_test).prop_map(|(key, test)| Guard::Key { key, test }),
+        1 => (prefix, prefix_test).prop_map(|(prefix, test)| Guard::Prefix { prefix, test }),
+    ]
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    let prefix = proptest::sample::select(PREFIXES).prop_map(Key::from);
+    let doomed = proptest::sample::select(&PREFIXES[1..]).prop_map(Key::from);
+    prop_oneof![
+        1 => key().prop_map(TxnOp::Get),
+        1 => (prefix, 1usize..4).prop_map(|(prefix, limit)| TxnOp::List { prefix, limit }),
+        3 => (key(), value()).prop_map(|(key, value)| TxnOp::Put { key, value, ttl: None }),
+        1 => key().prop_map(TxnOp::Delete),
+        1 => doomed.prop_map(TxnOp::DeletePrefix),
+    ]
+}
+
+/// A branch whose writes do not overlap (the API refuses the rest).
+fn branch() -> impl Strategy<Value = Vec<TxnOp>> {
+    proptest::collection::vec(txn_op(), 0..5).prop_map(|ops| {
+        let mut kept: Vec<TxnOp> = Vec::new();
+        for op in ops {
+            let written = |op: &TxnOp| match op {
+                TxnOp::Put { key, .. } | TxnOp::Delete(key) => Some((key.clone(), false)),
+                TxnOp::DeletePrefix(prefix) => Some((prefix.clone(), true)),
+                TxnOp::Get(_) | TxnOp::List { .. } => None,
+            };
+            let overlaps = |(a, a_prefix): &(Key, bool), (b, b_prefix): &(Key, bool)| {
+                a == b || (*a_prefix && b.starts_with(&**a)) || (*b_prefix && a.starts_with(&**b))
+            };
+            let clash = written(&op).is_some_and(|mine| {
+                kept.iter()
+                    .filter_map(written)
+                    .any(|theirs| overlaps(&mine, &theirs))
+            });
+            if !clash {
+                kept.push(op);
+            }
+        }
+        kept
+    })
+}
+
+fn txn() -> impl Strategy<Value = Txn> {
+    (proptest::collection::vec(guard(), 0..3), branch(), branch()).prop_map(
+        |(guards, then, otherwise)| Txn {
+            guards,
+            then,
+            otherwise,
+        },
+    )
+}
+
+/// One step: a run of operations (one, or a batch), a prefix delete, or a
+/// transaction.
 #[derive(Clone, Debug)]
 enum Step {
     Ops(Vec<Op>),
     DeletePrefix(&'static str),
+    Txn(Txn),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -68,7 +147,30 @@ fn step() -> impl Strategy<Value = Step> {
             Step::Ops(ops)
         }),
         1 => proptest::sample::select(&PREFIXES[1..]).prop_map(Step::DeletePrefix),
+        3 => txn().prop_map(Step::Txn),
     ]
+}
+
+/// A transaction's result in a form that compares.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    One(Outcome),
+    Listed(Vec<(Key, Current)>, bool),
+    Deleted(u64),
+}
+
+fn seen(result: TxnResult) -> Seen {
+    match result {
+        TxnResult::One(outcome) => Seen::One(outcome),
+        TxnResult::Listed { entries, more } => Seen::Listed(
+            entries
+                .iter()
+                .map(|entry| (Key::from(entry.key()), Current::from(entry)))
+                .collect(),
+            more,
+        ),
+        TxnResult::PrefixDeleted { deleted } => Seen::Deleted(deleted),
+    }
 }
 
 /// An event as the model logs it: revision, part, kind, key, value.
@@ -118,6 +220,87 @@ impl Model {
                 .collect(),
         );
         count
+    }
+
+    /// Runs a transaction: guards and reads on the state before it, the
+    /// branch's writes in order at the next revision. Returns whether the
+    /// guards held and the results.
+    fn txn(&mut self, txn: &Txn) -> (bool, Vec<Seen>) {
+        let entry = |(key, current): (&Key, &Current)| {
+            Entry::new(key, current.value.as_bytes(), current.meta, None)
+        };
+        let under = |prefix: &str| -> Vec<Entry> {
+            self.map
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(entry)
+                .collect()
+        };
+        let succeeded = txn.guards.iter().all(|guard| match guard {
+            Guard::Key { key, test } => Guard::holds_for_key(test, self.map.get(key)),
+            Guard::Prefix { prefix, test } => Guard::holds_for_prefix(test, under(prefix).iter()),
+        });
+        let before = self.map.clone();
+        let revision = self.revision + 1;
+        let mut events = Vec::new();
+        let mut results = Vec::new();
+        for op in txn.branch(succeeded) {
+            results.push(match op {
+                TxnOp::Get(key) => Seen::One(
+                    before
+                        .get(key)
+                        .cloned()
+                        .map_or(Outcome::NotFound, Outcome::Found),
+                ),
+                TxnOp::List { prefix, limit } => {
+                    let all: Vec<(Key, Current)> = before
+                        .iter()
+                        .filter(|(key, _)| key.starts_with(&**prefix))
+                        .map(|(key, current)| (key.clone(), current.clone()))
+                        .collect();
+                    let more = all.len() > *limit;
+                    Seen::Listed(all.into_iter().take(*limit).collect(), more)
+                }
+                TxnOp::Put { key, value, .. } => {
+                    let previous = before.get(key);
+                    let meta =
+                        previous.map_or(Meta::created(revision), |c| c.meta.rewritten(revision));
+                    self.map.insert(
+                        key.clone(),
+                        Current {
+                            value: value.clone(),
+                            meta,
+                        },
+                    );
+                    events.push((EventKind::Put, key.clone(), Some(value.clone())));
+                    Seen::One(match previous {
+                        Some(_) => Outcome::Replaced { revision },
+                        None => Outcome::Created { revision },
+                    })
+                }
+                TxnOp::Delete(key) => match self.map.remove(key) {
+                    Some(_) => {
+                        events.push((EventKind::Delete, key.clone(), None));
+                        Seen::One(Outcome::Deleted { revision })
+                    }
+                    None => Seen::One(Outcome::NotFound),
+                },
+                TxnOp::DeletePrefix(prefix) => {
+                    let doomed: Vec<Key> = before
+                        .keys()
+                        .filter(|key| key.starts_with(&**prefix))
+                        .cloned()
+                        .collect();
+                    for key in &doomed {
+                        self.map.remove(key);
+                        events.push((EventKind::Delete, key.clone(), None));
+                    }
+                    Seen::Deleted(doomed.len() as u64)
+                }
+            });
+        }
+        self.log(events);
+        (succeeded, results)
     }
 
     /// Applies `ops` (distinct keys) as one batch: conditions against the
@@ -224,6 +407,21 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
     for step in batches {
         let ops = match step {
             Step::Ops(ops) => ops,
+            Step::Txn(txn) => {
+                let outcome = runtime
+                    .block_on(store.txn(txn))
+                    .map_err(|err| TestCaseError::fail(err.to_string()))?;
+                let (succeeded, expected) = model.txn(txn);
+                prop_assert_eq!(outcome.succeeded, succeeded);
+                prop_assert_eq!(outcome.revision, model.revision);
+                let results: Vec<Seen> = outcome.results.into_iter().map(seen).collect();
+                prop_assert_eq!(results, expected);
+                for key in KEYS {
+                    prop_assert_eq!(store.get_now(key), model.map.get(*key).cloned());
+                }
+                model.past.push((model.revision, model.map.clone()));
+                continue;
+            }
             Step::DeletePrefix(prefix) => {
                 let deleted = runtime
                     .block_on(store.delete_prefix(prefix))

@@ -63,12 +63,7 @@ impl Store {
         ops: &[Op],
     ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
-        if committer.closing {
-            return Err(StorageError::ShuttingDown);
-        }
-        if let Some(lost) = &committer.lost {
-            return Err(StorageError::DataDirLost(lost.clone()));
-        }
+        committer.refusing()?;
         let mut locked = inner.map.lock(ops.iter().map(|op| &*op.key));
         let now = Instant::now();
         // What this run sees may include writes still on their way to disk.

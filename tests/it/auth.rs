@@ -97,6 +97,13 @@ fn every_kind(server: &TestServer) -> Vec<(&'static str, RequestBuilder)> {
             ),
         ),
         (
+            "txn",
+            json_body(
+                server.request(Method::POST, "/txn"),
+                json!({"then": [{"op": "GET", "key": "config/db"}]}),
+            ),
+        ),
+        (
             "watch key",
             server.request(Method::GET, "/watch_key/config%2Fdb"),
         ),
@@ -322,6 +329,64 @@ async fn scopes_decide_and_a_403_names_the_key_or_prefix() {
         status(accent("/store?prefix=%C3%A9/")).await,
         StatusCode::OK
     );
+}
+
+/// A transaction is checked as a whole before anything runs: every key
+/// and prefix of its guards and of both branches, whichever would run.
+#[tokio::test]
+async fn a_transaction_needs_every_key_it_names_in_scope() {
+    let (server, _dir) = server_with_tokens(&[]).await;
+    let txn = async |body: serde_json::Value| {
+        server
+            .request(Method::POST, "/txn")
+            .bearer_auth("kvs_deploy")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("txn")
+    };
+    let write = json!({"op": "PUT", "key": "config/deploy/v", "value": "1"});
+    let refused = [
+        (
+            json!({"guards": [{"key": "secrets/x", "compare": "ABSENT"}], "then": [write]}),
+            "token \"deploy-bot\" may not read key \"secrets/x\"",
+        ),
+        (
+            json!({"guards": [{"prefix": "config", "compare": "ABSENT"}], "then": [write]}),
+            "token \"deploy-bot\" may not read every key under prefix \"config\"",
+        ),
+        (
+            // The else branch would not run, and is checked all the same.
+            json!({"then": [write], "else": [{"op": "DELETE", "key": "config/db"}]}),
+            "token \"deploy-bot\" may not write key \"config/db\"",
+        ),
+        (
+            json!({"then": [write, {"op": "DELETE", "prefix": "config/"}]}),
+            "token \"deploy-bot\" may not write every key under prefix \"config/\"",
+        ),
+        (
+            json!({"then": [write, {"op": "GET", "prefix": "configs/"}]}),
+            "token \"deploy-bot\" may not read every key under prefix \"configs/\"",
+        ),
+    ];
+    for (body, detail) in refused {
+        let problem = problem(txn(body.clone()).await, StatusCode::FORBIDDEN).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .ends_with(detail),
+            "{body}: {problem}"
+        );
+    }
+    let applied = txn(json!({
+        "guards": [{"prefix": "config/", "compare": "ABSENT"}],
+        "then": [write, {"op": "GET", "prefix": "config/"}]
+    }))
+    .await;
+    assert_eq!(applied.status(), StatusCode::OK);
+    assert_eq!(json(applied).await["succeeded"], true, "nothing ran before");
 }
 
 /// The fast path (a plain key) and poem-openapi (the same key

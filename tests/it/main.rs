@@ -22,5 +22,6 @@ mod metrics;
 mod openapi;
 mod sdk_rust;
 mod tls;
+mod txn;
 mod watch;
 mod watch_transports;

@@ -321,3 +321,55 @@ async fn page_through_a_listing_and_delete_the_prefix() {
     assert!(empty.items.is_empty());
     assert_eq!(empty.revision, deleted.revision);
 }
+
+#[tokio::test]
+async fn a_guarded_update_runs_one_branch() {
+    use kv_store_client::types::{GuardCompare, TxnGuard, TxnMethod, TxnOperation, TxnRequest};
+    let server = secured_server().await;
+    let kv = client(&server);
+    let created = kv
+        .put_key(
+            &"mode".try_into().expect("valid key"),
+            None,
+            None,
+            None,
+            "slow",
+        )
+        .await
+        .expect("PUT");
+    let revision: u64 = created
+        .headers()
+        .get("etag")
+        .and_then(|etag| etag.to_str().ok())
+        .and_then(|etag| etag.trim_matches('"').parse().ok())
+        .expect("a numeric ETag");
+    let operation = |op, key: &str, value: Option<&str>| TxnOperation {
+        op,
+        key: Some(key.try_into().expect("valid key")),
+        prefix: None,
+        value: value.map(Into::into),
+        ttl: None,
+        limit: None,
+    };
+    let guarded = TxnRequest {
+        guards: vec![TxnGuard {
+            key: Some("mode".try_into().expect("valid key")),
+            prefix: None,
+            compare: GuardCompare::Equal,
+            mod_revision: Some(revision),
+            create_revision: None,
+            value: None,
+            version: None,
+        }],
+        then: vec![operation(TxnMethod::Put, "mode", Some("fast"))],
+        else_: vec![operation(TxnMethod::Get, "mode", None)],
+    };
+    let first = kv.txn(&guarded).await.expect("txn").into_inner();
+    assert!(first.succeeded);
+    assert_eq!(first.results[0].status, 204);
+    // The same guard again: `mode` moved on, so the else branch reads it.
+    let second = kv.txn(&guarded).await.expect("txn").into_inner();
+    assert!(!second.succeeded);
+    assert_eq!(second.results[0].value.as_deref(), Some("fast"));
+    assert_eq!(second.results[0].version, Some(2));
+}
