@@ -191,6 +191,13 @@ pub struct Config {
     #[arg(long, env = "KV_WATCH_HEARTBEAT", default_value = "15s", value_parser = duration)]
     pub watch_heartbeat: Duration,
 
+    /// Most leases at once on the memory store (each holds a few hundred
+    /// bytes and its keys' names); one more is answered 503. On etcd,
+    /// etcd's own limits apply.
+    #[arg(long, env = "KV_MAX_LEASES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_leases: u64,
+
     /// Most watch streams open at once; one more is answered 503.
     #[arg(long, env = "KV_MAX_WATCHES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]

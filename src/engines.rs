@@ -4,6 +4,7 @@
 //! module (the API, the server) knows which engine answers.
 
 use std::io;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -11,8 +12,9 @@ use futures_util::stream::BoxStream;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
 use crate::domain::{
-    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
+    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
+    WatchError, Watched,
 };
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
@@ -65,6 +67,31 @@ impl Backend for Engine {
 
     async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
         forward!(self, engine => Backend::txn(engine, txn).await)
+    }
+
+    async fn grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: u64,
+        owner: Option<Arc<str>>,
+    ) -> Result<LeaseState, LeaseError> {
+        forward!(self, engine => Backend::grant(engine, id, ttl, owner).await)
+    }
+
+    async fn keep_alive(&self, id: LeaseId) -> Result<u64, LeaseError> {
+        forward!(self, engine => Backend::keep_alive(engine, id).await)
+    }
+
+    async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {
+        forward!(self, engine => Backend::lease(engine, id, keys).await)
+    }
+
+    async fn leases(&self, after: Option<LeaseId>, limit: usize) -> Result<LeasePage, LeaseError> {
+        forward!(self, engine => Backend::leases(engine, after, limit).await)
+    }
+
+    async fn revoke(&self, id: LeaseId) -> Result<u64, LeaseError> {
+        forward!(self, engine => Backend::revoke(engine, id).await)
     }
 
     fn max_batch_ops(&self) -> Option<usize> {
@@ -229,6 +256,7 @@ fn open_store(config: &Config) -> Result<Store, OpenError> {
         history: config.history as usize,
         history_bytes: config.history_bytes as usize,
         watch: watch_limits(config),
+        max_leases: usize::try_from(config.max_leases).unwrap_or(usize::MAX),
     };
     let Some(dir) = &config.data_dir else {
         return Ok(Store::new(store_config));

@@ -185,6 +185,7 @@ impl Collector for StoreCollector {
                 "Watch streams open now",
                 stats.open_watches,
             ),
+            ("leases", "Leases that exist now", stats.leases),
             (
                 "watch_bytes",
                 "Bytes of events and encoded frames watch streams hold now (bounded by --watch-memory)",
@@ -200,6 +201,11 @@ impl Collector for StoreCollector {
                 "expired_keys",
                 "Keys removed because their TTL ran out",
                 stats.expired,
+            ),
+            (
+                "expired_leases",
+                "Leases that ran out (their keys went with them; revoked ones not counted)",
+                stats.expired_leases,
             ),
             (
                 "dropped_watchers",

@@ -15,10 +15,12 @@ from kv_store_client.api.keys import (
     list_keys,
     put_key,
 )
+from kv_store_client.api.leases import get_lease, grant_lease, keep_lease_alive, revoke_lease
 from kv_store_client.api.service import status
 from kv_store_client.models import (
     BatchOp,
     CasRequest,
+    GrantRequest,
     GuardCompare,
     Method,
     Problem,
@@ -112,6 +114,19 @@ def test_a_guarded_update_runs_one_branch(base_url):
     assert not second.succeeded
     assert second.results[0].value == "fast"
     assert second.results[0].version == 2
+
+
+def test_a_service_registers_keys_under_one_lease(base_url):
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
+    lease = grant_lease.sync(client=client, body=GrantRequest(ttl=30))
+    for key in ["svc/py/1", "svc/py/1/health"]:
+        put = put_key.sync_detailed(key, client=client, body=value("up"), lease=lease.id)
+        assert put.status_code == 201
+    assert keep_lease_alive.sync(lease.id, client=client).ttl == 30
+    read = get_lease.sync(lease.id, client=client, keys=True)
+    assert read.keys == ["svc/py/1", "svc/py/1/health"]
+    assert revoke_lease.sync_detailed(lease.id, client=client).status_code == 200
+    assert get_key.sync_detailed("svc/py/1", client=client).status_code == 404
 
 
 def test_status_counts_operations(base_url):

@@ -89,3 +89,24 @@ test("a guarded update runs one branch", async () => {
   assert.equal(second.data?.results[0].value, "fast");
   assert.equal(second.data?.results[0].version, 2);
 });
+
+test("a service registers keys under one lease", async () => {
+  const kv = connect(url, token);
+  const granted = await kv.POST("/leases", { body: { ttl: 30 } });
+  assert.equal(granted.response.status, 201);
+  const id = granted.data?.id ?? "";
+  for (const key of ["svc/ts/1", "svc/ts/1/health"]) {
+    const put = await kv.PUT("/store/{key}", {
+      params: { path: { key }, query: { lease: id } },
+      body: "up",
+      bodySerializer: (body) => body,
+    });
+    assert.equal(put.response.status, 201);
+  }
+  const kept = await kv.POST("/leases/{id}/keepalive", { params: { path: { id } } });
+  assert.equal(kept.data?.ttl, 30);
+  const read = await kv.GET("/leases/{id}", { params: { path: { id }, query: { keys: true } } });
+  assert.deepEqual(read.data?.keys, ["svc/ts/1", "svc/ts/1/health"]);
+  const revoked = await kv.DELETE("/leases/{id}", { params: { path: { id } } });
+  assert.equal(revoked.response.status, 200);
+});

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
-    REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
-    UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE,
+    LEASE_NOT_FOUND, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
+    UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::results::OpResult;
 use super::text::Text;
@@ -49,6 +49,10 @@ pub struct BatchOp {
         skip_serializing_if_is_none
     )]
     pub ttl: Option<u64>,
+    /// The lease (16 hex digits) the key lives on (PUT and CAS), instead of
+    /// a `ttl`.
+    #[oai(nullable, skip_serializing_if_is_none)]
+    pub lease: Option<String>,
     /// CAS: the value the key must hold; `null` or absent means the key must
     /// not exist.
     #[oai(nullable)]
@@ -62,6 +66,7 @@ impl Example for BatchOp {
             key: "key1".to_owned(),
             value: Some("new_value".to_owned()),
             ttl: None,
+            lease: None,
             expected: Some("old_value".to_owned()),
         }
     }
@@ -88,6 +93,7 @@ impl ErrorStatuses for BatchErrors {
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
+        LEASE_NOT_FOUND,
         CONFLICT,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -118,7 +124,7 @@ impl<B: Backend> BatchApi<B> {
         let key = self.0.key(&op.key).map_err(at)?;
         // Checked whatever the method: the spec bounds the field for all
         // (a GET ignores it, but a bad one is still a bad request).
-        let ttl = self.0.ttl(op.ttl).map_err(at)?;
+        let lifetime = self.0.lifetime(op.ttl, op.lease.as_deref()).map_err(at)?;
         let (action, condition) = match op.method {
             Method::Get => (Action::Get, Condition::Always),
             Method::Delete => (Action::Delete, Condition::Always),
@@ -127,7 +133,7 @@ impl<B: Backend> BatchApi<B> {
                 self.0.check_value(&value).map_err(at)?;
                 let action = Action::Put {
                     value: Value::from(value),
-                    ttl,
+                    lifetime,
                 };
                 let condition = match op.method {
                     Method::Cas => Condition::Value(op.expected.map(Value::from)),

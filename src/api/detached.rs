@@ -2,13 +2,15 @@
 //! depends only on the code. Every call answers that there is no store.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::stream::{Empty, empty};
 
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
+    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
+    WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -43,6 +45,39 @@ impl Backend for Detached {
 
     fn txn(&self, _: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
         std::future::ready(Err(unavailable()))
+    }
+
+    fn grant(
+        &self,
+        _: Option<LeaseId>,
+        _: u64,
+        _: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        std::future::ready(Err(LeaseError::Storage(unavailable())))
+    }
+
+    fn keep_alive(&self, _: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        std::future::ready(Err(LeaseError::Storage(unavailable())))
+    }
+
+    fn lease(
+        &self,
+        _: LeaseId,
+        _: bool,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        std::future::ready(Err(LeaseError::Storage(unavailable())))
+    }
+
+    fn leases(
+        &self,
+        _: Option<LeaseId>,
+        _: usize,
+    ) -> impl Future<Output = Result<LeasePage, LeaseError>> + Send {
+        std::future::ready(Err(LeaseError::Storage(unavailable())))
+    }
+
+    fn revoke(&self, _: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        std::future::ready(Err(LeaseError::Storage(unavailable())))
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

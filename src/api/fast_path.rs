@@ -6,12 +6,14 @@ use poem::http::{HeaderName, Method, Uri, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::keys::KeysApi;
 use super::routes::{GET_KEY, PUT_KEY, Rules};
 use super::{Context, MAX_TTL_SECONDS};
 use crate::auth::Caller;
 use crate::backend::Backend;
+use crate::domain::Lifetime;
 
 /// Serves `GET` and `PUT /store/{key}` in their common shapes without going
 /// through poem's router and poem-openapi's per-operation dispatch, and
@@ -87,7 +89,14 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
                     let body = req.take_body();
                     let answer = self
                         .keys
-                        .put(&caller, &put.key, put.ttl, if_match, if_none_match, body)
+                        .put(
+                            &caller,
+                            &put.key,
+                            put.lifetime(),
+                            if_match,
+                            if_none_match,
+                            body,
+                        )
                         .await;
                     (respond(answer), PUT_KEY.operation)
                 }
@@ -147,6 +156,10 @@ struct Put {
 }
 
 impl Put {
+    fn lifetime(&self) -> Lifetime {
+        Lifetime::from_ttl(self.ttl.map(Duration::from_secs))
+    }
+
     fn of(req: &Request) -> Option<Self> {
         let owned = |header: Option<&str>| header.map(str::to_owned);
         Some(Self {

@@ -1,7 +1,5 @@
 //! Single-key operations: GET, PUT, DELETE and compare-and-swap.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use poem::error::ReadBodyError;
 use poem::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -16,15 +14,15 @@ use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, ValueBody};
 use super::conditional::{etag, given, parse_etags, write_condition};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, NOT_FOUND,
-    PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
-    UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, KEY_OR_LEASE_NOT_FOUND,
+    LEASE_NOT_FOUND, NOT_FOUND, PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE,
+    TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::text::TextValue;
 use super::{ApiTags, Context};
 use crate::auth::Caller;
 use crate::backend::Backend;
-use crate::domain::{Action, Condition, Current, Meta, Op, Outcome, Value};
+use crate::domain::{Action, Condition, Current, Lifetime, Meta, Op, Outcome, Value};
 
 pub struct GetErrors;
 impl ErrorStatuses for GetErrors {
@@ -45,6 +43,7 @@ impl ErrorStatuses for PutErrors {
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
+        LEASE_NOT_FOUND,
         PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -74,7 +73,7 @@ impl ErrorStatuses for CasErrors {
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
-        NOT_FOUND,
+        KEY_OR_LEASE_NOT_FOUND,
         PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -103,6 +102,9 @@ pub enum GetResponse {
         /// Writes to the key since it was created (1 for the first).
         #[oai(header = "Kv-Version")]
         u64,
+        /// The lease the key lives on (16 hex digits), if it is on one.
+        #[oai(header = "Kv-Lease")]
+        Option<String>,
     ),
     /// The value has not changed since the ETag given in `If-None-Match`.
     #[oai(status = 304)]
@@ -122,6 +124,7 @@ pub enum GetAnswer {
 
 static KV_CREATE_REVISION: HeaderName = HeaderName::from_static("kv-create-revision");
 static KV_VERSION: HeaderName = HeaderName::from_static("kv-version");
+static KV_LEASE: HeaderName = HeaderName::from_static("kv-lease");
 
 /// An ETag: the revision in quotes.
 fn etag_value(revision: u64) -> HeaderValue {
@@ -144,6 +147,11 @@ impl IntoResponse for GetAnswer {
                 headers.insert(header::ETAG, etag_value(meta.mod_revision));
                 headers.insert(KV_CREATE_REVISION.clone(), meta.create_revision.into());
                 headers.insert(KV_VERSION.clone(), meta.version.into());
+                if let Some(lease) = meta.lease
+                    && let Ok(lease) = HeaderValue::try_from(lease.to_string())
+                {
+                    headers.insert(KV_LEASE.clone(), lease);
+                }
                 response
             }
             Self::NotModified { revision } => {
@@ -209,6 +217,9 @@ pub struct CasRequest {
         skip_serializing_if_is_none
     )]
     pub ttl: Option<u64>,
+    /// The lease (16 hex digits) the key lives on, instead of a `ttl`.
+    #[oai(nullable, skip_serializing_if_is_none)]
+    pub lease: Option<String>,
 }
 
 impl Example for CasRequest {
@@ -217,6 +228,7 @@ impl Example for CasRequest {
             expected: Some("old_value".to_owned()),
             new: "new_value".to_owned(),
             ttl: None,
+            lease: None,
         }
     }
 }
@@ -276,10 +288,16 @@ impl<B: Backend> KeysApi<B> {
     ///
     /// Stores the request body (UTF-8 text, any Content-Type) as the key's
     /// value: 201 if the key is new, 204 if it replaced a value. Both carry
-    /// the new revision as `ETag`. `ttl` makes the key expire; a PUT without
-    /// it clears any TTL. `If-Match` makes the write conditional on the
+    /// the new revision as `ETag`. `ttl` makes the key expire; `lease` puts
+    /// it on a lease instead (it lives as long as the lease: 404 if there
+    /// is no such lease); a PUT with neither clears any TTL and takes the
+    /// key off its lease. `If-Match` makes the write conditional on the
     /// current ETag, `If-None-Match: *` on the key not existing.
     #[oai(path = "/store/:key", method = "put", operation_id = "put_key")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "poem-openapi: one argument per parameter the spec declares"
+    )]
     async fn put_key(
         &self,
         /// The key (one path segment; send `/` as `%2F`).
@@ -288,6 +306,8 @@ impl<B: Backend> KeysApi<B> {
         /// Seconds until the key expires.
         #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
         ttl: Query<Option<u64>>,
+        /// The lease the key lives on (16 hex digits), instead of a `ttl`.
+        lease: Query<Option<String>>,
         /// Write only if the key's ETag is one of these (or `*`: the key exists).
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
@@ -299,7 +319,8 @@ impl<B: Backend> KeysApi<B> {
     ) -> Result<PutResponse, ApiError<PutErrors>> {
         let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
         let caller = auth.caller();
-        self.put(&caller, &key, ttl.0, if_match, if_none_match, body.0)
+        let lifetime = self.0.lifetime(ttl.0, lease.as_deref())?;
+        self.put(&caller, &key, lifetime, if_match, if_none_match, body.0)
             .await
     }
 
@@ -361,15 +382,20 @@ impl<B: Backend> KeysApi<B> {
     ) -> Result<CasResponse, ApiError<CasErrors>> {
         let key = self.0.key(&key)?;
         auth.caller().may_write_key(&key)?;
-        let JsonBody(CasRequest { expected, new, ttl }) = request;
+        let JsonBody(CasRequest {
+            expected,
+            new,
+            ttl,
+            lease,
+        }) = request;
         self.0.check_value(&new)?;
-        let ttl = self.0.ttl(ttl)?;
+        let lifetime = self.0.lifetime(ttl, lease.as_deref())?;
         let expects_value = expected.is_some();
         let op = Op {
             key: key.clone(),
             action: Action::Put {
                 value: Value::from(new),
-                ttl,
+                lifetime,
             },
             condition: Condition::Value(expected.map(Value::from)),
         };
@@ -436,7 +462,7 @@ impl<B: Backend> KeysApi<B> {
         &self,
         caller: &Caller,
         key: &str,
-        ttl: Option<u64>,
+        lifetime: Lifetime,
         if_match: Option<&str>,
         if_none_match: Option<&str>,
         body: poem::Body,
@@ -457,10 +483,7 @@ impl<B: Backend> KeysApi<B> {
             .map_err(|err| Problem::invalid_request(format!("the value is not UTF-8: {err}")))?;
         let op = Op {
             key: key.clone(),
-            action: Action::Put {
-                value,
-                ttl: ttl.map(Duration::from_secs),
-            },
+            action: Action::Put { value, lifetime },
             condition: write_condition(if_match, if_none_match),
         };
         match self
@@ -481,6 +504,7 @@ impl<B: Backend> KeysApi<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::LeaseId;
 
     /// Status, headers in order and body: what a client receives.
     async fn seen(response: Response) -> (StatusCode, Vec<(String, Vec<u8>)>, Bytes) {
@@ -496,21 +520,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_get_answer_is_what_the_spec_declares() {
-        let meta = Meta {
-            create_revision: 3,
-            mod_revision: 12,
-            version: 4,
-        };
         let value = || TextValue(Bytes::from_static(b"v1"));
-        let ours = GetAnswer::Ok {
-            value: value(),
-            meta,
-        };
-        let declared = GetResponse::Ok(value(), etag(12), 3, 4);
-        assert_eq!(
-            seen(ours.into_response()).await,
-            seen(declared.into_response()).await
-        );
+        for lease in [None, LeaseId::new(0x2a)] {
+            let meta = Meta {
+                create_revision: 3,
+                mod_revision: 12,
+                version: 4,
+                lease,
+            };
+            let ours = GetAnswer::Ok {
+                value: value(),
+                meta,
+            };
+            let shown = lease.map(|lease| lease.to_string());
+            let declared = GetResponse::Ok(value(), etag(12), 3, 4, shown);
+            assert_eq!(
+                seen(ours.into_response()).await,
+                seen(declared.into_response()).await
+            );
+        }
         let ours = GetAnswer::NotModified { revision: 12 };
         let declared = GetResponse::NotModified(etag(12));
         assert_eq!(

@@ -81,6 +81,9 @@ pub struct Listed {
     pub create_revision: u64,
     /// Writes to the key since it was created (1 for the first).
     pub version: u64,
+    /// The lease the key lives on (16 hex digits), if it is on one.
+    #[oai(skip_serializing_if_is_none)]
+    pub lease: Option<String>,
 }
 
 /// Written by hand to keep the members in name order, as poem-openapi
@@ -90,6 +93,9 @@ impl Serialize for Listed {
         let mut out = serializer.serialize_struct("Listed", 5)?;
         out.serialize_field("create_revision", &self.create_revision)?;
         out.serialize_field("key", &self.key)?;
+        if let Some(lease) = &self.lease {
+            out.serialize_field("lease", lease)?;
+        }
         out.serialize_field("revision", &self.revision)?;
         if let Some(value) = &self.value {
             out.serialize_field("value", value)?;
@@ -142,6 +148,7 @@ impl Example for Listing {
                 revision: 9,
                 create_revision: 4,
                 version: 2,
+                lease: None,
             }],
             next: None,
             count: None,
@@ -190,6 +197,7 @@ pub(super) fn listed(entry: &Entry, keys_only: bool) -> Listed {
         revision: meta.mod_revision,
         create_revision: meta.create_revision,
         version: meta.version,
+        lease: meta.lease.map(|lease| lease.to_string()),
     }
 }
 

@@ -12,6 +12,7 @@ mod cursor;
 mod detached;
 mod fast_path;
 mod keys;
+mod leases;
 mod list;
 mod problem;
 mod results;
@@ -36,13 +37,14 @@ pub use watch::ConnectionCloser;
 use batch::BatchApi;
 use detached::Detached;
 use keys::KeysApi;
+use leases::LeasesApi;
 use list::ListApi;
 use status::StatusApi;
 use txn::TxnApi;
 use watch::{WatchApi, WatchEvent};
 
 use crate::backend::{Backend, Counted};
-use crate::domain::{Key, Stats};
+use crate::domain::{Key, LeaseId, Lifetime, Stats};
 use crate::metrics::{AnswerRoom, ConnectionCounters, Metrics};
 
 #[derive(Tags)]
@@ -54,6 +56,8 @@ enum ApiTags {
     /// Several operations as one atomic commit: a batch, or a transaction
     /// with guards.
     Batch,
+    /// TTLs that many keys share.
+    Leases,
     /// Status and health of the server.
     Service,
 }
@@ -66,6 +70,17 @@ const MAX_TTL_SECONDS: u64 = 3_153_600_000;
 /// (query or JSON body).
 pub fn bad_ttl(given: impl std::fmt::Display) -> String {
     format!("ttl {given} is not a whole number of seconds from 1 to {MAX_TTL_SECONDS}")
+}
+
+/// A lease id from a request: 1 to 16 hex digits, not 0.
+fn lease_id(given: &str) -> Result<LeaseId, Box<Problem>> {
+    LeaseId::parse(given).ok_or_else(|| {
+        Problem::invalid_request(format!(
+            "lease {:?} is not a lease id: 1 to 16 hex digits, from 1 to 7fffffffffffffff",
+            shown(given)
+        ))
+        .into()
+    })
 }
 
 /// What is wrong with a `since` revision given in the query.
@@ -174,6 +189,19 @@ impl<B> Context<B> {
         }
     }
 
+    /// A write's lifetime from its `ttl` and `lease` (at most one).
+    fn lifetime(&self, ttl: Option<u64>, lease: Option<&str>) -> Result<Lifetime, Box<Problem>> {
+        let ttl = self.ttl(ttl)?;
+        match (ttl, lease) {
+            (Some(_), Some(_)) => Err(Problem::invalid_request(
+                "give `ttl` or `lease`, not both: a key on a lease lives as long as the lease",
+            )
+            .into()),
+            (ttl, None) => Ok(Lifetime::from_ttl(ttl)),
+            (None, Some(lease)) => Ok(Lifetime::Lease(lease_id(lease)?)),
+        }
+    }
+
     /// Checks a value from a JSON body against the limits.
     fn check_value(&self, value: &str) -> Result<(), Box<Problem>> {
         let max = self.limits.max_value_bytes;
@@ -195,6 +223,7 @@ pub type Api<B> = (
     WatchApi<B>,
     BatchApi<B>,
     TxnApi<B>,
+    LeasesApi<B>,
     StatusApi<B>,
 );
 
@@ -211,6 +240,7 @@ pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
         WatchApi(context.clone()),
         BatchApi(context.clone()),
         TxnApi(context.clone()),
+        LeasesApi(context.clone()),
         StatusApi {
             context,
             started: Instant::now(),

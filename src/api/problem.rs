@@ -11,7 +11,7 @@ use poem_openapi::registry::{
 };
 use poem_openapi::types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 
-use crate::domain::StorageError;
+use crate::domain::{LeaseId, StorageError};
 use poem_openapi::{ApiResponse, Object};
 
 use super::results::OpResult;
@@ -261,6 +261,16 @@ impl Problem {
         )
     }
 
+    /// No such lease: never granted, expired or revoked.
+    pub fn lease_not_found(lease: LeaseId) -> Self {
+        Self::new(
+            ErrorStatus::NOT_FOUND,
+            "lease-not-found",
+            "Lease not found",
+            format!("lease {lease} does not exist (never granted, expired or revoked)"),
+        )
+    }
+
     /// A write the store did not apply: 503 while the server stops or etcd
     /// cannot be reached, 507 when the data dir refused it (disk full or an
     /// I/O error).
@@ -293,6 +303,7 @@ impl Problem {
             StorageError::TooLarge(detail) => {
                 Self::too_large(format!("{detail}; nothing was written"))
             }
+            StorageError::LeaseNotFound(lease) => Self::lease_not_found(*lease),
         }
     }
 
@@ -367,6 +378,14 @@ pub const BAD_REQUEST: (u16, &str) = (
     "The request is malformed: a bad key, value, parameter or body.",
 );
 pub const NOT_FOUND: (u16, &str) = (404, "The key does not exist (or has expired).");
+pub const LEASE_NOT_FOUND: (u16, &str) = (
+    404,
+    "The lease named does not exist (never granted, expired or revoked).",
+);
+pub const KEY_OR_LEASE_NOT_FOUND: (u16, &str) = (
+    404,
+    "The key does not exist (or has expired), or the lease named does not.",
+);
 pub const PRECONDITION_FAILED: (u16, &str) = (
     412,
     "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",

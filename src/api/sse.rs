@@ -27,6 +27,8 @@ struct Data<'a> {
     create_revision: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<String>,
 }
 
 /// One SSE frame: `id`, `event` and one `data` line of JSON.
@@ -42,6 +44,10 @@ fn encode(event: &Event) -> Bytes {
         revision: event.revision(),
         create_revision: event.meta().map(|meta| meta.create_revision),
         version: event.meta().map(|meta| meta.version),
+        lease: event
+            .meta()
+            .and_then(|meta| meta.lease)
+            .map(|lease| lease.to_string()),
     };
     // Writing to a Vec cannot fail, and the data has only strings and
     // integers, which serialise.
@@ -152,7 +158,7 @@ impl<T: Send> IntoResponse for SseFrames<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Entry, Meta};
+    use crate::domain::{Entry, LeaseId, Meta};
 
     #[test]
     fn a_frame_is_id_event_and_one_data_line() {
@@ -160,12 +166,13 @@ mod tests {
             create_revision: 4,
             mod_revision: 7,
             version: 2,
+            lease: LeaseId::new(0x2a),
         };
         let entry = Entry::new("k", "line\nbreak \"q\"".as_bytes(), meta, None);
         let frame = encode(&Event::live(7, EventKind::Put, entry));
         assert_eq!(
             &frame[..],
-            b"id: 7\nevent: put\ndata: {\"key\":\"k\",\"value\":\"line\\nbreak \\\"q\\\"\",\"revision\":7,\"create_revision\":4,\"version\":2}\n\n"
+            b"id: 7\nevent: put\ndata: {\"key\":\"k\",\"value\":\"line\\nbreak \\\"q\\\"\",\"revision\":7,\"create_revision\":4,\"version\":2,\"lease\":\"000000000000002a\"}\n\n"
         );
         let mut gone = Event::gone(9, EventKind::Delete, "k".into());
         gone.part = Some(2);

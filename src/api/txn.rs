@@ -13,16 +13,17 @@ use super::list::{
     DEFAULT_LIMIT, EMPTY_PREFIX, ITEM_OVERHEAD, Listed, MAX_LIMIT, bad_limit, listed,
 };
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
-    REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, LEASE_NOT_FOUND,
+    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
 };
 use super::text::Text;
-use super::{ApiTags, Context};
+use super::{ApiTags, Context, lease_id};
 use crate::auth::Caller;
 use crate::backend::Backend;
 use crate::domain::{
-    Comparison, Guard, KeyTest, Operand, Order, Outcome, PrefixTest, Txn, TxnOp, TxnResult, Value,
+    Comparison, Guard, KeyTest, Lifetime, Operand, Order, Outcome, PrefixTest, Txn, TxnOp,
+    TxnResult, Value,
 };
 
 /// How a guard tests its key (or every key under its prefix).
@@ -65,6 +66,9 @@ pub struct TxnGuard {
     /// Operand: writes to the key since it was created.
     #[oai(skip_serializing_if_is_none)]
     pub version: Option<u64>,
+    /// Operand: the key's lease (16 hex digits; `0`: on no lease).
+    #[oai(skip_serializing_if_is_none)]
+    pub lease: Option<String>,
 }
 
 /// What a transaction operation does.
@@ -91,7 +95,11 @@ pub struct TxnOperation {
     /// PUT: the value (absent means the empty value).
     #[oai(skip_serializing_if_is_none)]
     pub value: Option<String>,
-    /// PUT: seconds until the key expires; without it the key keeps no TTL.
+    /// PUT: the lease (16 hex digits) the key lives on, instead of a `ttl`.
+    #[oai(skip_serializing_if_is_none)]
+    pub lease: Option<String>,
+    /// PUT: seconds until the key expires; without it (or a `lease`) the
+    /// key keeps no TTL.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
         skip_serializing_if_is_none
@@ -157,6 +165,10 @@ pub struct TxnOpResult {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// GET of a key: the lease it lives on, if any.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     /// GET of a prefix: the keys under it, in key order.
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +192,7 @@ impl TxnOpResult {
             revision: None,
             create_revision: None,
             version: None,
+            lease: None,
             keys: None,
             more: None,
             deleted: None,
@@ -212,6 +225,7 @@ impl ErrorStatuses for TxnErrors {
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
+        LEASE_NOT_FOUND,
         REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
@@ -256,11 +270,17 @@ pub struct TxnApi<B>(pub Context<B>);
 
 impl<B: Backend> TxnApi<B> {
     fn guard(&self, guard: TxnGuard, caller: &Caller) -> Result<Guard, Box<Problem>> {
+        let lease = match guard.lease.as_deref() {
+            None => None,
+            Some("0") => Some(Operand::Lease(None)),
+            Some(lease) => Some(Operand::Lease(Some(lease_id(lease)?))),
+        };
         let operands = [
             guard.value.map(|value| Operand::Value(Value::from(value))),
             guard.mod_revision.map(Operand::ModRevision),
             guard.create_revision.map(Operand::CreateRevision),
             guard.version.map(Operand::Version),
+            lease,
         ];
         let mut given = operands.into_iter().flatten();
         let (operand, more) = (given.next(), given.next());
@@ -276,7 +296,7 @@ impl<B: Backend> TxnApi<B> {
             (Some(_), _, _) => {
                 return Err(Problem::invalid_request(
                     "a comparison takes exactly one operand: `value`, `mod_revision`, \
-                     `create_revision` or `version`",
+                     `create_revision`, `version` or `lease`",
                 )
                 .into());
             }
@@ -321,9 +341,9 @@ impl<B: Backend> TxnApi<B> {
     }
 
     fn op(&self, op: TxnOperation, caller: &Caller) -> Result<TxnOp, Box<Problem>> {
-        let ttl = self.0.ttl(op.ttl)?;
-        if ttl.is_some() && op.op != TxnMethod::Put {
-            return Err(Problem::invalid_request("`ttl` is for PUT").into());
+        let lifetime = self.0.lifetime(op.ttl, op.lease.as_deref())?;
+        if lifetime != Lifetime::Forever && op.op != TxnMethod::Put {
+            return Err(Problem::invalid_request("`ttl` and `lease` are for PUT").into());
         }
         if op.value.is_some() && op.op != TxnMethod::Put {
             return Err(Problem::invalid_request("`value` is for PUT").into());
@@ -356,7 +376,7 @@ impl<B: Backend> TxnApi<B> {
                 TxnOp::Put {
                     key: self.0.key(&key)?,
                     value: Value::from(value),
-                    ttl,
+                    lifetime,
                 }
             }
             (TxnMethod::Put, Target::Prefix(_)) => {
@@ -437,6 +457,7 @@ fn results(txn_results: Vec<TxnResult>, max: usize) -> Vec<TxnOpResult> {
                     value: Some(Text(current.value)),
                     create_revision: Some(current.meta.create_revision),
                     version: Some(current.meta.version),
+                    lease: current.meta.lease.map(|lease| lease.to_string()),
                     ..TxnOpResult::revision(StatusCode::OK, revision)
                 }
             }

@@ -64,6 +64,11 @@ pub struct WatchEvent {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// The lease the key lives on (16 hex digits); absent when it is on
+    /// none.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// The body of `POST /watch`: a JSON array of keys (the original form),
@@ -153,6 +158,7 @@ impl Example for WatchEvent {
             revision: Some(7),
             create_revision: Some(4),
             version: Some(2),
+            lease: None,
         }
     }
 }

@@ -181,6 +181,28 @@ impl Caller {
         )
     }
 
+    /// The caller's token's name (none without an auth file): who holds
+    /// the leases it grants.
+    pub fn name(&self) -> Option<Arc<str>> {
+        match self {
+            Self::Anyone => None,
+            Self::Token(token) => Some(token.name.clone()),
+        }
+    }
+
+    /// Whether the caller may keep alive, read or revoke a lease granted by
+    /// `owner`: the token that granted it, or an admin token.
+    pub fn may_use_lease(
+        &self,
+        lease: impl std::fmt::Display,
+        owner: Option<&str>,
+    ) -> Result<(), Denied> {
+        self.check(
+            |t| t.admin || owner == Some(&*t.name),
+            || format!("use lease {lease}: another token granted it"),
+        )
+    }
+
     /// Completes when the caller's token is revoked (never without one).
     pub async fn revoked(self) {
         match self {

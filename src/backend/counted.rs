@@ -9,8 +9,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::Backend;
 use crate::domain::{
-    Action, BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError,
-    RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    Action, BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -138,6 +139,35 @@ impl<B: Backend> Counted<B> {
     /// metrics, per operation and status, as every request is.
     pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
         self.backend.txn(txn).await
+    }
+
+    pub async fn grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: u64,
+        owner: Option<Arc<str>>,
+    ) -> Result<LeaseState, LeaseError> {
+        self.backend.grant(id, ttl, owner).await
+    }
+
+    pub async fn keep_alive(&self, id: LeaseId) -> Result<u64, LeaseError> {
+        self.backend.keep_alive(id).await
+    }
+
+    pub async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {
+        self.backend.lease(id, keys).await
+    }
+
+    pub async fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> Result<LeasePage, LeaseError> {
+        self.backend.leases(after, limit).await
+    }
+
+    pub async fn revoke(&self, id: LeaseId) -> Result<u64, LeaseError> {
+        self.backend.revoke(id).await
     }
 
     pub fn max_batch_ops(&self) -> Option<usize> {

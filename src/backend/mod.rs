@@ -15,14 +15,16 @@
 mod counted;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::Stream;
 
 pub use counted::{Counted, Counters};
 
 use crate::domain::{
-    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
+    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
+    WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -53,6 +55,36 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// revision; its reads see the store as the guards did). Its writes
     /// name distinct keys (the API checks).
     fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send;
+
+    /// Grants a lease of `ttl` seconds, its id `id` (or one the backend
+    /// picks), held by `owner` (the granting token's name).
+    fn grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: u64,
+        owner: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send;
+
+    /// Gives a lease its full TTL again; answers that TTL.
+    fn keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send;
+
+    /// A lease's TTLs and owner, and with `keys` the keys on it.
+    fn lease(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send;
+
+    /// Up to `limit` leases after `after`, in id order.
+    fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<LeasePage, LeaseError>> + Send;
+
+    /// Revokes a lease: every key on it is deleted in one commit. Answers
+    /// the store's revision after it.
+    fn revoke(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send;
 
     /// Most operations one batch (or one part of a transaction: its
     /// guards, or a branch) may carry here (etcd's `--max-txn-ops`);

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use triomphe::{Arc, ThinArc};
 
-use super::Value;
+use super::{LeaseId, Value};
 
 /// A key's place in the store's history, as etcd's `KeyValue` keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct Meta {
     pub mod_revision: u64,
     /// Writes to the key since it was created (1 for the first).
     pub version: u64,
+    /// The lease the key is attached to, if any.
+    pub lease: Option<LeaseId>,
 }
 
 impl Meta {
@@ -28,16 +30,24 @@ impl Meta {
             create_revision: revision,
             mod_revision: revision,
             version: 1,
+            lease: None,
         }
     }
 
-    /// The same key written again at `revision`.
+    /// The same key written again at `revision` (on no lease: a write
+    /// says its own with [`Meta::on_lease`]).
     pub fn rewritten(self, revision: u64) -> Self {
         Self {
             mod_revision: revision,
             version: self.version.saturating_add(1),
+            lease: None,
             ..self
         }
+    }
+
+    /// The same, attached to `lease`.
+    pub fn on_lease(self, lease: Option<LeaseId>) -> Self {
+        Self { lease, ..self }
     }
 }
 
@@ -62,6 +72,7 @@ struct Header {
 const KEY_LEN_MASK: u32 = (1 << 24) - 1;
 const HAS_DEADLINE: u32 = 1 << 24;
 const HAS_WIDE_VERSION: u32 = 1 << 25;
+const HAS_LEASE: u32 = 1 << 26;
 const WIDE_VERSION: u32 = u32::MAX;
 
 /// Bytes each optional field takes at the front of the record.
@@ -74,16 +85,16 @@ const FIELD_BYTES: usize = 8;
 /// separate allocations for key, value and record would cost three malloc
 /// headers and three pointers per key, and a fat pointer would double every
 /// hash table slot. One allocation is what gets a key of 15 bytes with a
-/// value of 100 into a 160-byte malloc chunk. The deadline (and a version
-/// past 32 bits) is stored only for keys that have one.
+/// value of 100 into a 160-byte malloc chunk. The deadline, a version past
+/// 32 bits and a lease are stored only for keys that have one.
 ///
 /// It is reference counted (`triomphe`'s `ThinArc`: one count, no weak) so
 /// that a GET response, a watch event and the history can share the record
 /// that was current when they were taken instead of copying the value, and
 /// so that a write that replaces it does not wait for them.
 ///
-/// Layout of the bytes: `[deadline][wide version][key][value]`, the first
-/// two only when the header's flags say so; the key and value are UTF-8,
+/// Layout of the bytes: `[deadline][wide version][lease][key][value]`, the
+/// first three only when the header's flags say so; the key and value are UTF-8,
 /// checked before they got here.
 #[derive(Clone)]
 pub struct Entry(ThinArc<Header, u8>);
@@ -122,6 +133,9 @@ impl Entry {
         if narrow.is_none() {
             shape |= HAS_WIDE_VERSION;
         }
+        if meta.lease.is_some() {
+            shape |= HAS_LEASE;
+        }
         let header = Header {
             mod_revision: meta.mod_revision,
             create_revision: meta.create_revision,
@@ -130,10 +144,11 @@ impl Entry {
         };
         let deadline = deadline.map(u64::to_le_bytes);
         let wide = narrow.is_none().then(|| meta.version.to_le_bytes());
+        let lease = meta.lease.map(|lease| lease.get().to_le_bytes());
         fn field(bytes: &Option<[u8; FIELD_BYTES]>) -> &[u8] {
             bytes.as_ref().map_or(&[], |bytes| bytes)
         }
-        let parts = [field(&deadline), field(&wide), key, value];
+        let parts = [field(&deadline), field(&wide), field(&lease), key, value];
         let len = parts.iter().map(|part| part.len()).sum();
         // Allocated zeroed, then filled with copies: triomphe builds a
         // record from one slice or from an exact-size iterator only.
@@ -216,7 +231,13 @@ impl Entry {
             create_revision: header.create_revision,
             mod_revision: header.mod_revision,
             version,
+            lease: self.lease(),
         }
+    }
+
+    /// The lease the key is attached to, if any.
+    pub fn lease(&self) -> Option<LeaseId> {
+        self.field(HAS_LEASE).and_then(LeaseId::new)
     }
 
     /// When the key expires, if it has a TTL.
@@ -254,6 +275,7 @@ mod tests {
             create_revision: 3,
             mod_revision: 7,
             version: 2,
+            lease: None,
         };
         let entry = Entry::new("clé", "grüße".as_bytes(), meta, Some(deadline));
         assert_eq!(entry.key(), "clé");
@@ -273,19 +295,23 @@ mod tests {
     }
 
     #[test]
-    fn a_version_past_32_bits_is_kept_whole_beside_a_deadline() {
+    fn a_version_past_32_bits_and_a_lease_are_kept_whole_beside_a_deadline() {
         let deadline = Instant::now() + Duration::from_secs(5);
         for version in [u64::from(u32::MAX) - 1, u64::from(u32::MAX), u64::MAX] {
-            let meta = Meta {
-                create_revision: 1,
-                mod_revision: 9,
-                version,
-            };
-            for deadline in [None, Some(deadline)] {
-                let entry = Entry::new("key", b"value", meta, deadline);
-                assert_eq!(entry.meta(), meta);
-                assert_eq!((entry.key(), entry.value_str()), ("key", "value"));
-                assert_eq!(entry.deadline().is_some(), deadline.is_some());
+            for lease in [None, LeaseId::new(LeaseId::MAX)] {
+                let meta = Meta {
+                    create_revision: 1,
+                    mod_revision: 9,
+                    version,
+                    lease,
+                };
+                for deadline in [None, Some(deadline)] {
+                    let entry = Entry::new("key", b"value", meta, deadline);
+                    assert_eq!(entry.meta(), meta);
+                    assert_eq!((entry.key(), entry.value_str()), ("key", "value"));
+                    assert_eq!(entry.deadline().is_some(), deadline.is_some());
+                    assert_eq!(entry.lease(), lease);
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Outcome;
+use super::{LeaseId, Outcome};
 
 /// Why a write was not applied. Two different things for a client: one
 /// says "ask again elsewhere, soon", the other "the disk is the problem".
@@ -24,6 +24,9 @@ pub enum StorageError {
     /// The backend (etcd) refused the request as too large; nothing was
     /// written.
     TooLarge(Arc<str>),
+    /// A write named a lease that does not exist (never granted, expired
+    /// or revoked); nothing was written.
+    LeaseNotFound(LeaseId),
 }
 
 impl std::fmt::Display for StorageError {
@@ -34,6 +37,7 @@ impl std::fmt::Display for StorageError {
             | Self::DataDirLost(detail)
             | Self::Unavailable(detail)
             | Self::TooLarge(detail) => f.write_str(detail),
+            Self::LeaseNotFound(lease) => write!(f, "lease {lease} does not exist"),
         }
     }
 }

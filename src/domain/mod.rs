@@ -5,6 +5,7 @@
 mod entry;
 mod error;
 mod event;
+mod lease;
 mod op;
 mod range;
 mod readiness;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use entry::{Entry, MAX_KEY_BYTES, Meta, epoch, start_clock};
 pub use error::{BatchError, RangeError, StorageError, WatchError};
 pub use event::{Event, EventKind, Position};
+pub use lease::{LeaseError, LeaseHeld, LeaseId, LeasePage, LeaseState, Lifetime};
 pub use op::{Action, Condition, Current, Op, Outcome, PrefixDeleted, Revisions};
 pub use range::{Page, RangeRequest, ReadPoint};
 pub use readiness::Readiness;

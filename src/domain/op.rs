@@ -1,9 +1,7 @@
 //! Operations and their outcomes: what the API asks of the store and what
 //! it gets back.
 
-use std::time::Duration;
-
-use super::{Entry, Key, Meta, Value};
+use super::{Entry, Key, Lifetime, Meta, Value};
 
 /// A key's value, revisions and version, as reads and failed conditions
 /// report it.
@@ -88,10 +86,11 @@ impl Condition {
 #[derive(Clone, Debug)]
 pub enum Action {
     Get,
-    /// Sets the value; `ttl` of `None` clears any TTL.
+    /// Sets the value, for `lifetime` (which replaces any TTL or lease the
+    /// key had).
     Put {
         value: Value,
-        ttl: Option<Duration>,
+        lifetime: Lifetime,
     },
     Delete,
 }

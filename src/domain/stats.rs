@@ -14,6 +14,10 @@ pub struct Stats {
     pub cas_failed: u64,
     pub batches: u64,
     pub expired: u64,
+    /// Leases that exist now.
+    pub leases: u64,
+    /// Leases that ran out (not revoked).
+    pub expired_leases: u64,
     pub open_watches: u64,
     pub lagging_watchers: u64,
     /// Bytes of events and encoded frames the watchers pin now.

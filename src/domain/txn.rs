@@ -2,9 +2,8 @@
 //! run, otherwise the `else` operations, as one commit (etcd's `Txn`).
 
 use std::cmp::Ordering;
-use std::time::Duration;
 
-use super::{Current, Entry, Key, Outcome, Value};
+use super::{Current, Entry, Key, LeaseId, Lifetime, Outcome, Value};
 
 /// How a key's field must compare with the guard's operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +33,8 @@ pub enum Operand {
     ModRevision(u64),
     CreateRevision(u64),
     Version(u64),
+    /// The key's lease; `None`: on no lease (etcd's 0).
+    Lease(Option<LeaseId>),
 }
 
 /// A key's field compared with an operand. Where there is no key (an
@@ -56,6 +57,10 @@ impl Comparison {
             Operand::ModRevision(operand) => number(|c| c.meta.mod_revision).cmp(operand),
             Operand::CreateRevision(operand) => number(|c| c.meta.create_revision).cmp(operand),
             Operand::Version(operand) => number(|c| c.meta.version).cmp(operand),
+            Operand::Lease(operand) => {
+                let lease = |c: &Current| c.meta.lease.map_or(0, LeaseId::get);
+                number(lease).cmp(&operand.map_or(0, LeaseId::get))
+            }
         };
         self.order.holds(ordering)
     }
@@ -126,11 +131,11 @@ pub enum TxnOp {
         prefix: Key,
         limit: usize,
     },
-    /// Sets the value; `ttl` of `None` clears any TTL.
+    /// Sets the value, for `lifetime`.
     Put {
         key: Key,
         value: Value,
-        ttl: Option<Duration>,
+        lifetime: Lifetime,
     },
     Delete(Key),
     /// Deletes every key under a (non-empty) prefix.
@@ -199,6 +204,7 @@ mod tests {
                 create_revision: 2,
                 mod_revision,
                 version: 3,
+                lease: LeaseId::new(5),
             },
         }
     }
@@ -220,6 +226,8 @@ mod tests {
             (Order::Less, Operand::Value("c".into()), true),
             (Order::Greater, Operand::Value("a".into()), true),
             (Order::Equal, Operand::Value("b".into()), true),
+            (Order::Equal, Operand::Lease(LeaseId::new(5)), true),
+            (Order::Greater, Operand::Lease(None), true),
         ];
         for (order, operand, holds) in cases {
             assert_eq!(
@@ -236,6 +244,7 @@ mod tests {
         assert!(compare(Order::Less, Operand::ModRevision(1)).holds(None));
         assert!(!compare(Order::Equal, Operand::Value("".into())).holds(None));
         assert!(!compare(Order::NotEqual, Operand::Value("x".into())).holds(None));
+        assert!(compare(Order::Equal, Operand::Lease(None)).holds(None));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! cluster.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::EtcdStore;
 use super::hub::Registered;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
+    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
+    WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
@@ -33,6 +35,39 @@ impl Backend for EtcdStore {
 
     fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
         EtcdStore::txn(self, txn)
+    }
+
+    fn grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: u64,
+        owner: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        EtcdStore::grant(self, id, ttl, owner)
+    }
+
+    fn keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        EtcdStore::keep_alive(self, id)
+    }
+
+    fn lease(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        EtcdStore::lease(self, id, keys)
+    }
+
+    fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<LeasePage, LeaseError>> + Send {
+        EtcdStore::leases(self, after, limit)
+    }
+
+    fn revoke(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        EtcdStore::revoke(self, id)
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

@@ -149,7 +149,7 @@ impl EtcdStore {
             resume
         };
         let options = WatchOptions::new()
-            .with_prefix()
+            .with_range(self.keys_end(&self.inner.namespace))
             .with_prev_key()
             .with_progress_notify()
             .with_start_revision(i64::try_from(start + 1).unwrap_or(i64::MAX));
@@ -305,7 +305,7 @@ impl EtcdStore {
         // can still be resumed from then.
         let start = i64::try_from(since.revision.max(1)).unwrap_or(i64::MAX);
         let probe = GetOptions::new()
-            .with_prefix()
+            .with_range(self.keys_end(&self.inner.namespace))
             .with_count_only()
             .with_revision(start);
         match self.read(self.inner.namespace.clone(), Some(probe)).await {
@@ -314,7 +314,7 @@ impl EtcdStore {
             Err(failure) => return Err(unavailable(failure)),
         }
         let options = WatchOptions::new()
-            .with_prefix()
+            .with_range(self.keys_end(&self.inner.namespace))
             .with_prev_key()
             .with_start_revision(start);
         let mut stream = self

@@ -5,14 +5,20 @@
 //! a `mod_revision` per key, watches from a revision, compaction), so the
 //! mapping is direct: a key is `--etcd-prefix` + the key; revisions and
 //! ETags are etcd's, the same on every node; a write or a batch is one
-//! transaction (`ops.rs`); a listing is a range at the cursor's revision
-//! (`range.rs`); watches fan out from one etcd watch per node (`hub.rs`).
+//! transaction (`ops.rs`, `txn.rs`); a listing is a range at the cursor's
+//! revision (`range.rs`); watches fan out from one etcd watch per node
+//! (`hub.rs`); leases are etcd's (`leases.rs`).
+//!
+//! What kv-store keeps beside the keys (who holds each lease) lives just
+//! past them: `--etcd-prefix`, the byte 0xff, then a name. A key is UTF-8,
+//! which never has that byte, so every range of keys ends before it.
 //!
 //! Every call to etcd is bounded by `--etcd-timeout`: when etcd is down or
 //! has no quorum the client gets a 503 in time, never a hung request.
 
 mod backend;
 mod hub;
+mod leases;
 mod ops;
 mod range;
 mod txn;
@@ -26,7 +32,7 @@ use etcd_client::{
 };
 
 use crate::domain::Readiness;
-use crate::domain::{Current, Entry, Meta, Stats, StorageError, Value};
+use crate::domain::{Current, Entry, LeaseId, Meta, Stats, StorageError, Value};
 use crate::watch::WatchLimits;
 
 use hub::Hub;
@@ -155,6 +161,26 @@ impl EtcdStore {
         full
     }
 
+    /// A name kv-store keeps past the keys (see the module's doc).
+    fn beside(&self, name: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.inner.namespace.len() + 1 + name.len());
+        full.extend_from_slice(&self.inner.namespace);
+        full.push(0xff);
+        full.extend_from_slice(name);
+        full
+    }
+
+    /// Where the keys starting with `full_prefix` (a key as etcd stores
+    /// it) end: for the whole namespace, where what is kept beside the
+    /// keys begins.
+    fn keys_end(&self, full_prefix: &[u8]) -> Vec<u8> {
+        if full_prefix == &self.inner.namespace[..] {
+            self.beside(b"")
+        } else {
+            range::prefix_end(full_prefix)
+        }
+    }
+
     /// The key as clients know it: etcd's without the namespace. Keys
     /// written around kv-store may not be UTF-8; they are shown lossily.
     fn short<'a>(&self, full: &'a [u8]) -> std::borrow::Cow<'a, str> {
@@ -227,7 +253,8 @@ impl EtcdStore {
     /// The store's revision and key count (a count-only range over the
     /// namespace).
     async fn count(&self) -> Result<(u64, u64), Failure> {
-        let options = GetOptions::new().with_prefix().with_count_only();
+        let end = self.keys_end(&self.inner.namespace);
+        let options = GetOptions::new().with_range(end).with_count_only();
         let answer = self
             .read(self.inner.namespace.clone(), Some(options))
             .await?;
@@ -294,12 +321,17 @@ fn revision(revision: i64) -> u64 {
     u64::try_from(revision).unwrap_or(0)
 }
 
-/// A key's revisions and version as etcd keeps them.
+/// A key's revisions, version and lease as etcd keeps them (a key's own
+/// TTL is a lease in etcd, one kv-store made for it: not shown).
 fn meta(kv: &KeyValue) -> Meta {
     Meta {
         create_revision: revision(kv.create_revision()),
         mod_revision: revision(kv.mod_revision()),
         version: revision(kv.version()),
+        lease: u64::try_from(kv.lease())
+            .ok()
+            .filter(|id| !leases::for_a_ttl(*id))
+            .and_then(LeaseId::new),
     }
 }
 
@@ -314,10 +346,19 @@ enum Failure {
     Future,
     /// etcd refused the request as too large.
     TooLarge(String),
+    /// A lease named does not exist.
+    NoLease,
+    /// A lease granted with an id etcd already has.
+    LeaseExists,
 }
 
 impl From<etcd_client::Error> for Failure {
     fn from(err: etcd_client::Error) -> Self {
+        if let etcd_client::Error::LeaseKeepAliveError(message) = &err
+            && message.contains("lease not found")
+        {
+            return Self::NoLease;
+        }
         let etcd_client::Error::GRpcStatus(status) = &err else {
             return Self::Unavailable(format!("etcd cannot be reached: {err}"));
         };
@@ -326,6 +367,10 @@ impl From<etcd_client::Error> for Failure {
             Self::Compacted
         } else if message.contains("required revision is a future revision") {
             Self::Future
+        } else if message.contains("requested lease not found") {
+            Self::NoLease
+        } else if message.contains("lease already exists") {
+            Self::LeaseExists
         } else if message.contains("request is too large")
             || message.contains("too many operations")
         {
@@ -342,13 +387,21 @@ impl std::fmt::Display for Failure {
             Self::Unavailable(detail) | Self::TooLarge(detail) => f.write_str(detail),
             Self::Compacted => f.write_str("etcd compacted the revision away"),
             Self::Future => f.write_str("the revision is ahead of etcd's"),
+            Self::NoLease => f.write_str("etcd has no such lease"),
+            Self::LeaseExists => f.write_str("etcd has a lease with that id"),
         }
     }
 }
 
 impl Failure {
     fn storage(self) -> StorageError {
+        self.storage_naming(None)
+    }
+
+    /// As [`Failure::storage`], for a write that named `lease`.
+    fn storage_naming(self, lease: Option<LeaseId>) -> StorageError {
         match self {
+            Self::NoLease if let Some(lease) = lease => StorageError::LeaseNotFound(lease),
             Self::TooLarge(detail) => StorageError::TooLarge(detail.into()),
             other => StorageError::Unavailable(other.to_string().into()),
         }

@@ -8,15 +8,13 @@
 //! memory store's.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
-};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
 use super::{EtcdStore, Failure, revision};
 use crate::domain::{
-    Action, BatchError, Condition, Current, Op, Outcome, PrefixDeleted, Revisions, StorageError,
+    Action, BatchError, Condition, Current, Lifetime, Op, Outcome, PrefixDeleted, Revisions,
+    StorageError,
 };
 
 /// The compares that hold exactly when `condition` holds for `key`, or
@@ -75,11 +73,6 @@ fn compares(key: &[u8], condition: &Condition) -> Option<Vec<Compare>> {
     Some(compares)
 }
 
-/// Whole seconds for a lease, at least 1.
-pub(super) fn lease_seconds(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX)
-}
-
 impl EtcdStore {
     pub async fn apply(&self, op: Op) -> Result<Outcome, StorageError> {
         match self.run(std::slice::from_ref(&op)).await {
@@ -96,10 +89,17 @@ impl EtcdStore {
 
     /// Runs `ops` (distinct keys) as one transaction.
     async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        let ttls = ops.iter().filter_map(|op| match &op.action {
-            Action::Put { ttl, .. } => *ttl,
-            Action::Get | Action::Delete => None,
+        let lifetimes = || {
+            ops.iter().filter_map(|op| match &op.action {
+                Action::Put { lifetime, .. } => Some(*lifetime),
+                Action::Get | Action::Delete => None,
+            })
+        };
+        let ttls = lifetimes().filter_map(|lifetime| match lifetime {
+            Lifetime::Ttl(ttl) => Some(ttl),
+            Lifetime::Forever | Lifetime::Lease(_) => None,
         });
+        let named = lifetimes().find_map(Lifetime::lease);
         let leases = self
             .grant_leases(ttls.collect())
             .await
@@ -136,11 +136,8 @@ impl EtcdStore {
                 .zip(&keys)
                 .map(|(op, key)| match &op.action {
                     Action::Get => TxnOp::get(key.clone(), None),
-                    Action::Put { value, ttl } => {
-                        let mut options = PutOptions::new().with_prev_key();
-                        if let Some(lease) = ttl.and_then(|ttl| leases.get(&lease_seconds(ttl))) {
-                            options = options.with_lease(*lease);
-                        }
+                    Action::Put { value, lifetime } => {
+                        let options = self.put_options(*lifetime, &leases);
                         TxnOp::put(key.clone(), value.as_bytes(), Some(options))
                     }
                     Action::Delete => {
@@ -160,7 +157,7 @@ impl EtcdStore {
                     async move { kv.txn(txn).await }
                 })
                 .await
-                .map_err(|failure| BatchError::Storage(failure.storage()))?;
+                .map_err(|failure| BatchError::Storage(failure.storage_naming(named)))?;
             if answer.succeeded() {
                 break self.applied(&answer);
             }
@@ -190,32 +187,6 @@ impl EtcdStore {
             // Only a pinned key changed under us: read it again.
         };
         BatchError::unless_rejected(outcomes)
-    }
-
-    /// One lease per distinct TTL among the puts' `ttls`, granted before
-    /// the transaction (a lease cannot be made inside one), by whole
-    /// seconds. etcd may raise a TTL to its minimum (about 2 s). A lease
-    /// whose transaction fails is left to expire with no key on it.
-    pub(super) async fn grant_leases(
-        &self,
-        ttls: Vec<Duration>,
-    ) -> Result<HashMap<i64, i64>, StorageError> {
-        let mut leases = HashMap::new();
-        for ttl in ttls {
-            let seconds = lease_seconds(ttl);
-            if leases.contains_key(&seconds) {
-                continue;
-            }
-            let granted = self
-                .call(|| {
-                    let mut lease = self.inner.client.lease_client();
-                    async move { lease.grant(seconds, None).await }
-                })
-                .await
-                .map_err(Failure::storage)?;
-            leases.insert(seconds, granted.id());
-        }
-        Ok(leases)
     }
 
     /// The outcomes when a pinned condition already fails on what was read:

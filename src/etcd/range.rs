@@ -23,7 +23,7 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 impl EtcdStore {
     pub async fn range(&self, request: &RangeRequest<'_>) -> Result<Page, RangeError> {
         let prefix = self.full(request.prefix);
-        let end = prefix_end(&prefix);
+        let end = self.keys_end(&prefix);
         // Start after the cursor's key: the key with a zero byte appended.
         let start = match request.after {
             Some(after) if after.as_bytes() >= request.prefix.as_bytes() => {

@@ -6,15 +6,13 @@
 use std::collections::HashMap;
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn as EtcdTxn, TxnOp as EtcdOp,
-    TxnOpResponse,
+    Compare, CompareOp, DeleteOptions, GetOptions, Txn as EtcdTxn, TxnOp as EtcdOp, TxnOpResponse,
 };
 
-use super::ops::lease_seconds;
 use super::{EtcdStore, revision};
 use crate::domain::{
-    Comparison, Guard, KeyTest, Operand, Order, Outcome, PrefixTest, StorageError, Txn, TxnOp,
-    TxnOutcome, TxnResult,
+    Comparison, Guard, KeyTest, LeaseId, Lifetime, Operand, Order, Outcome, PrefixTest,
+    StorageError, Txn, TxnOp, TxnOutcome, TxnResult,
 };
 
 /// etcd's numbers are i64: a larger operand compares as the largest.
@@ -34,6 +32,7 @@ fn compare(key: Vec<u8>, comparison: &Comparison) -> Compare {
         Operand::ModRevision(r) => Compare::mod_revision(key, order, number(*r)),
         Operand::CreateRevision(r) => Compare::create_revision(key, order, number(*r)),
         Operand::Version(v) => Compare::version(key, order, number(*v)),
+        Operand::Lease(lease) => Compare::lease(key, order, number(lease.map_or(0, LeaseId::get))),
     }
 }
 
@@ -57,12 +56,13 @@ impl EtcdStore {
             }
             Guard::Prefix { prefix, test } => {
                 let prefix = self.full(prefix);
+                let end = self.keys_end(&prefix);
                 match test {
                     // Every key's create_revision is 0: there is none.
                     PrefixTest::Empty => {
-                        Compare::create_revision(prefix, CompareOp::Equal, 0).with_prefix()
+                        Compare::create_revision(prefix, CompareOp::Equal, 0).with_range(end)
                     }
-                    PrefixTest::Every(comparison) => compare(prefix, comparison).with_prefix(),
+                    PrefixTest::Every(comparison) => compare(prefix, comparison).with_range(end),
                 }
             }
         }
@@ -81,19 +81,19 @@ impl EtcdStore {
             placed.push(Placed { op, at: etcd.len() });
             etcd.push(match op {
                 TxnOp::Get(key) => EtcdOp::get(self.full(key), None),
-                TxnOp::List { prefix, limit } => EtcdOp::get(
-                    self.full(prefix),
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_limit(i64::try_from(*limit).unwrap_or(i64::MAX)),
-                    ),
-                ),
-                TxnOp::Put { key, value, ttl } => {
-                    let mut options = PutOptions::new().with_prev_key();
-                    if let Some(lease) = ttl.and_then(|ttl| leases.get(&lease_seconds(ttl))) {
-                        options = options.with_lease(*lease);
-                    }
+                TxnOp::List { prefix, limit } => {
+                    let prefix = self.full(prefix);
+                    let options = GetOptions::new()
+                        .with_range(self.keys_end(&prefix))
+                        .with_limit(i64::try_from(*limit).unwrap_or(i64::MAX));
+                    EtcdOp::get(prefix, Some(options))
+                }
+                TxnOp::Put {
+                    key,
+                    value,
+                    lifetime,
+                } => {
+                    let options = self.put_options(*lifetime, leases);
                     EtcdOp::put(self.full(key), value.as_bytes(), Some(options))
                 }
                 TxnOp::Delete(key) => EtcdOp::delete(self.full(key), None),
@@ -113,15 +113,22 @@ impl EtcdStore {
     }
 
     pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
-        let ttls = txn
-            .then
-            .iter()
-            .chain(&txn.otherwise)
-            .filter_map(|op| match op {
-                TxnOp::Put { ttl, .. } => *ttl,
-                _ => None,
+        let lifetimes = || {
+            txn.then
+                .iter()
+                .chain(&txn.otherwise)
+                .filter_map(|op| match op {
+                    TxnOp::Put { lifetime, .. } => Some(*lifetime),
+                    _ => None,
+                })
+        };
+        let ttls = lifetimes()
+            .filter_map(|lifetime| match lifetime {
+                Lifetime::Ttl(ttl) => Some(ttl),
+                Lifetime::Forever | Lifetime::Lease(_) => None,
             })
             .collect();
+        let named = lifetimes().find_map(Lifetime::lease);
         let leases = self.grant_leases(ttls).await?;
         let when: Vec<Compare> = txn.guards.iter().map(|guard| self.guard(guard)).collect();
         let (then, then_placed) = self.branch(&txn.then, &leases);
@@ -134,7 +141,7 @@ impl EtcdStore {
                 async move { kv.txn(request).await }
             })
             .await
-            .map_err(|failure| failure.storage())?;
+            .map_err(|failure| failure.storage_naming(named))?;
         let succeeded = answer.succeeded();
         let at = answer
             .header()

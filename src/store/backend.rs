@@ -2,13 +2,15 @@
 //! this process.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::Store;
 use super::snapshot::Unwatch;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest,
-    Readiness, Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
+    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
+    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
+    WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
@@ -34,6 +36,39 @@ impl Backend for Store {
 
     fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
         Store::txn(self, txn)
+    }
+
+    fn grant(
+        &self,
+        id: Option<LeaseId>,
+        ttl: u64,
+        owner: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        Store::grant(self, id, ttl, owner)
+    }
+
+    fn keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        Store::keep_alive(self, id)
+    }
+
+    fn lease(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> impl Future<Output = Result<LeaseState, LeaseError>> + Send {
+        Store::lease(self, id, keys)
+    }
+
+    fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<LeasePage, LeaseError>> + Send {
+        Store::leases(self, after, limit)
+    }
+
+    fn revoke(&self, id: LeaseId) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        Store::revoke(self, id)
     }
 
     fn max_batch_ops(&self) -> Option<usize> {

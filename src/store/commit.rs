@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -11,7 +10,8 @@ use tokio::sync::oneshot;
 use super::Locked;
 use super::expiry::ExpiryQueue;
 use super::index::Index;
-use crate::domain::{Entry, Event, EventKind, Key, Meta, StorageError, Value};
+use super::lease_table::{LeaseRecord, Leases};
+use crate::domain::{Entry, Event, EventKind, Key, LeaseId, Lifetime, Meta, StorageError, Value};
 use crate::watch::{History, Watchers};
 
 /// What a planned write does to its key.
@@ -26,8 +26,9 @@ pub(super) enum Change {
 pub(super) enum Planned {
     Put {
         value: Value,
-        ttl: Option<Duration>,
-        /// The key's revisions before the write, as planning saw them.
+        lifetime: Lifetime,
+        /// The key's revisions (and lease) before the write, as planning
+        /// saw them.
         previous: Option<Meta>,
     },
     Delete,
@@ -65,12 +66,14 @@ pub(super) type Ticket = oneshot::Receiver<Result<(), StorageError>>;
 #[derive(Default)]
 pub(super) struct Group {
     pub(super) writes: Vec<Write>,
+    /// Leases granted (`Some`) and ended (`None`), in order.
+    pub(super) leases: Vec<(LeaseId, Option<LeaseRecord>)>,
     pub(super) waiters: Vec<oneshot::Sender<Result<(), StorageError>>>,
 }
 
 impl Group {
     pub(super) fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.waiters.is_empty()
+        self.writes.is_empty() && self.leases.is_empty() && self.waiters.is_empty()
     }
 }
 
@@ -80,6 +83,8 @@ impl Group {
 #[derive(Default)]
 pub(super) struct Deferred {
     pub(super) keys: HashMap<Key, Option<Entry>>,
+    /// Leases granted (`Some`) or ended (`None`) since.
+    pub(super) leases: HashMap<LeaseId, Option<LeaseRecord>>,
     pub(super) revision: u64,
 }
 
@@ -167,6 +172,7 @@ pub(super) struct Committer {
     /// The keys in byte order, for listings; changed with the map.
     pub(super) index: Index,
     pub(super) expiry: ExpiryQueue,
+    pub(super) leases: Leases,
     pub(super) watchers: Watchers,
     /// Set when a commit adds a deadline earlier than any before it.
     pub(super) wake_sweeper: bool,
@@ -204,23 +210,44 @@ impl Committer {
         debug_assert!(at.revision == self.next || at.revision == self.next + 1);
         self.next = at.revision;
         let At { revision, part } = at;
-        let change = match planned {
+        let (change, from) = match planned {
             Planned::Put {
                 value,
-                ttl,
+                lifetime,
                 previous,
             } => {
-                // A deadline past what `Instant` can hold is no deadline.
-                let deadline = ttl.and_then(|ttl| now.checked_add(ttl));
+                let (deadline, lease) = match lifetime {
+                    Lifetime::Forever => (None, None),
+                    // A deadline past what `Instant` can hold is no deadline.
+                    Lifetime::Ttl(ttl) => (now.checked_add(ttl), None),
+                    Lifetime::Lease(lease) => (None, Some(lease)),
+                };
                 let meta = match previous {
                     Some(previous) => previous.rewritten(revision),
                     None => Meta::created(revision),
                 };
-                Change::Put(Entry::new(key, value.as_bytes(), meta, deadline))
+                let entry = Entry::new(key, value.as_bytes(), meta.on_lease(lease), deadline);
+                (Change::Put(entry), previous.and_then(|meta| meta.lease))
             }
-            Planned::Delete => Change::Delete,
-            Planned::Expire => Change::Expire,
+            Planned::Delete | Planned::Expire => {
+                // Only a key on a lease must leave it: no lookup otherwise.
+                let from = if self.leases.is_empty() {
+                    None
+                } else {
+                    view(&self.pending, locked, key).and_then(Entry::lease)
+                };
+                let change = match planned {
+                    Planned::Expire => Change::Expire,
+                    _ => Change::Delete,
+                };
+                (change, from)
+            }
         };
+        let to = match &change {
+            Change::Put(entry) => entry.lease(),
+            Change::Delete | Change::Expire => None,
+        };
+        self.leases.moved(key, from, to);
         let write = Write {
             key: key.clone(),
             change,
@@ -248,6 +275,29 @@ impl Committer {
             part: None,
         };
         self.write(locked, key, Planned::Expire, now, at);
+    }
+
+    /// Refuses a write that names a lease that does not exist.
+    pub(super) fn leases_exist(
+        &self,
+        mut leases: impl Iterator<Item = LeaseId>,
+    ) -> Result<(), StorageError> {
+        match leases.find(|lease| self.leases.get(*lease).is_none()) {
+            Some(missing) => Err(StorageError::LeaseNotFound(missing)),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps a lease's grant (`Some`) or end (`None`) for the data dir, as
+    /// the mode says.
+    pub(super) fn record_lease(&mut self, id: LeaseId, record: Option<LeaseRecord>) {
+        match &mut self.mode {
+            Mode::InMemory => {}
+            Mode::Grouped => self.group.leases.push((id, record)),
+            Mode::Deferred(deferred) => {
+                deferred.leases.insert(id, record);
+            }
+        }
     }
 
     /// Waits for the group being planned (durable mode).

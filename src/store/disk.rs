@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
+use super::lease_table::LeaseRecord;
 use super::{Entry, Key, Meta};
+use crate::domain::LeaseId;
 
 /// When a write counts as on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub const FORMAT: u64 = 3;
 
 /// key → [`encode`]d entry.
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// lease id → its TTL in seconds (8 bytes, little-endian), then the name of
+/// the token that granted it (UTF-8, empty for none).
+const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 /// "format" → [`FORMAT`], "revision" → the store revision of the last commit.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -164,6 +169,7 @@ impl OpenError {
 pub struct Recovered {
     pub revision: u64,
     pub entries: Vec<Entry>,
+    pub leases: Vec<(LeaseId, LeaseRecord)>,
     /// Keys whose deadline passed while the server was down; removed.
     pub expired: usize,
 }
@@ -305,28 +311,43 @@ impl Disk {
         }
     }
 
-    /// Commits one group of writes, ending at `revision`, as one
-    /// transaction on stable storage.
-    pub fn write(&mut self, writes: &[DiskWrite<'_>], revision: u64) -> Result<(), redb::Error> {
-        self.commit(writes.iter().map(|w| (w.key(), w.entry())), revision)
+    /// Commits one group of writes and lease changes (`None`: ended),
+    /// ending at `revision`, as one transaction on stable storage.
+    pub fn write(
+        &mut self,
+        writes: &[DiskWrite<'_>],
+        leases: &[(LeaseId, Option<LeaseRecord>)],
+        revision: u64,
+    ) -> Result<(), redb::Error> {
+        self.commit(
+            writes.iter().map(|w| (w.key(), w.entry())),
+            leases.iter().map(|(id, record)| (*id, record.as_ref())),
+            revision,
+        )
     }
 
-    /// Commits the latest state of many keys (`None`: removed), as one
-    /// transaction on stable storage (the periodic commit).
+    /// Commits the latest state of many keys and leases (`None`: removed),
+    /// as one transaction on stable storage (the periodic commit).
     pub fn write_all(
         &mut self,
         keys: &HashMap<Key, Option<Entry>>,
+        leases: &HashMap<LeaseId, Option<LeaseRecord>>,
         revision: u64,
     ) -> Result<(), redb::Error> {
-        self.commit(keys.iter().map(|(k, e)| (&**k, e.as_ref())), revision)
+        self.commit(
+            keys.iter().map(|(k, e)| (&**k, e.as_ref())),
+            leases.iter().map(|(id, record)| (*id, record.as_ref())),
+            revision,
+        )
     }
 
     fn commit<'a>(
         &mut self,
         writes: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+        leases: impl Iterator<Item = (LeaseId, Option<&'a LeaseRecord>)>,
         revision: u64,
     ) -> Result<(), redb::Error> {
-        let result = self.try_commit(writes, revision);
+        let result = self.try_commit(writes, leases, revision);
         if result.is_err() {
             self.db = None;
         }
@@ -336,6 +357,7 @@ impl Disk {
     fn try_commit<'a>(
         &mut self,
         writes: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+        leases: impl Iterator<Item = (LeaseId, Option<&'a LeaseRecord>)>,
         revision: u64,
     ) -> Result<(), redb::Error> {
         let db = match &mut self.db {
@@ -360,11 +382,38 @@ impl Disk {
                     }
                 }
             }
+            let mut table = txn.open_table(LEASES)?;
+            for (id, record) in leases {
+                match record {
+                    Some(record) => {
+                        encode_lease(record, &mut buffer);
+                        table.insert(id.get(), buffer.as_slice())?;
+                    }
+                    None => {
+                        table.remove(id.get())?;
+                    }
+                }
+            }
             txn.open_table(META)?.insert("revision", revision)?;
         }
         txn.commit()?;
         Ok(())
     }
+}
+
+fn encode_lease(record: &LeaseRecord, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&record.ttl.to_le_bytes());
+    out.extend_from_slice(record.owner.as_deref().unwrap_or_default().as_bytes());
+}
+
+fn decode_lease(bytes: &[u8]) -> Option<LeaseRecord> {
+    let (ttl, owner) = bytes.split_at_checked(8)?;
+    let owner = std::str::from_utf8(owner).ok()?;
+    Some(LeaseRecord {
+        ttl: u64::from_le_bytes(ttl.try_into().ok()?),
+        owner: (!owner.is_empty()).then(|| owner.into()),
+    })
 }
 
 /// How much of the file an open checks.
@@ -418,6 +467,7 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
     let mut recovered = Recovered {
         revision: 0,
         entries: Vec::new(),
+        leases: Vec::new(),
         expired: 0,
     };
     {
@@ -462,6 +512,20 @@ fn recover(db: &Database) -> Result<Result<Recovered, u64>, redb::Error> {
             }
         }
         recovered.expired = expired.len();
+
+        let leases = txn.open_table(LEASES)?;
+        for row in leases.iter()? {
+            let (id, bytes) = row?;
+            let lease = LeaseId::new(id.value()).zip(decode_lease(bytes.value()));
+            let Some(lease) = lease else {
+                return Err(redb::StorageError::Corrupted(format!(
+                    "the record of lease {:x} cannot be read",
+                    id.value()
+                ))
+                .into());
+            };
+            recovered.leases.push(lease);
+        }
     }
     txn.commit()?;
     Ok(Ok(recovered))
@@ -476,6 +540,8 @@ struct Layout {
     mod_revision: usize,
     version: Option<usize>,
     deadline: usize,
+    /// `None`: not kept (no key was on a lease).
+    lease: Option<usize>,
     value: usize,
 }
 
@@ -486,6 +552,7 @@ impl Layout {
         mod_revision: 8,
         version: Some(16),
         deadline: 24,
+        lease: None,
         value: 32,
     };
     /// Format 2: mod revision, deadline, value. (It dropped the create
@@ -496,10 +563,16 @@ impl Layout {
         mod_revision: 0,
         version: None,
         deadline: 8,
+        lease: None,
         value: 16,
     };
-    /// Format 3, format 1's layout again: every field of a key's [`Meta`].
-    const V3: Self = Self::V1;
+    /// Format 3: format 1's fields, then the lease (0 for none): every
+    /// field of a key's [`Meta`].
+    const V3: Self = Self {
+        lease: Some(32),
+        value: 40,
+        ..Self::V1
+    };
 }
 
 /// An entry on disk, in [`Layout::V3`]. The deadline is in Unix
@@ -521,6 +594,7 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) {
         meta.mod_revision,
         meta.version,
         deadline,
+        meta.lease.map_or(0, LeaseId::get),
     ] {
         out.extend_from_slice(&field.to_le_bytes());
     }
@@ -551,6 +625,10 @@ fn decode(
             Some(at) => field(at)?,
             None => 1,
         },
+        lease: match layout.lease {
+            Some(at) => LeaseId::new(field(at)?),
+            None => None,
+        },
     };
     let deadline = field(layout.deadline)?;
     let value = bytes.get(layout.value..)?;
@@ -580,6 +658,7 @@ mod tests {
             create_revision: 4,
             mod_revision: 9,
             version: 3,
+            lease: LeaseId::new(0x2a),
         };
         let entry = Entry::new(
             "k",
@@ -604,7 +683,18 @@ mod tests {
             decode("k", &bytes, &Layout::V3, now, later),
             Some(None)
         ));
-        assert!(decode("k", &bytes[..28], &Layout::V3, now, wall).is_none());
+        assert!(decode("k", &bytes[..36], &Layout::V3, now, wall).is_none());
+    }
+
+    #[test]
+    fn lease_records_round_trip() {
+        let mut bytes = Vec::new();
+        for owner in [None, Some("deploy-bot".into())] {
+            let record = LeaseRecord { ttl: 30, owner };
+            encode_lease(&record, &mut bytes);
+            assert_eq!(decode_lease(&bytes), Some(record));
+        }
+        assert_eq!(decode_lease(&bytes[..7]), None);
     }
 
     #[test]
@@ -622,6 +712,7 @@ mod tests {
             create_revision: 3,
             mod_revision: 9,
             version: 4,
+            lease: None,
         };
         assert_eq!((back.value_str(), back.meta()), ("old", meta));
         assert_eq!(back.deadline(), None);

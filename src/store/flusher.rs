@@ -81,33 +81,38 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
         }
         let group = std::mem::take(&mut committer.group);
         last_group = group.writes.len();
+        // A group of lease changes alone ends where the store is.
+        let revision = group
+            .writes
+            .last()
+            .map_or(committer.revision, |w| w.revision);
         drop(committer);
 
-        let result = match group.writes.last() {
-            None => Ok(()),
-            Some(_) if disk.check().is_err() => Err(None),
-            Some(last) => {
-                let writes: Vec<DiskWrite<'_>> = group
-                    .writes
-                    .iter()
-                    .map(|write| match &write.change {
-                        Change::Put(entry) => DiskWrite::Put(&write.key, entry),
-                        Change::Delete | Change::Expire => DiskWrite::Remove(&write.key),
-                    })
-                    .collect();
-                let started = Instant::now();
-                let result = disk.write(&writes, last.revision);
-                let took = started.elapsed();
-                inner
-                    .counters
-                    .disk_commit(writes.len(), took, result.is_ok());
-                // Removed while it was written: the write went to a file
-                // a restart would not read.
-                match result {
-                    Ok(()) if disk.check().is_err() => Err(None),
-                    Ok(()) => Ok(()),
-                    Err(err) => Err(Some(err)),
-                }
+        let result = if group.writes.is_empty() && group.leases.is_empty() {
+            Ok(())
+        } else if disk.check().is_err() {
+            Err(None)
+        } else {
+            let writes: Vec<DiskWrite<'_>> = group
+                .writes
+                .iter()
+                .map(|write| match &write.change {
+                    Change::Put(entry) => DiskWrite::Put(&write.key, entry),
+                    Change::Delete | Change::Expire => DiskWrite::Remove(&write.key),
+                })
+                .collect();
+            let started = Instant::now();
+            let result = disk.write(&writes, &group.leases, revision);
+            let took = started.elapsed();
+            inner
+                .counters
+                .disk_commit(writes.len(), took, result.is_ok());
+            // Removed while it was written: the write went to a file
+            // a restart would not read.
+            match result {
+                Ok(()) if disk.check().is_err() => Err(None),
+                Ok(()) => Ok(()),
+                Err(err) => Err(Some(err)),
             }
         };
 
@@ -126,6 +131,13 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
                     committer.commit(&mut locked, write);
                 }
                 drop(locked);
+                let durable = &mut committer.leases.durable;
+                for (id, record) in group.leases {
+                    match record {
+                        Some(record) => durable.insert(id, record),
+                        None => durable.remove(&id),
+                    };
+                }
                 inner.settle(&mut committer);
                 (group.waiters, Ok(()))
             }
@@ -148,6 +160,14 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
                 let later = std::mem::take(&mut committer.group);
                 committer.pending.clear();
                 committer.next = committer.revision;
+                let committer = &mut *committer;
+                let on_leases = committer
+                    .index
+                    .under("", None)
+                    .filter_map(|entry| entry.lease().map(|lease| (entry.key(), lease)));
+                committer
+                    .leases
+                    .restore(on_leases, tokio::time::Instant::now());
                 let mut waiters = group.waiters;
                 waiters.extend(later.waiters);
                 (waiters, Err(error))
@@ -205,10 +225,10 @@ fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
         };
         drop(committer);
         let started = Instant::now();
-        let result = if deferred.keys.is_empty() {
+        let result = if deferred.keys.is_empty() && deferred.leases.is_empty() {
             Ok(())
         } else {
-            let result = disk.write_all(&deferred.keys, deferred.revision);
+            let result = disk.write_all(&deferred.keys, &deferred.leases, deferred.revision);
             let took = started.elapsed();
             inner
                 .counters
@@ -228,6 +248,7 @@ fn commit_periodically(inner: &Inner, disk: &mut Disk, period: Duration) {
                 if let Some(now) = committer.mode.deferred_mut() {
                     let later = std::mem::replace(now, deferred);
                     now.keys.extend(later.keys);
+                    now.leases.extend(later.leases);
                     now.revision = now.revision.max(later.revision);
                 }
             }

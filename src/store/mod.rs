@@ -17,6 +17,8 @@ mod disk;
 mod expiry;
 mod flusher;
 mod index;
+mod lease_table;
+mod leases;
 mod lock_map;
 mod plan;
 mod range;
@@ -50,6 +52,7 @@ use disk::Disk;
 use expiry::ExpiryQueue;
 use flusher::{flusher, settled};
 use index::Index;
+use lease_table::Leases;
 pub use lock_map::{LockMap, Locked};
 use snapshot::{PrefixSnapshot, Unwatch};
 use stats::Counters;
@@ -70,6 +73,8 @@ pub struct StoreConfig {
     pub history_bytes: usize,
     /// What watchers may hold, and how many there may be.
     pub watch: WatchLimits,
+    /// Most leases at once (`--max-leases`).
+    pub max_leases: usize,
 }
 
 struct Inner {
@@ -117,6 +122,7 @@ impl Store {
             LockMap::new(),
             Index::default(),
             ExpiryQueue::default(),
+            Leases::default(),
             0,
             None,
         )
@@ -127,10 +133,13 @@ impl Store {
         map: LockMap,
         index: Index,
         expiry: ExpiryQueue,
+        leases: Leases,
         revision: u64,
         fsync: Option<Fsync>,
     ) -> Self {
         start_clock();
+        let mut leases = leases;
+        leases.max = config.max_leases;
         let committer = Committer {
             revision,
             next: revision,
@@ -146,6 +155,7 @@ impl Store {
             history: History::new(config.history, config.history_bytes),
             index,
             expiry,
+            leases,
             watchers: Watchers::new(config.watch),
             wake_sweeper: false,
             expired: 0,
@@ -184,8 +194,29 @@ impl Store {
                 locked.insert(entry.clone());
             }
         }
+        // Every lease gets its full TTL from now: its holder kept it alive
+        // until the server stopped, and cannot have while it was down.
+        let now = Instant::now();
+        let mut leases = Leases::default();
+        for (id, record) in std::mem::take(&mut recovered.leases) {
+            leases.durable.insert(id, record.clone());
+            leases.grant(id, record, now);
+        }
+        for entry in &entries {
+            if let Some(lease) = entry.lease() {
+                leases.moved(&Key::from(entry.key()), None, Some(lease));
+            }
+        }
         let index = Index::from_sorted(entries);
-        let store = Self::with_state(config, map, index, expiry, recovered.revision, Some(fsync));
+        let store = Self::with_state(
+            config,
+            map,
+            index,
+            expiry,
+            leases,
+            recovered.revision,
+            Some(fsync),
+        );
         let inner = store.inner.clone();
         let handle = std::thread::Builder::new()
             .name("kv-flusher".into())
@@ -335,6 +366,8 @@ impl Store {
             oldest_revision: committer.history.oldest_revision(revision),
             keys: inner.map.count() as u64,
             watch_bytes: committer.watchers.total_bytes() as u64,
+            leases: committer.leases.len() as u64,
+            expired_leases: committer.leases.expired,
             lagging_watchers: committer.watchers.dropped(),
             ..Stats::default()
         };
@@ -365,6 +398,7 @@ mod tests {
                 watchers: 100,
                 heartbeat: std::time::Duration::from_secs(15),
             },
+            max_leases: 10,
         })
     }
 
@@ -378,7 +412,7 @@ mod tests {
             key: key.into(),
             action: Action::Put {
                 value: value.into(),
-                ttl,
+                lifetime: Lifetime::from_ttl(ttl),
             },
             condition: Condition::Always,
         }
@@ -473,7 +507,7 @@ mod tests {
             key: "k".into(),
             action: Action::Put {
                 value: "new".into(),
-                ttl: None,
+                lifetime: Lifetime::Forever,
             },
             condition: Condition::Value(Some("old".into())),
         };

@@ -42,7 +42,10 @@ fn condition() -> impl Strategy<Value = Condition> {
 fn op() -> impl Strategy<Value = Op> {
     let action = prop_oneof![
         Just(Action::Get),
-        value().prop_map(|value| Action::Put { value, ttl: None }),
+        value().prop_map(|value| Action::Put {
+            value,
+            lifetime: Lifetime::Forever
+        }),
         Just(Action::Delete),
     ];
     (key(), action, condition()).prop_map(|(key, action, condition)| Op {
@@ -87,7 +90,7 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
         1 => key().prop_map(TxnOp::Get),
         1 => (prefix, 1usize..4).prop_map(|(prefix, limit)| TxnOp::List { prefix, limit }),
-        3 => (key(), value()).prop_map(|(key, value)| TxnOp::Put { key, value, ttl: None }),
+        3 => (key(), value()).prop_map(|(key, value)| TxnOp::Put { key, value, lifetime: Lifetime::Forever }),
         1 => key().prop_map(TxnOp::Delete),
         1 => doomed.prop_map(TxnOp::DeletePrefix),
     ]
@@ -366,6 +369,7 @@ const CONFIG: StoreConfig = StoreConfig {
         watchers: 1000,
         heartbeat: std::time::Duration::from_secs(15),
     },
+    max_leases: 100,
 };
 
 proptest! {

@@ -64,6 +64,11 @@ impl Store {
     ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
+        let leases = ops.iter().filter_map(|op| match &op.action {
+            Action::Put { lifetime, .. } => lifetime.lease(),
+            Action::Get | Action::Delete => None,
+        });
+        committer.leases_exist(leases)?;
         let mut locked = inner.map.lock(ops.iter().map(|op| &*op.key));
         let now = Instant::now();
         // What this run sees may include writes still on their way to disk.
@@ -113,9 +118,9 @@ impl Store {
                 .filter(|((_, outcome), _)| outcome.is_write());
             for (part, ((op, _), previous)) in writing.enumerate() {
                 let planned = match &op.action {
-                    Action::Put { value, ttl } => Planned::Put {
+                    Action::Put { value, lifetime } => Planned::Put {
                         value: value.clone(),
-                        ttl: *ttl,
+                        lifetime: *lifetime,
                         previous,
                     },
                     _ => Planned::Delete,

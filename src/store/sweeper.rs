@@ -1,4 +1,5 @@
-//! The expiry sweeper: expires keys whose TTL ran out, as writes of their own.
+//! The expiry sweeper: expires keys whose TTL ran out, as writes of their
+//! own, and leases that ran out, each with all its keys in one commit.
 
 use std::time::Duration;
 
@@ -28,13 +29,18 @@ impl Store {
             let mut committer = inner.committer.lock();
             let now = Instant::now();
             let due = committer.expiry.due(now, SWEEP_CHUNK);
+            let due_lease = committer.leases.due(now);
             // With the data dir lost, an expiry is a write that cannot be
             // made either: expired keys stay unserved, unswept.
             let stopped = committer.closing || committer.lost.is_some();
-            if due.is_empty() || stopped {
+            if (due.is_empty() && due_lease.is_none()) || stopped {
                 // The sweeper is about to look at the next deadline anyway.
                 committer.wake_sweeper = false;
-                return Sweep::Sleep(committer.expiry.next().filter(|_| !stopped));
+                let next = match (committer.expiry.next(), committer.leases.next()) {
+                    (Some(key), Some(lease)) => Some(key.min(lease)),
+                    (key, lease) => key.or(lease),
+                };
+                return Sweep::Sleep(next.filter(|_| !stopped));
             }
             let mut locked = inner.map.lock(due.iter().map(|key| &**key));
             for key in &due {
@@ -44,6 +50,9 @@ impl Store {
                 }
             }
             drop(locked);
+            if let Some(lease) = due_lease {
+                self.end_lease(&mut committer, lease, true);
+            }
             if committer.mode.is_grouped() {
                 let ticket = committer.ticket();
                 inner.flush_wanted.notify_one();

@@ -145,6 +145,11 @@ impl Store {
             now,
         };
         let succeeded = txn.guards.iter().all(|guard| state.holds(guard));
+        let leases = txn.branch(succeeded).iter().filter_map(|op| match op {
+            TxnOp::Put { lifetime, .. } => lifetime.lease(),
+            _ => None,
+        });
+        committer.leases_exist(leases)?;
         let steps: Vec<Step> = txn
             .branch(succeeded)
             .iter()
@@ -158,13 +163,17 @@ impl Store {
                     let more = under.next().is_some();
                     Step::Read(TxnResult::Listed { entries, more })
                 }
-                TxnOp::Put { key, value, ttl } => {
+                TxnOp::Put {
+                    key,
+                    value,
+                    lifetime,
+                } => {
                     let previous: Option<Meta> = state.entry(key).map(|entry| entry.meta());
                     Step::Put {
                         key: key.clone(),
                         planned: Planned::Put {
                             value: value.clone(),
-                            ttl: *ttl,
+                            lifetime: *lifetime,
                             previous,
                         },
                         created: previous.is_none(),

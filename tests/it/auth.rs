@@ -103,6 +103,7 @@ fn every_kind(server: &TestServer) -> Vec<(&'static str, RequestBuilder)> {
                 json!({"then": [{"op": "GET", "key": "config/db"}]}),
             ),
         ),
+        ("leases", server.request(Method::GET, "/leases")),
         (
             "watch key",
             server.request(Method::GET, "/watch_key/config%2Fdb"),
@@ -387,6 +388,70 @@ async fn a_transaction_needs_every_key_it_names_in_scope() {
     .await;
     assert_eq!(applied.status(), StatusCode::OK);
     assert_eq!(json(applied).await["succeeded"], true, "nothing ran before");
+}
+
+/// A lease is its granter's: another token may not keep it alive, read or
+/// revoke it (an admin token may), nor see it listed. Putting a key on it
+/// needs only the key's scope.
+#[tokio::test]
+async fn a_lease_is_used_only_by_the_token_that_granted_it() {
+    let (server, _dir) = server_with_tokens(&[]).await;
+    let as_token = |token: &str, method: Method, path: &str| {
+        server.request(method, path).bearer_auth(token.to_owned())
+    };
+    let granted = as_token("kvs_deploy", Method::POST, "/leases")
+        .header("content-type", "application/json")
+        .body(json!({"ttl": 60}).to_string())
+        .send()
+        .await
+        .expect("grant");
+    assert_eq!(granted.status(), StatusCode::CREATED);
+    let granted = json(granted).await;
+    assert_eq!(granted["owner"], "deploy-bot");
+    let lease = granted["id"].as_str().expect("id").to_owned();
+    let put = as_token(
+        "kvs_deploy",
+        Method::PUT,
+        &format!("/store/config%2Fdeploy%2Fv?lease={lease}"),
+    )
+    .body("1");
+    assert_eq!(put.send().await.expect("PUT").status(), StatusCode::CREATED);
+
+    let uses = [
+        (Method::GET, format!("/leases/{lease}")),
+        (Method::POST, format!("/leases/{lease}/keepalive")),
+        (Method::DELETE, format!("/leases/{lease}")),
+    ];
+    for (method, path) in &uses[..2] {
+        let other = as_token("kvs_all", method.clone(), path).send().await;
+        let body = problem(other.expect("request"), StatusCode::FORBIDDEN).await;
+        assert_eq!(
+            body["detail"],
+            format!("token \"everything\" may not use lease {lease}: another token granted it")
+        );
+        for token in ["kvs_deploy", "kvs_admin"] {
+            let own = as_token(token, method.clone(), path).send().await;
+            assert_eq!(
+                own.expect("request").status(),
+                StatusCode::OK,
+                "{token} {path}"
+            );
+        }
+    }
+    let listed = |token: &'static str| {
+        let request = as_token(token, Method::GET, "/leases");
+        async move { json(request.send().await.expect("list")).await["leases"].clone() }
+    };
+    assert_eq!(listed("kvs_all").await, json!([]));
+    assert_eq!(
+        listed("kvs_admin").await,
+        json!([{"id": lease, "owner": "deploy-bot"}])
+    );
+    let (method, path) = &uses[2];
+    let revoke = as_token("kvs_all", method.clone(), path).send().await;
+    problem(revoke.expect("revoke"), StatusCode::FORBIDDEN).await;
+    let revoke = as_token("kvs_deploy", method.clone(), path).send().await;
+    assert_eq!(revoke.expect("revoke").status(), StatusCode::OK);
 }
 
 /// The fast path (a plain key) and poem-openapi (the same key

@@ -487,3 +487,80 @@ async fn a_replaced_database_file_stops_writes_at_once() {
 async fn a_removed_database_file_stops_deferred_writes_too() {
     vanish_under_a_running_server(Vanish::RemoveFile, "interval").await;
 }
+
+/// Leases survive a restart with their keys, each with its full TTL
+/// again; a revoked one stays gone. Both ways to the disk: a group per
+/// commit, and the periodic commit.
+#[tokio::test]
+async fn leases_and_their_keys_survive_a_restart_with_their_full_ttl() {
+    for fsync in ["always", "interval"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = Client::new();
+        let flags = ["--fsync", fsync];
+        let server = ServerProcess::start(dir.path(), &flags);
+        let url = server.url.clone();
+        let grant = async |ttl: u64| -> String {
+            let response = client
+                .post(format!("{url}/leases"))
+                .json(&serde_json::json!({"ttl": ttl}))
+                .send()
+                .await
+                .expect("grant");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            body["id"].as_str().expect("id").to_owned()
+        };
+        let (kept, revoked) = (grant(600).await, grant(600).await);
+        for (key, lease) in [("k1", &kept), ("k2", &kept), ("k3", &revoked)] {
+            let response = client
+                .put(format!("{url}/store/{key}?lease={lease}"))
+                .body("v")
+                .send()
+                .await
+                .expect("PUT");
+            assert_eq!(response.status(), StatusCode::CREATED);
+        }
+        let response = client
+            .delete(format!("{url}/leases/{revoked}"))
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(server.stop().success(), "clean exit");
+
+        let server = ServerProcess::start(dir.path(), &flags);
+        let url = server.url.clone();
+        let read = client
+            .get(format!("{url}/leases/{kept}?keys=true"))
+            .send()
+            .await
+            .expect("GET lease");
+        assert_eq!(read.status(), StatusCode::OK, "{fsync}");
+        let read: serde_json::Value = read.json().await.expect("JSON");
+        assert_eq!(read["keys"], serde_json::json!(["k1", "k2"]), "{fsync}");
+        assert_eq!(read["granted_ttl"], 600);
+        assert!(read["ttl"].as_u64() >= Some(599), "full TTL again: {read}");
+        let gone = client
+            .get(format!("{url}/leases/{revoked}"))
+            .send()
+            .await
+            .expect("GET lease");
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND, "{fsync}");
+        assert_eq!(get(&client, &url, "k3").await, None, "{fsync}");
+        let k1 = client
+            .get(format!("{url}/store/k1"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(k1.headers()["kv-lease"].as_bytes(), kept.as_bytes());
+        // Still the lease its keys are on: revoking it takes them.
+        let response = client
+            .delete(format!("{url}/leases/{kept}"))
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(get(&client, &url, "k1").await, None, "{fsync}");
+        assert!(server.stop().success());
+    }
+}

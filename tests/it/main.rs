@@ -18,6 +18,7 @@ mod errors;
 mod hardening;
 mod keys;
 mod keyspace;
+mod leases;
 mod metrics;
 mod openapi;
 mod sdk_rust;

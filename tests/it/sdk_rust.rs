@@ -95,12 +95,12 @@ async fn put_get_delete() {
     let key = "user:1".try_into().expect("valid key");
 
     let created = kv
-        .put_key(&key, None, None, None, "Ada")
+        .put_key(&key, None, None, None, None, "Ada")
         .await
         .expect("PUT");
     assert_eq!(created.status().as_u16(), 201);
     let replaced = kv
-        .put_key(&key, None, None, None, "Grace")
+        .put_key(&key, None, None, None, None, "Grace")
         .await
         .expect("PUT");
     assert_eq!(replaced.status().as_u16(), 204);
@@ -133,6 +133,7 @@ async fn compare_and_swap_succeeds_then_fails_with_412() {
         expected: None,
         new: "1".into(),
         ttl: None,
+        lease: None,
     };
     let created = kv.compare_and_swap(&key, &create).await.expect("create");
     assert_eq!(created.status().as_u16(), 204);
@@ -141,6 +142,7 @@ async fn compare_and_swap_succeeds_then_fails_with_412() {
         expected: Some("1".into()),
         new: "2".into(),
         ttl: None,
+        lease: None,
     };
     let swapped = kv.compare_and_swap(&key, &swap).await.expect("swap");
     assert_eq!(swapped.status().as_u16(), 204);
@@ -162,6 +164,7 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
         value: value.map(Into::into),
         expected: expected.map(Into::into),
         ttl: None,
+        lease: None,
     };
 
     let results = kv
@@ -198,9 +201,16 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
 async fn status_counts_operations() {
     let server = secured_server().await;
     let kv = client(&server);
-    kv.put_key(&"k".try_into().expect("valid key"), None, None, None, "v")
-        .await
-        .expect("PUT");
+    kv.put_key(
+        &"k".try_into().expect("valid key"),
+        None,
+        None,
+        None,
+        None,
+        "v",
+    )
+    .await
+    .expect("PUT");
     let status = kv.status().await.expect("status").into_inner();
     assert_eq!(status.status, "OK");
     assert_eq!(status.total_keys, 1);
@@ -222,9 +232,16 @@ async fn watch_stream_through_the_generated_client() {
     assert_eq!(snapshot[0].event, "snapshot");
 
     for value in ["one", "two"] {
-        kv.put_key(&"w".try_into().expect("valid key"), None, None, None, value)
-            .await
-            .expect("PUT");
+        kv.put_key(
+            &"w".try_into().expect("valid key"),
+            None,
+            None,
+            None,
+            None,
+            value,
+        )
+        .await
+        .expect("PUT");
     }
     let got = events.take(2).await;
     assert_eq!(
@@ -294,6 +311,7 @@ async fn page_through_a_listing_and_delete_the_prefix() {
             None,
             None,
             None,
+            None,
             "late",
         )
         .await
@@ -333,6 +351,7 @@ async fn a_guarded_update_runs_one_branch() {
             None,
             None,
             None,
+            None,
             "slow",
         )
         .await
@@ -349,6 +368,7 @@ async fn a_guarded_update_runs_one_branch() {
         prefix: None,
         value: value.map(Into::into),
         ttl: None,
+        lease: None,
         limit: None,
     };
     let guarded = TxnRequest {
@@ -360,6 +380,7 @@ async fn a_guarded_update_runs_one_branch() {
             create_revision: None,
             value: None,
             version: None,
+            lease: None,
         }],
         then: vec![operation(TxnMethod::Put, "mode", Some("fast"))],
         else_: vec![operation(TxnMethod::Get, "mode", None)],
@@ -372,4 +393,44 @@ async fn a_guarded_update_runs_one_branch() {
     assert!(!second.succeeded);
     assert_eq!(second.results[0].value.as_deref(), Some("fast"));
     assert_eq!(second.results[0].version, Some(2));
+}
+
+#[tokio::test]
+async fn a_service_registers_keys_under_one_lease() {
+    use kv_store_client::types::GrantRequest;
+    let server = secured_server().await;
+    let kv = client(&server);
+    let lease = kv
+        .grant_lease(&GrantRequest {
+            ttl: std::num::NonZeroU64::new(30).expect("not 0"),
+            id: None,
+        })
+        .await
+        .expect("grant")
+        .into_inner();
+    for key in ["svc/api/1", "svc/api/1/health"] {
+        kv.put_key(
+            &key.try_into().expect("valid key"),
+            Some(&lease.id),
+            None,
+            None,
+            None,
+            "up",
+        )
+        .await
+        .expect("PUT on the lease");
+    }
+    let kept = kv.keep_lease_alive(&lease.id).await.expect("keepalive");
+    assert_eq!(kept.into_inner().ttl, 30);
+    let read = kv
+        .get_lease(&lease.id, Some(true))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(read.keys, ["svc/api/1", "svc/api/1/health"]);
+    kv.revoke_lease(&lease.id).await.expect("revoke");
+    let gone = kv
+        .get_key(&"svc/api/1".try_into().expect("valid key"), None, None)
+        .await;
+    problem(gone, 404).await;
 }

@@ -293,7 +293,7 @@ async fn a_malformed_transaction_is_refused_before_anything_runs() {
         (
             json!({"then": [{"op": "GET", "key": "a", "ttl": 3}]}),
             StatusCode::BAD_REQUEST,
-            "then[0]: `ttl` is for PUT",
+            "then[0]: `ttl` and `lease` are for PUT",
         ),
         (
             json!({"guards": [{"key": "a", "compare": "ABSENT"}],
