@@ -85,6 +85,63 @@ async fn a_write_through_one_node_is_read_and_watched_through_the_other() {
 
 /// Writes `key-N` through `node` until told to stop, noting each
 /// acknowledged write and when it was acknowledged.
+/// A lease is the cluster's, not a node's: granted through A, kept alive
+/// through B, its keys' end seen by a watcher on C; the keep-alive through
+/// B is 404 once it is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_granted_on_one_node_is_kept_alive_on_another_and_ends_on_a_third() {
+    let cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let a = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let b = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let c = TestServer::start_on_etcd(&endpoints, &[]).await;
+    let granted = a.post_json("/leases", &serde_json::json!({"ttl": 3})).await;
+    assert_eq!(granted.status(), StatusCode::CREATED);
+    let lease = common::json(granted).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for key in ["svc/1", "svc/2"] {
+        let put = a
+            .request(
+                Method::PUT,
+                &format!("/store/{}?lease={lease}", key.replace('/', "%2F")),
+            )
+            .body("up")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(put.status(), StatusCode::CREATED);
+    }
+    let mut watch = Sse::new(c.get("/watch?prefix=svc/").await);
+    watch.snapshot().await;
+    // Kept alive through B for twice its TTL: nothing ends.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let kept = b
+            .request(Method::POST, &format!("/leases/{lease}/keepalive"))
+            .send()
+            .await
+            .expect("keepalive");
+        assert_eq!(kept.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(c.get("/store/svc%2F1").await.status(), StatusCode::OK);
+    let read = common::json(b.get(&format!("/leases/{lease}?keys=true")).await).await;
+    assert_eq!(read["keys"], serde_json::json!(["svc/1", "svc/2"]));
+    // Left alone, it runs out: C's watcher sees both keys go at one revision.
+    let gone = watch.take(2).await;
+    let seen: Vec<_> = gone.iter().map(|e| (e.event.as_str(), e.key())).collect();
+    assert_eq!(seen, [("delete", "svc/1"), ("delete", "svc/2")]);
+    assert_eq!(gone[0].id, gone[1].id, "one revision");
+    let late = b
+        .request(Method::POST, &format!("/leases/{lease}/keepalive"))
+        .send()
+        .await
+        .expect("keepalive");
+    problem(late, StatusCode::NOT_FOUND).await;
+}
+
 async fn write_until(
     client: Client,
     url: String,

@@ -1,5 +1,6 @@
 //! The store against a model: random sequences of operations, batches,
-//! prefix deletes and transactions must give the same outcomes, state,
+//! prefix deletes, transactions and leases (granted, keys put on them and
+//! taken off, revoked) must give the same outcomes, state,
 //! revisions, events and listings (at every past revision) as a plain map.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,18 @@ fn value() -> impl Strategy<Value = Value> {
     proptest::sample::select(VALUES).prop_map(Value::from)
 }
 
+/// The leases steps name: two, so that keys move between them.
+fn lease_id() -> impl Strategy<Value = LeaseId> {
+    (1u64..=2).prop_filter_map("a lease id", LeaseId::new)
+}
+
+fn lifetime() -> impl Strategy<Value = Lifetime> {
+    prop_oneof![
+        3 => Just(Lifetime::Forever),
+        2 => lease_id().prop_map(Lifetime::Lease),
+    ]
+}
+
 fn revisions() -> impl Strategy<Value = Revisions> {
     prop_oneof![
         Just(Revisions::Any),
@@ -42,10 +55,7 @@ fn condition() -> impl Strategy<Value = Condition> {
 fn op() -> impl Strategy<Value = Op> {
     let action = prop_oneof![
         Just(Action::Get),
-        value().prop_map(|value| Action::Put {
-            value,
-            lifetime: Lifetime::Forever
-        }),
+        (value(), lifetime()).prop_map(|(value, lifetime)| Action::Put { value, lifetime }),
         Just(Action::Delete),
     ];
     (key(), action, condition()).prop_map(|(key, action, condition)| Op {
@@ -90,7 +100,8 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
         1 => key().prop_map(TxnOp::Get),
         1 => (prefix, 1usize..4).prop_map(|(prefix, limit)| TxnOp::List { prefix, limit }),
-        3 => (key(), value()).prop_map(|(key, value)| TxnOp::Put { key, value, lifetime: Lifetime::Forever }),
+        3 => (key(), value(), lifetime())
+            .prop_map(|(key, value, lifetime)| TxnOp::Put { key, value, lifetime }),
         1 => key().prop_map(TxnOp::Delete),
         1 => doomed.prop_map(TxnOp::DeletePrefix),
     ]
@@ -139,6 +150,8 @@ enum Step {
     Ops(Vec<Op>),
     DeletePrefix(&'static str),
     Txn(Txn),
+    Grant(LeaseId),
+    Revoke(LeaseId),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -151,6 +164,8 @@ fn step() -> impl Strategy<Value = Step> {
         }),
         1 => proptest::sample::select(&PREFIXES[1..]).prop_map(Step::DeletePrefix),
         3 => txn().prop_map(Step::Txn),
+        1 => lease_id().prop_map(Step::Grant),
+        1 => lease_id().prop_map(Step::Revoke),
     ]
 }
 
@@ -187,6 +202,7 @@ struct Model {
     revision: u64,
     events: Vec<Logged>,
     past: Vec<(u64, BTreeMap<Key, Current>)>,
+    leases: std::collections::BTreeSet<LeaseId>,
 }
 
 impl Model {
@@ -227,8 +243,9 @@ impl Model {
 
     /// Runs a transaction: guards and reads on the state before it, the
     /// branch's writes in order at the next revision. Returns whether the
-    /// guards held and the results.
-    fn txn(&mut self, txn: &Txn) -> (bool, Vec<Seen>) {
+    /// guards held and the results, or the lease a put named that does not
+    /// exist (then nothing is written).
+    fn txn(&mut self, txn: &Txn) -> Result<(bool, Vec<Seen>), LeaseId> {
         let entry = |(key, current): (&Key, &Current)| {
             Entry::new(key, current.value.as_bytes(), current.meta, None)
         };
@@ -243,6 +260,13 @@ impl Model {
             Guard::Key { key, test } => Guard::holds_for_key(test, self.map.get(key)),
             Guard::Prefix { prefix, test } => Guard::holds_for_prefix(test, under(prefix).iter()),
         });
+        let missing = txn.branch(succeeded).iter().find_map(|op| match op {
+            TxnOp::Put { lifetime, .. } => lifetime.lease().filter(|l| !self.leases.contains(l)),
+            _ => None,
+        });
+        if let Some(missing) = missing {
+            return Err(missing);
+        }
         let before = self.map.clone();
         let revision = self.revision + 1;
         let mut events = Vec::new();
@@ -264,10 +288,15 @@ impl Model {
                     let more = all.len() > *limit;
                     Seen::Listed(all.into_iter().take(*limit).collect(), more)
                 }
-                TxnOp::Put { key, value, .. } => {
+                TxnOp::Put {
+                    key,
+                    value,
+                    lifetime,
+                } => {
                     let previous = before.get(key);
-                    let meta =
-                        previous.map_or(Meta::created(revision), |c| c.meta.rewritten(revision));
+                    let meta = previous
+                        .map_or(Meta::created(revision), |c| c.meta.rewritten(revision))
+                        .on_lease(lifetime.lease());
                     self.map.insert(
                         key.clone(),
                         Current {
@@ -303,7 +332,38 @@ impl Model {
             });
         }
         self.log(events);
-        (succeeded, results)
+        Ok((succeeded, results))
+    }
+
+    /// The first lease `ops` put a key on that does not exist.
+    fn missing_lease(&self, ops: &[Op]) -> Option<LeaseId> {
+        ops.iter().find_map(|op| match &op.action {
+            Action::Put { lifetime, .. } => lifetime.lease().filter(|l| !self.leases.contains(l)),
+            Action::Get | Action::Delete => None,
+        })
+    }
+
+    /// Revokes a lease: its keys deleted in key order, at one revision.
+    fn revoke(&mut self, id: LeaseId) -> bool {
+        if !self.leases.remove(&id) {
+            return false;
+        }
+        let doomed: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|(_, current)| current.meta.lease == Some(id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &doomed {
+            self.map.remove(key);
+        }
+        self.log(
+            doomed
+                .into_iter()
+                .map(|key| (EventKind::Delete, key, None))
+                .collect(),
+        );
+        true
     }
 
     /// Applies `ops` (distinct keys) as one batch: conditions against the
@@ -322,10 +382,11 @@ impl Model {
             }
             outcomes.push(match &op.action {
                 Action::Get => current.map_or(Outcome::NotFound, Outcome::Found),
-                Action::Put { value, .. } => {
+                Action::Put { value, lifetime } => {
                     let meta = current
                         .as_ref()
-                        .map_or(Meta::created(revision), |c| c.meta.rewritten(revision));
+                        .map_or(Meta::created(revision), |c| c.meta.rewritten(revision))
+                        .on_lease(lifetime.lease());
                     map.insert(
                         op.key.clone(),
                         Current {
@@ -411,15 +472,43 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
     for step in batches {
         let ops = match step {
             Step::Ops(ops) => ops,
+            Step::Grant(id) => {
+                let granted = runtime.block_on(store.grant(Some(*id), 60, None));
+                let fresh = model.leases.insert(*id);
+                prop_assert_eq!(granted.is_ok(), fresh, "grant {}", id);
+                continue;
+            }
+            Step::Revoke(id) => {
+                let revoked = runtime.block_on(store.revoke(*id));
+                let existed = model.revoke(*id);
+                match revoked {
+                    Ok(revision) => {
+                        prop_assert!(existed);
+                        prop_assert_eq!(revision, model.revision);
+                    }
+                    Err(LeaseError::NotFound(_)) => prop_assert!(!existed),
+                    Err(err) => return Err(TestCaseError::fail(format!("{err:?}"))),
+                }
+                model.past.push((model.revision, model.map.clone()));
+                continue;
+            }
             Step::Txn(txn) => {
-                let outcome = runtime
-                    .block_on(store.txn(txn))
-                    .map_err(|err| TestCaseError::fail(err.to_string()))?;
-                let (succeeded, expected) = model.txn(txn);
-                prop_assert_eq!(outcome.succeeded, succeeded);
-                prop_assert_eq!(outcome.revision, model.revision);
-                let results: Vec<Seen> = outcome.results.into_iter().map(seen).collect();
-                prop_assert_eq!(results, expected);
+                let outcome = runtime.block_on(store.txn(txn));
+                match (model.txn(txn), outcome) {
+                    (Err(missing), Err(StorageError::LeaseNotFound(named))) => {
+                        prop_assert_eq!(missing, named);
+                        continue;
+                    }
+                    (Ok((succeeded, expected)), Ok(outcome)) => {
+                        prop_assert_eq!(outcome.succeeded, succeeded);
+                        prop_assert_eq!(outcome.revision, model.revision);
+                        let results: Vec<Seen> = outcome.results.into_iter().map(seen).collect();
+                        prop_assert_eq!(results, expected);
+                    }
+                    (model, store) => {
+                        return Err(TestCaseError::fail(format!("{model:?} but {store:?}")));
+                    }
+                }
                 for key in KEYS {
                     prop_assert_eq!(store.get_now(key), model.map.get(*key).cloned());
                 }
@@ -442,6 +531,22 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
                 continue;
             }
         };
+        if let Some(missing) = model.missing_lease(ops) {
+            let refused = if ops.len() == 1 {
+                runtime.block_on(store.apply(ops[0].clone())).err()
+            } else {
+                match runtime.block_on(store.batch(ops)) {
+                    Err(BatchError::Storage(err)) => Some(err),
+                    _ => None,
+                }
+            };
+            prop_assert!(
+                matches!(refused, Some(StorageError::LeaseNotFound(named)) if named == missing),
+                "{:?}",
+                refused
+            );
+            continue;
+        }
         let (expected, applied) = model.run(ops);
         let outcomes = if ops.len() == 1 {
             let outcome = runtime.block_on(store.apply(ops[0].clone()));
