@@ -30,6 +30,10 @@ snapshot of 100k keys. `--only etcd` (builds with `--features etcd`):
 kv-store over a single-member etcd against etcd's own JSON gateway on the
 same member (GET, PUT, CAS req/s and CPU per request, kv-store's and
 etcd's), and 10k SSE watchers on one node against the watches etcd holds.
+`--only leases`: issue 23's lease figures on the memory store (`--leases`
+of 10 keys each: grant and attach rates, memory per lease, keep-alive
+against GET, a put on a lease of 10 keys against one of 100 000, revoking
+100 000 keys and 10 000 leases running out together while others GET).
 `--only auth`: GET and PUT efficiency with `--auth-file` (a token on every
 request) against without it. `--only tls`: GET and PUT over HTTPS against
 the ceiling over the same TLS stack.
@@ -75,7 +79,7 @@ CEILING_SCENARIOS = {
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
                                  "durable", "recovery", "hostile", "answers", "keyspace", "etcd",
-                                 "auth", "tls"]
+                                 "auth", "tls", "leases"]
 ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
@@ -715,6 +719,132 @@ def answers_scenario(hold_seconds):
     return out
 
 
+def lease_wrk(server, script, env, until, count, connections=16):
+    """Runs a lease script (which sends `count` requests, then only probes)
+    until the metric `until` reaches what the script builds; returns how
+    long that took and the server's CPU per request (µs). wrk itself runs
+    out its duration, so the end is read from the server."""
+    metric_name, target = until
+    cpu = server.cpu_seconds()
+    started = time.time()
+    proc = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", "-d600s",
+         "-s", os.path.join(LUA, script), f"http://127.0.0.1:{server.port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    try:
+        while (metric(metric_name) or 0) < target:
+            if time.time() - started > 600:
+                raise RuntimeError(f"{script} did not reach {metric_name} {target}")
+            time.sleep(0.02)
+        elapsed = time.time() - started
+        used = server.cpu_seconds() - cpu
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {"seconds": elapsed, "cpu_us": used / count * 1e6}
+
+
+def leases_scenario(leases, seconds):
+    """Issue 23's figures for leases on the memory store."""
+    mib = 1 << 20
+    out = {}
+    per = 10
+    server = kv_server("--max-leases", str(leases + 10))
+    http("PUT", KV_PORT, "/store/bench-key", b"v" * 100)
+    time.sleep(1)
+    before = server.rss_bytes()
+    granted = lease_wrk(server, "lease_grant.lua", {"LEASES": str(leases)},
+                        ("kv_leases", leases), leases)
+    time.sleep(6)
+    with_leases = server.rss_bytes()
+    attached = lease_wrk(server, "lease_grant.lua", {"LEASES": str(leases), "ATTACH": str(per)},
+                         ("kv_keys", leases * per + 1), leases)
+    time.sleep(6)
+    with_keys = server.rss_bytes()
+    out["grant"] = {
+        "leases": leases,
+        "per_s": leases / granted["seconds"],
+        "cpu_us_per_grant": granted["cpu_us"],
+        "bytes_per_lease": (with_leases - before) / leases,
+    }
+    out["attach"] = {
+        "keys": leases * per,
+        "keys_per_s": leases * per / attached["seconds"],
+        "cpu_us_per_key": attached["cpu_us"] / per,
+        "bytes_per_key_on_a_lease": (with_keys - with_leases) / (leases * per),
+        "rss_mb": round(with_keys / mib),
+    }
+    print("leases", json.dumps(out), file=sys.stderr)
+    alive = measured(server, "keepalive.lua", seconds, 32, {"LEASES": str(leases)})
+    get = measured(server, "get.lua", seconds, 32)
+    out["keepalive"] = {
+        "rps": alive["rps"], "cpu_us": alive["cpu_us"], "non_2xx": alive["non_2xx"],
+        "get_rps": get["rps"], "get_cpu_us": get["cpu_us"],
+        "cpu_vs_get": alive["cpu_us"] / get["cpu_us"],
+    }
+    print("keepalive", json.dumps(out["keepalive"]), file=sys.stderr)
+
+    # A put on a lease of 10 keys, and on one of 100 000 (etcd #15993).
+    big = 100_000
+    for name, count, first in (("small", per, leases + 1), ("big", big, leases + 2)):
+        lease = f"{first:016x}"
+        http("POST", KV_PORT, "/leases", json.dumps({"ttl": 3600, "id": lease}).encode(),
+             "application/json")
+        for start in range(0, count, 1000):
+            ops = [{"method": "PUT", "key": f"{name}/{i}", "value": "v" * 100, "lease": lease}
+                   for i in range(start, min(start + 1000, count))]
+            http("POST", KV_PORT, "/batch", json.dumps(ops).encode(), "application/json")
+        out[f"put_on_lease_of_{count}"] = measured(
+            server, "lease_put.lua", seconds, 32,
+            {"KEYS": str(count), "LEASE": lease, "PREFIX": f"{name}%2F"})
+    out["put_without_lease"] = measured(server, "put.lua", seconds, 32)
+    print("put on a lease", json.dumps({k: v for k, v in out.items() if "put" in k}),
+          file=sys.stderr)
+
+    # Revoking the lease of 100 000 keys while others GET.
+    quiet = wrk(KV_PORT, "get.lua", 4, 8)
+    during = {}
+    others = threading.Thread(target=lambda: during.update(wrk(KV_PORT, "get.lua", 4, 8)))
+    others.start()
+    time.sleep(1.5)
+    started = time.time()
+    http("DELETE", KV_PORT, f"/leases/{leases + 2:016x}")
+    revoke_s = time.time() - started
+    others.join()
+    out["revoke_100k_keys"] = {
+        "seconds": revoke_s, "others_p99_ms": during.get("p99_ms"),
+        "others_p99_quiet_ms": quiet.get("p99_ms"), "non_2xx": during.get("non_2xx"),
+    }
+    print("revoke", json.dumps(out["revoke_100k_keys"]), file=sys.stderr)
+    server.stop()
+
+    # 10 000 leases of 10 keys, granted within about a second, expire
+    # together; GETs meanwhile, against the same window without it.
+    storm = 10_000
+    server = kv_server()
+    http("PUT", KV_PORT, "/store/bench-key", b"v" * 100)
+    quiet = wrk(KV_PORT, "get.lua", 4, 8)
+    ttl = 10
+    granted_at = time.time()
+    granted = lease_wrk(server, "lease_grant.lua", {"LEASES": str(storm), "TTL": str(ttl)},
+                        ("kv_leases", storm), storm)
+    lease_wrk(server, "lease_grant.lua", {"LEASES": str(storm), "ATTACH": str(per)},
+              ("kv_keys", storm * per + 1), storm)
+    # From just before the first deadline, across all of them.
+    time.sleep(max(0.0, granted_at + ttl - 1 - time.time()))
+    cpu = server.cpu_seconds()
+    during = wrk(KV_PORT, "get.lua", 6, 8)
+    out["expiry_storm"] = {
+        "leases": storm, "keys": storm * per, "granted_in_s": granted["seconds"],
+        "expired_leases": metric("kv_expired_leases_total"),
+        "others_p99_ms": during.get("p99_ms"), "others_p99_quiet_ms": quiet.get("p99_ms"),
+        "others_p50_ms": during.get("p50_ms"), "server_cpu_s": server.cpu_seconds() - cpu,
+    }
+    print("expiry storm", json.dumps(out["expiry_storm"]), file=sys.stderr)
+    server.stop()
+    return out
+
+
 def etcd_server(data_dir):
     """One etcd member on the server core, as the issue's comparison asks."""
     url = f"http://127.0.0.1:{ETCD_PORT}"
@@ -891,6 +1021,8 @@ def main():
                         help="comma-separated scenarios: " + ",".join(ALL))
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--watchers", type=int, default=10_000)
+    parser.add_argument("--leases", type=int, default=100_000,
+                        help="leases (of 10 keys each) for --only leases")
     parser.add_argument("--kv-binary", default=KV_BINARY,
                         help="the kv-store to measure (e.g. an older build, for A/B)")
     parser.add_argument("--h2-streams", type=int,
@@ -948,6 +1080,8 @@ def main():
         results["hostile"] = hostile_scenario()
     if "answers" in only:
         results["answers"] = answers_scenario(args.hold_seconds)
+    if "leases" in only:
+        results["leases"] = leases_scenario(args.leases, args.seconds)
     print(json.dumps(results, indent=2))
 
 
