@@ -137,6 +137,16 @@ impl<'a, T: Type + BodyExample + DeserializeOwned + Send> ApiExtractor<'a> for J
             None => return Err(ContentTypeError::ExpectContentType.into()),
         }
         let bytes = body.take()?.into_bytes().await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // serde's own words ("EOF while parsing a value at line 1
+            // column 0") say nothing of what to send.
+            return Err(ParseRequestPayloadError {
+                reason: "the body is empty: this operation takes a JSON document (its schema \
+                         and an example are in the spec, /docs)"
+                    .to_owned(),
+            }
+            .into());
+        }
         serde_json::from_slice(&bytes).map(Self).map_err(|err| {
             ParseRequestPayloadError {
                 reason: err.to_string(),

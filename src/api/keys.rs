@@ -344,7 +344,7 @@ impl<B: Backend> KeysApi<B> {
         let op = Op {
             key: key.clone(),
             action: Action::Delete,
-            condition: write_condition(if_match.as_deref(), None),
+            condition: write_condition(if_match.as_deref(), None)?,
         };
         match self
             .0
@@ -430,15 +430,21 @@ impl<B: Backend> KeysApi<B> {
     ) -> Result<GetAnswer, ApiError<GetErrors>> {
         self.0.check_key(key)?;
         caller.may_read_key(key)?;
+        let must = given(if_match)
+            .map(|header| parse_etags("If-Match", header, false))
+            .transpose()?;
+        let none_of = given(if_none_match)
+            .map(|header| parse_etags("If-None-Match", header, true))
+            .transpose()?;
         let current = self
             .0
             .store
             .get(key)
             .await
             .map_err(|err| Problem::not_stored(&err))?;
-        if let Some(header) = given(if_match) {
+        if let Some(must) = must {
             let must = Condition::Revision {
-                must: Some(parse_etags(header, false)),
+                must: Some(must),
                 must_not: None,
             };
             if !must.holds(current.as_ref()) {
@@ -447,8 +453,8 @@ impl<B: Backend> KeysApi<B> {
         }
         let current = current.ok_or_else(|| Problem::not_found(key))?;
         let revision = current.revision();
-        if let Some(header) = given(if_none_match)
-            && parse_etags(header, true).contains(revision)
+        if let Some(none_of) = none_of
+            && none_of.contains(revision)
         {
             return Ok(GetAnswer::NotModified { revision });
         }
@@ -484,7 +490,7 @@ impl<B: Backend> KeysApi<B> {
         let op = Op {
             key: key.clone(),
             action: Action::Put { value, lifetime },
-            condition: write_condition(if_match, if_none_match),
+            condition: write_condition(if_match, if_none_match)?,
         };
         match self
             .0

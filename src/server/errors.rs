@@ -64,7 +64,7 @@ impl<E> ProblemsEndpoint<E> {
                 ErrorStatus::NOT_FOUND,
                 "not-found",
                 "Not found",
-                "no such endpoint; the API is described at /docs",
+                not_found_detail(uri.path()),
             ),
             StatusCode::METHOD_NOT_ALLOWED => {
                 let mut response = Problem::new(
@@ -149,6 +149,24 @@ fn check_path(path: &str) -> Result<(), Box<Problem>> {
     Ok(())
 }
 
+/// What a request to no endpoint is told: for a key path with a `/` left
+/// in the key, how to send it.
+fn not_found_detail(path: &str) -> String {
+    let key = ["/store/cas/", "/watch_key/", "/store/"]
+        .iter()
+        .find_map(|route| path.strip_prefix(route))
+        .filter(|key| key.contains('/'));
+    match key {
+        Some(key) => format!(
+            "no such endpoint: a key is one path segment, so send the `/` inside key {:?} as \
+             %2F ({})",
+            api::shown(key),
+            api::shown(&key.replace('/', "%2F"))
+        ),
+        None => "no such endpoint; the API is described at /docs".to_owned(),
+    }
+}
+
 /// The detail of a 400 from the framework: for the query parameters whose
 /// parser speaks in type names, the words the API uses elsewhere; for a
 /// required one left out, which operation needs it.
@@ -180,6 +198,12 @@ fn bad_request_detail(err: &poem::Error, method: &Method, uri: &Uri) -> String {
         "ttl" => api::bad_ttl(given),
         "since" => api::bad_since(given),
         "limit" => api::bad_limit(given),
+        "keys_only" | "count" | "keys" => {
+            format!(
+                "{} {given} is not a boolean: send true or false",
+                param.name
+            )
+        }
         // Only DELETE /store constrains a given `prefix` (not empty).
         "prefix" => api::EMPTY_PREFIX.to_owned(),
         _ => err.to_string(),

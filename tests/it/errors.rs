@@ -301,3 +301,77 @@ async fn a_missing_parameter_names_the_operation_that_needs_it() {
     let mut all = common::Sse::new(server.get("/watch?prefix=").await);
     assert_eq!(all.snapshot().await.0, Vec::new());
 }
+
+/// What a newcomer's usual slips are told: each answer says what to send.
+#[tokio::test]
+async fn a_common_slip_is_told_what_to_send() {
+    let server = TestServer::start(&[]).await;
+    let tag = common::etag(&server.put("k", "v").await).expect("an ETag");
+    let unquoted = tag.trim_matches('"').to_owned();
+    let detail = |header: &str| {
+        format!(
+            "{header}: entity tag {unquoted} is not in quotes; send \"{unquoted}\" (an ETag is a \
+             revision in double quotes, as the ETag header gives it)"
+        )
+    };
+    for (method, header) in [
+        (Method::GET, "If-Match"),
+        (Method::GET, "If-None-Match"),
+        (Method::PUT, "If-Match"),
+        (Method::PUT, "If-None-Match"),
+        (Method::DELETE, "If-Match"),
+    ] {
+        let response = server
+            .request(method.clone(), "/store/k")
+            .header(header, unquoted.as_str())
+            .body("w")
+            .send()
+            .await
+            .expect("request");
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["detail"], detail(header), "{method} {header}");
+    }
+    assert_eq!(
+        server.get("/store/k").await.text().await.expect("body"),
+        "v"
+    );
+
+    let cas = server
+        .request(Method::POST, "/store/cas/k")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("CAS");
+    let body = problem(cas, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("the body is empty: this operation takes a JSON document"),
+        "{body}"
+    );
+    let listing = problem(
+        server.get("/store?prefix=&keys_only=1").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(
+        listing["detail"],
+        "keys_only 1 is not a boolean: send true or false"
+    );
+    for (path, key, encoded) in [
+        ("/store/a/b", "a/b", "a%2Fb"),
+        ("/store/cas/a/b", "a/b", "a%2Fb"),
+        ("/watch_key/x/y/z", "x/y/z", "x%2Fy%2Fz"),
+    ] {
+        let body = problem(server.get(path).await, StatusCode::NOT_FOUND).await;
+        assert_eq!(
+            body["detail"],
+            format!(
+                "no such endpoint: a key is one path segment, so send the `/` inside key \
+                 {key:?} as %2F ({encoded})"
+            ),
+            "{path}"
+        );
+    }
+}
