@@ -51,7 +51,11 @@ pub struct BatchOp {
     pub ttl: Option<u64>,
     /// The lease (16 hex digits) the key lives on (PUT and CAS), instead of
     /// a `ttl`.
-    #[oai(nullable, skip_serializing_if_is_none)]
+    #[oai(
+        validator(pattern = "^[0-9a-fA-F]{1,16}$"),
+        nullable,
+        skip_serializing_if_is_none
+    )]
     pub lease: Option<String>,
     /// CAS: the value the key must hold; `null` or absent means the key must
     /// not exist.

@@ -71,6 +71,11 @@ pub trait BodyExample {
     fn body_example() -> Option<serde_json::Value> {
         None
     }
+
+    /// Whether the body must be a JSON object. serde's derived structs also
+    /// take an array of their fields in order, which the spec does not
+    /// declare and no client means.
+    const AN_OBJECT: bool = false;
 }
 
 /// A JSON request body parsed by serde straight into `T`.
@@ -137,7 +142,15 @@ impl<'a, T: Type + BodyExample + DeserializeOwned + Send> ApiExtractor<'a> for J
             None => return Err(ContentTypeError::ExpectContentType.into()),
         }
         let bytes = body.take()?.into_bytes().await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if T::AN_OBJECT && first.is_some_and(|b| *b != b'{') {
+            return Err(ParseRequestPayloadError {
+                reason: "the body must be a JSON object (see the spec for this operation, /docs)"
+                    .to_owned(),
+            }
+            .into());
+        }
+        if first.is_none() {
             // serde's own words ("EOF while parsing a value at line 1
             // column 0") say nothing of what to send.
             return Err(ParseRequestPayloadError {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, ValueBody};
-use super::conditional::{etag, given, parse_etags, write_condition};
+use super::conditional::{EntityTags, etag, given, parse_etags, write_condition};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, KEY_OR_LEASE_NOT_FOUND,
     LEASE_NOT_FOUND, NOT_FOUND, PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE,
@@ -218,7 +218,11 @@ pub struct CasRequest {
     )]
     pub ttl: Option<u64>,
     /// The lease (16 hex digits) the key lives on, instead of a `ttl`.
-    #[oai(nullable, skip_serializing_if_is_none)]
+    #[oai(
+        validator(pattern = "^[0-9a-fA-F]{1,16}$"),
+        nullable,
+        skip_serializing_if_is_none
+    )]
     pub lease: Option<String>,
 }
 
@@ -233,7 +237,9 @@ impl Example for CasRequest {
     }
 }
 
-impl BodyExample for CasRequest {}
+impl BodyExample for CasRequest {
+    const AN_OBJECT: bool = true;
+}
 
 /// A 412 problem that tells the client what the key holds now.
 pub fn condition_failed(key: &str, current: Option<Current>) -> Problem {
@@ -274,10 +280,10 @@ impl<B: Backend> KeysApi<B> {
         key: Path<String>,
         /// Answer 304 if the key's ETag is one of these.
         #[oai(name = "If-None-Match")]
-        if_none_match: Header<Option<String>>,
+        if_none_match: Header<Option<EntityTags>>,
         /// Answer 412 unless the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<EntityTags>>,
         auth: TokenAuth,
     ) -> Result<GetAnswer, ApiError<GetErrors>> {
         let caller = auth.caller();
@@ -307,13 +313,14 @@ impl<B: Backend> KeysApi<B> {
         #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
         ttl: Query<Option<u64>>,
         /// The lease the key lives on (16 hex digits), instead of a `ttl`.
+        #[oai(validator(pattern = "^[0-9a-fA-F]{1,16}$"))]
         lease: Query<Option<String>>,
         /// Write only if the key's ETag is one of these (or `*`: the key exists).
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<EntityTags>>,
         /// `*`: write only if the key does not exist.
         #[oai(name = "If-None-Match")]
-        if_none_match: Header<Option<String>>,
+        if_none_match: Header<Option<EntityTags>>,
         body: ValueBody,
         auth: TokenAuth,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
@@ -336,7 +343,7 @@ impl<B: Backend> KeysApi<B> {
         key: Path<String>,
         /// Delete only if the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<EntityTags>>,
         auth: TokenAuth,
     ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
         let key = self.0.key(&key)?;

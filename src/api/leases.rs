@@ -13,7 +13,7 @@ use super::problem::{
     REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
 };
-use super::{ApiTags, Context, MAX_TTL_SECONDS, bad_ttl, lease_id};
+use super::{ApiTags, Context, MAX_TTL_SECONDS, bad_ttl, lease_id, lease_number};
 use crate::auth::Caller;
 use crate::backend::Backend;
 use crate::domain::{LeaseError, LeaseId, LeaseState};
@@ -24,12 +24,19 @@ pub struct GrantRequest {
     /// Seconds the lease lives without a keep-alive.
     #[oai(validator(minimum(value = "1"), maximum(value = "3153600000")))]
     pub ttl: u64,
-    /// The id to give it (16 hex digits); without it the server picks one.
-    #[oai(skip_serializing_if_is_none)]
+    /// The id to give it (up to 16 hex digits, at most 7fffffffffffffff);
+    /// without it (or with 0, as in etcd) the server picks one.
+    #[oai(
+        validator(pattern = "^[0-7]?[0-9a-fA-F]{1,15}$"),
+        nullable,
+        skip_serializing_if_is_none
+    )]
     pub id: Option<String>,
 }
 
 impl BodyExample for GrantRequest {
+    const AN_OBJECT: bool = true;
+
     fn body_example() -> Option<serde_json::Value> {
         Some(serde_json::json!({"ttl": 10}))
     }
@@ -90,6 +97,7 @@ pub struct LeaseListed {
 pub struct LeasePage {
     pub leases: Vec<LeaseListed>,
     /// Pass the last id as `after` for the next page; `null` on the last.
+    #[oai(nullable)]
     pub next: Option<String>,
 }
 
@@ -240,7 +248,13 @@ impl<B: Backend> LeasesApi<B> {
         if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
             return Err(Problem::invalid_request(bad_ttl(ttl)).into());
         }
-        let id = id.as_deref().map(lease_id).transpose()?;
+        // 0 asks the server to pick one, as in etcd.
+        let id = match id.as_deref().map(lease_number).transpose()? {
+            None | Some(0) => None,
+            Some(number) => Some(LeaseId::new(number).ok_or_else(|| {
+                Problem::invalid_request("a lease id is at most 7fffffffffffffff")
+            })?),
+        };
         let granted = self
             .0
             .store
@@ -263,6 +277,7 @@ impl<B: Backend> LeasesApi<B> {
     async fn keep_alive(
         &self,
         /// The lease's id (16 hex digits).
+        #[oai(validator(pattern = "^[0-9a-fA-F]{1,16}$"))]
         id: Path<String>,
         auth: TokenAuth,
     ) -> Result<KeepAliveResponse, ApiError<LeaseErrors>> {
@@ -282,6 +297,7 @@ impl<B: Backend> LeasesApi<B> {
     async fn lease(
         &self,
         /// The lease's id (16 hex digits).
+        #[oai(validator(pattern = "^[0-9a-fA-F]{1,16}$"))]
         id: Path<String>,
         /// Also list the keys on the lease.
         keys: Query<Option<bool>>,
@@ -301,13 +317,22 @@ impl<B: Backend> LeasesApi<B> {
     async fn list(
         &self,
         /// Start after this id (the `next` of the previous page).
+        #[oai(validator(pattern = "^[0-9a-fA-F]{1,16}$"))]
         after: Query<Option<String>>,
         /// Most leases in the page (1 to 10000, default 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         limit: Query<Option<u64>>,
         auth: TokenAuth,
     ) -> Result<ListResponse, ApiError<ListErrors>> {
-        let after = after.as_deref().map(lease_id).transpose()?;
+        // Past the largest id there is none; from 0 is from the first.
+        let after = after.as_deref().map(lease_number).transpose()?;
+        if after.is_some_and(|after| after >= LeaseId::MAX) {
+            return Ok(ListResponse::Ok(JsonReply(LeasePage {
+                leases: Vec::new(),
+                next: None,
+            })));
+        }
+        let after = after.and_then(LeaseId::new);
         let limit = limit.0.unwrap_or(DEFAULT_LIST);
         if !(1..=MAX_LIST).contains(&limit) {
             return Err(Problem::invalid_request(format!(
@@ -346,6 +371,7 @@ impl<B: Backend> LeasesApi<B> {
     async fn revoke(
         &self,
         /// The lease's id (16 hex digits).
+        #[oai(validator(pattern = "^[0-9a-fA-F]{1,16}$"))]
         id: Path<String>,
         auth: TokenAuth,
     ) -> Result<RevokeResponse, ApiError<LeaseErrors>> {

@@ -72,11 +72,32 @@ pub fn bad_ttl(given: impl std::fmt::Display) -> String {
     format!("ttl {given} is not a whole number of seconds from 1 to {MAX_TTL_SECONDS}")
 }
 
-/// A lease id from a request: 1 to 16 hex digits, not 0.
+/// What is wrong with a lease id a parameter gave (`name`), in the same
+/// words as [`lease_number`]'s.
+pub fn bad_lease_id(name: &str) -> String {
+    format!("{name} is not a lease id: 1 to 16 hex digits")
+}
+
+/// A lease id as a request writes it: 1 to 16 hex digits (what the spec's
+/// pattern says); its number, or 400.
+fn lease_number(given: &str) -> Result<u64, Box<Problem>> {
+    let hex =
+        !given.is_empty() && given.len() <= 16 && given.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| u64::from_str_radix(given, 16).ok())
+        .flatten()
+        .ok_or_else(|| {
+            Problem::invalid_request(format!("lease {:?}: {}", shown(given), bad_lease_id("it")))
+                .into()
+        })
+}
+
+/// The lease a request names: 400 if it is no id at all, 404 if it is a
+/// number no lease can have (0, or past 7fffffffffffffff).
 fn lease_id(given: &str) -> Result<LeaseId, Box<Problem>> {
-    LeaseId::parse(given).ok_or_else(|| {
-        Problem::invalid_request(format!(
-            "lease {:?} is not a lease id: 1 to 16 hex digits, from 1 to 7fffffffffffffff",
+    let number = lease_number(given)?;
+    LeaseId::new(number).ok_or_else(|| {
+        Problem::lease_missing(format!(
+            "no lease has id {}: ids run from 1 to 7fffffffffffffff",
             shown(given)
         ))
         .into()

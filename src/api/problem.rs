@@ -263,11 +263,18 @@ impl Problem {
 
     /// No such lease: never granted, expired or revoked.
     pub fn lease_not_found(lease: LeaseId) -> Self {
+        Self::lease_missing(format!(
+            "lease {lease} does not exist (never granted, expired or revoked)"
+        ))
+    }
+
+    /// No lease as `detail` says.
+    pub fn lease_missing(detail: String) -> Self {
         Self::new(
             ErrorStatus::NOT_FOUND,
             "lease-not-found",
             "Lease not found",
-            format!("lease {lease} does not exist (never granted, expired or revoked)"),
+            detail,
         )
     }
 

@@ -18,7 +18,7 @@ use super::problem::{
     UNSUPPORTED_MEDIA_TYPE,
 };
 use super::text::Text;
-use super::{ApiTags, Context, lease_id};
+use super::{ApiTags, Context, lease_number};
 use crate::auth::Caller;
 use crate::backend::Backend;
 use crate::domain::{
@@ -58,16 +58,19 @@ pub struct TxnGuard {
     #[oai(skip_serializing_if_is_none)]
     pub value: Option<String>,
     /// Operand: the revision of the key's last write (its ETag).
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
     pub mod_revision: Option<u64>,
     /// Operand: the revision that created the key.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
     pub create_revision: Option<u64>,
     /// Operand: writes to the key since it was created.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
     pub version: Option<u64>,
     /// Operand: the key's lease (16 hex digits; `0`: on no lease).
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(
+        validator(pattern = "^[0-9a-fA-F]{1,16}$"),
+        skip_serializing_if_is_none
+    )]
     pub lease: Option<String>,
 }
 
@@ -96,7 +99,10 @@ pub struct TxnOperation {
     #[oai(skip_serializing_if_is_none)]
     pub value: Option<String>,
     /// PUT: the lease (16 hex digits) the key lives on, instead of a `ttl`.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(
+        validator(pattern = "^[0-9a-fA-F]{1,16}$"),
+        skip_serializing_if_is_none
+    )]
     pub lease: Option<String>,
     /// PUT: seconds until the key expires; without it (or a `lease`) the
     /// key keeps no TTL.
@@ -129,6 +135,8 @@ pub struct TxnRequest {
 }
 
 impl BodyExample for TxnRequest {
+    const AN_OBJECT: bool = true;
+
     fn body_example() -> Option<serde_json::Value> {
         Some(serde_json::json!({
             "guards": [
@@ -272,8 +280,7 @@ impl<B: Backend> TxnApi<B> {
     fn guard(&self, guard: TxnGuard, caller: &Caller) -> Result<Guard, Box<Problem>> {
         let lease = match guard.lease.as_deref() {
             None => None,
-            Some("0") => Some(Operand::Lease(None)),
-            Some(lease) => Some(Operand::Lease(Some(lease_id(lease)?))),
+            Some(lease) => Some(Operand::Lease(lease_number(lease)?)),
         };
         let operands = [
             guard.value.map(|value| Operand::Value(Value::from(value))),

@@ -33,8 +33,8 @@ pub enum Operand {
     ModRevision(u64),
     CreateRevision(u64),
     Version(u64),
-    /// The key's lease; `None`: on no lease (etcd's 0).
-    Lease(Option<LeaseId>),
+    /// The key's lease id; 0: on no lease (etcd's rule).
+    Lease(u64),
 }
 
 /// A key's field compared with an operand. Where there is no key (an
@@ -58,8 +58,7 @@ impl Comparison {
             Operand::CreateRevision(operand) => number(|c| c.meta.create_revision).cmp(operand),
             Operand::Version(operand) => number(|c| c.meta.version).cmp(operand),
             Operand::Lease(operand) => {
-                let lease = |c: &Current| c.meta.lease.map_or(0, LeaseId::get);
-                number(lease).cmp(&operand.map_or(0, LeaseId::get))
+                number(|c| c.meta.lease.map_or(0, LeaseId::get)).cmp(operand)
             }
         };
         self.order.holds(ordering)
@@ -226,8 +225,8 @@ mod tests {
             (Order::Less, Operand::Value("c".into()), true),
             (Order::Greater, Operand::Value("a".into()), true),
             (Order::Equal, Operand::Value("b".into()), true),
-            (Order::Equal, Operand::Lease(LeaseId::new(5)), true),
-            (Order::Greater, Operand::Lease(None), true),
+            (Order::Equal, Operand::Lease(5), true),
+            (Order::Greater, Operand::Lease(0), true),
         ];
         for (order, operand, holds) in cases {
             assert_eq!(
@@ -244,7 +243,7 @@ mod tests {
         assert!(compare(Order::Less, Operand::ModRevision(1)).holds(None));
         assert!(!compare(Order::Equal, Operand::Value("".into())).holds(None));
         assert!(!compare(Order::NotEqual, Operand::Value("x".into())).holds(None));
-        assert!(compare(Order::Equal, Operand::Lease(None)).holds(None));
+        assert!(compare(Order::Equal, Operand::Lease(0)).holds(None));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use etcd_client::{
 
 use super::{EtcdStore, revision};
 use crate::domain::{
-    Comparison, Guard, KeyTest, LeaseId, Lifetime, Operand, Order, Outcome, PrefixTest,
-    StorageError, Txn, TxnOp, TxnOutcome, TxnResult,
+    Comparison, Guard, KeyTest, Lifetime, Operand, Order, Outcome, PrefixTest, StorageError, Txn,
+    TxnOp, TxnOutcome, TxnResult,
 };
 
 /// etcd's numbers are i64: a larger operand compares as the largest.
@@ -32,7 +32,7 @@ fn compare(key: Vec<u8>, comparison: &Comparison) -> Compare {
         Operand::ModRevision(r) => Compare::mod_revision(key, order, number(*r)),
         Operand::CreateRevision(r) => Compare::create_revision(key, order, number(*r)),
         Operand::Version(v) => Compare::version(key, order, number(*v)),
-        Operand::Lease(lease) => Compare::lease(key, order, number(lease.map_or(0, LeaseId::get))),
+        Operand::Lease(lease) => Compare::lease(key, order, number(*lease)),
     }
 }
 

@@ -40,7 +40,7 @@ impl<E: Endpoint> Endpoint for ProblemsEndpoint<E> {
     // Neither an `async fn` nor an `async` block: either would keep a copy
     // of the request or of the inner future (see `server::app`).
     fn call(&self, req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
-        if let Err(problem) = check_path(req.uri().path()) {
+        if let Err(problem) = check_path(req.uri().path()).and_then(|()| check_conditions(&req)) {
             return Either::Left(std::future::ready(Ok(problem.into_response())));
         }
         // A `Uri` clone shares its bytes; the path is only read on error.
@@ -122,6 +122,28 @@ impl<E> ProblemsEndpoint<E> {
 /// A path whose percent-encoding is broken (`%ZZ`, a lone `%`) or decodes
 /// to bytes that are not UTF-8 (`%C3%28`). The router would take the first
 /// literally and refuse the second with a vague message.
+/// Refuses an `If-Match` / `If-None-Match` that is not visible ASCII: no
+/// entity tag can hold anything else, and the framework would take such a
+/// header for absent, dropping the condition.
+fn check_conditions(req: &Request) -> Result<(), Box<Problem>> {
+    for (header, name) in [
+        (header::IF_MATCH, "If-Match"),
+        (header::IF_NONE_MATCH, "If-None-Match"),
+    ] {
+        if req
+            .headers()
+            .get(&header)
+            .is_some_and(|value| value.to_str().is_err())
+        {
+            return Err(Box::new(Problem::invalid_request(format!(
+                "{name}: not a list of entity tags (visible ASCII: each a revision in double \
+                 quotes, as the ETag header gives it)"
+            ))));
+        }
+    }
+    Ok(())
+}
+
 fn check_path(path: &str) -> Result<(), Box<Problem>> {
     if !path.contains('%') {
         return Ok(());
@@ -174,6 +196,10 @@ fn bad_request_detail(err: &poem::Error, method: &Method, uri: &Uri) -> String {
     let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() else {
         return err.to_string();
     };
+    // A lease id in the path (`/leases/{id}`) or the query.
+    if matches!(param.name, "id" | "lease" | "after") {
+        return api::bad_lease_id(param.name);
+    }
     let given = uri
         .query()
         .into_iter()

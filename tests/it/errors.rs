@@ -335,6 +335,23 @@ async fn a_common_slip_is_told_what_to_send() {
         server.get("/store/k").await.text().await.expect("body"),
         "v"
     );
+    let not_ascii = server
+        .request(Method::GET, "/store/k")
+        .header(
+            "If-None-Match",
+            reqwest::header::HeaderValue::from_bytes(b"\xc2\x84").expect("a header value"),
+        )
+        .send()
+        .await
+        .expect("GET");
+    let body = problem(not_ascii, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("If-None-Match: not a list of entity tags"),
+        "{body}"
+    );
 
     let cas = server
         .request(Method::POST, "/store/cas/k")

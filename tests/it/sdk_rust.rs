@@ -411,7 +411,7 @@ async fn a_service_registers_keys_under_one_lease() {
     for key in ["svc/api/1", "svc/api/1/health"] {
         kv.put_key(
             &key.try_into().expect("valid key"),
-            Some(&lease.id),
+            Some(&lease.id.parse().expect("a lease id")),
             None,
             None,
             None,
@@ -420,15 +420,21 @@ async fn a_service_registers_keys_under_one_lease() {
         .await
         .expect("PUT on the lease");
     }
-    let kept = kv.keep_lease_alive(&lease.id).await.expect("keepalive");
+    // Each operation's id parameter has a type of its own.
+    let kept = kv
+        .keep_lease_alive(&lease.id.parse().expect("a lease id"))
+        .await
+        .expect("keepalive");
     assert_eq!(kept.into_inner().ttl, 30);
     let read = kv
-        .get_lease(&lease.id, Some(true))
+        .get_lease(&lease.id.parse().expect("a lease id"), Some(true))
         .await
         .expect("read")
         .into_inner();
     assert_eq!(read.keys, ["svc/api/1", "svc/api/1/health"]);
-    kv.revoke_lease(&lease.id).await.expect("revoke");
+    kv.revoke_lease(&lease.id.parse().expect("a lease id"))
+        .await
+        .expect("revoke");
     let gone = kv
         .get_key(&"svc/api/1".try_into().expect("valid key"), None, None)
         .await;
