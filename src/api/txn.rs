@@ -58,13 +58,22 @@ pub struct TxnGuard {
     #[oai(skip_serializing_if_is_none)]
     pub value: Option<String>,
     /// Operand: the revision of the key's last write (its ETag).
-    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
+    #[oai(
+        validator(minimum(value = "0"), maximum(value = "9223372036854775807")),
+        skip_serializing_if_is_none
+    )]
     pub mod_revision: Option<u64>,
     /// Operand: the revision that created the key.
-    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
+    #[oai(
+        validator(minimum(value = "0"), maximum(value = "9223372036854775807")),
+        skip_serializing_if_is_none
+    )]
     pub create_revision: Option<u64>,
     /// Operand: writes to the key since it was created.
-    #[oai(validator(minimum(value = "0")), skip_serializing_if_is_none)]
+    #[oai(
+        validator(minimum(value = "0"), maximum(value = "9223372036854775807")),
+        skip_serializing_if_is_none
+    )]
     pub version: Option<u64>,
     /// Operand: the key's lease (16 hex digits; `0`: on no lease).
     #[oai(
