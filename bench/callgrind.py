@@ -13,6 +13,7 @@ prints the server's instructions (all threads) divided by the requests.
     python3 bench/callgrind.py --kv-binary /tmp/kv-store-before
     python3 bench/callgrind.py --only get --seed-binary /tmp/seed/kv-store
     python3 bench/callgrind.py --only batch,txn      # 2 puts; 2 guards + 2 puts
+    python3 bench/callgrind.py --kv-flag=--access-log=false
 
 Needs valgrind (apt-get install valgrind). Builds the release binaries
 first unless given.
@@ -144,6 +145,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--only", default="get,put")
     parser.add_argument("--kv-binary", default=os.path.join(RELEASE, "kv-store"))
+    parser.add_argument("--kv-flag", action="append", default=[],
+                        help="a flag for kv-store (repeat it), e.g. --kv-flag=--access-log=false")
     parser.add_argument("--seed-binary",
                         help="the seed's server (built outside this repo), measured beside")
     parser.add_argument("--seed-port", type=int, default=3000,
@@ -154,7 +157,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bin", "ceiling"], cwd=ROOT,
                    check=True)
     servers = [
-        ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}"],
+        ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}",
+                      *args.kv_flag],
          PORT),
         ("ceiling", [os.path.join(RELEASE, "ceiling"), f"127.0.0.1:{PORT}"], PORT),
     ]

@@ -132,10 +132,15 @@ class Server:
             self.proc.kill()
 
 
+# --kv-flag: flags every kv-store server of the run gets (e.g. to compare
+# with the access log off).
+KV_FLAGS = []
+
+
 def kv_server(*flags, fd_limit=None):
     return Server(
         [KV_BINARY, "--rate-limit", "0",
-         "--listen", f"127.0.0.1:{KV_PORT}", *flags],
+         "--listen", f"127.0.0.1:{KV_PORT}", *KV_FLAGS, *flags],
         KV_PORT,
         fd_limit,
     )
@@ -1013,7 +1018,7 @@ def tls_scenario(rounds, seconds):
 
 
 def main():
-    global KV_BINARY, H2_STREAMS, WATCH_SHAPE
+    global KV_BINARY, H2_STREAMS, WATCH_SHAPE, KV_FLAGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -1025,6 +1030,9 @@ def main():
                         help="leases (of 10 keys each) for --only leases")
     parser.add_argument("--kv-binary", default=KV_BINARY,
                         help="the kv-store to measure (e.g. an older build, for A/B)")
+    parser.add_argument("--kv-flag", action="append", default=[],
+                        help="a flag for every kv-store server (repeat it), e.g. "
+                             "--kv-flag=--access-log=false")
     parser.add_argument("--h2-streams", type=int,
                         help="fan-out over HTTP/2 (h2c) with this many watch streams per "
                              "connection, for kv-store only (the seed and the floor speak HTTP/1)")
@@ -1038,6 +1046,7 @@ def main():
                              "its rate limit removed), measured beside kv-store in the fan-out")
     args = parser.parse_args()
     KV_BINARY = os.path.abspath(args.kv_binary)
+    KV_FLAGS = args.kv_flag
     H2_STREAMS = args.h2_streams
     WATCH_SHAPE = args.watch_shape
     only = args.only.split(",")

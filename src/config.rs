@@ -48,179 +48,195 @@ pub struct Config {
     /// Tokens that may use the server (TOML; see the README's "Access
     /// control"). Without it, anyone who can reach the server may do
     /// anything. SIGHUP reloads it.
-    #[arg(long, env = "KV_AUTH_FILE")]
+    #[arg(help_heading = "Security", long, env = "KV_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
 
     /// Serve HTTPS only, with this certificate chain (PEM; with --tls-key).
     /// SIGHUP reloads it.
-    #[arg(long, env = "KV_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "KV_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "KV_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "KV_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// With --tls-cert: require client certificates signed by this CA
     /// (PEM): mutual TLS.
-    #[arg(long, env = "KV_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "KV_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
     pub tls_client_ca: Option<PathBuf>,
 
     /// Address to listen on: IP:PORT or HOST:PORT (the host name is
     /// resolved; the first address that binds is used).
-    #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:3000",
+    #[arg(help_heading = "Network", long, env = "KV_LISTEN", default_value = "127.0.0.1:3000",
           value_parser = listen_address)]
     pub listen: String,
 
     /// Requests per second allowed per client IP; 0 turns rate limiting off.
-    #[arg(long, env = "KV_RATE_LIMIT", default_value_t = 1000,
+    #[arg(help_heading = "Security", long, env = "KV_RATE_LIMIT", default_value_t = 1000,
           allow_negative_numbers = true, value_parser = whole_number)]
     pub rate_limit: u32,
 
     /// Requests a client may send at once before the rate applies [default:
     /// the rate].
-    #[arg(long, env = "KV_RATE_BURST")]
+    #[arg(help_heading = "Security", long, env = "KV_RATE_BURST")]
     pub rate_burst: Option<NonZeroU32>,
 
     /// Longest key accepted, in bytes (at most 16 MiB - 1: a key's length
     /// shares a word of its record with the record's flags).
-    #[arg(long, env = "KV_MAX_KEY_BYTES", default_value_t = 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_KEY_BYTES", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
     pub max_key_bytes: u32,
 
     /// Largest value accepted, in bytes.
-    #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(0..))]
     pub max_value_bytes: u32,
 
     /// Largest request body, in bytes (bounds batch and watch requests; a
     /// PUT may always carry a value of --max-value-bytes).
-    #[arg(long, env = "KV_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_request_bytes: u32,
 
     /// Most operations in one batch.
-    #[arg(long, env = "KV_MAX_BATCH_OPS", default_value_t = 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_BATCH_OPS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_ops: u32,
 
     /// Most guards and operations, together, in one transaction (etcd's
     /// default --max-txn-ops: a transaction that fits here fits etcd).
-    #[arg(long, env = "KV_MAX_TXN_OPS", default_value_t = 128,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_TXN_OPS", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_txn_ops: u32,
 
     /// Most keys one watch stream may watch.
-    #[arg(long, env = "KV_MAX_WATCH_KEYS", default_value_t = 1024,
+    #[arg(help_heading = "Watches", long, env = "KV_MAX_WATCH_KEYS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_watch_keys: u32,
 
     /// Bytes of keys and values one listing page may hold; a page ends
     /// before it would pass them (it always holds one key).
-    #[arg(long, env = "KV_MAX_PAGE_BYTES", default_value_t = 4 * 1024 * 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_PAGE_BYTES", default_value_t = 4 * 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_page_bytes: u32,
 
     /// Bytes of values one batch answer may carry; a GET past it gets
     /// status 413 in its result, without its value (a batch answer always
     /// holds one value, however large).
-    #[arg(long, env = "KV_MAX_BATCH_ANSWER_BYTES", default_value_t = 4 * 1024 * 1024,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_BATCH_ANSWER_BYTES", default_value_t = 4 * 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch_answer_bytes: u32,
 
     /// Events kept for watch resume.
-    #[arg(long, env = "KV_HISTORY", default_value_t = 100_000,
+    #[arg(help_heading = "Watches", long, env = "KV_HISTORY", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub history: u32,
 
     /// Bytes of keys and values the history may hold; the oldest events go
     /// first when it is full.
-    #[arg(long, env = "KV_HISTORY_BYTES", default_value_t = 256 * 1024 * 1024,
+    #[arg(help_heading = "Watches", long, env = "KV_HISTORY_BYTES", default_value_t = 256 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_bytes: u64,
 
     /// Bytes a watch stream may hold (events queued for it and encoded
     /// frames not yet written to its socket) before the server ends it and
     /// closes its connection (the client then resumes with Last-Event-ID).
-    #[arg(long, env = "KV_WATCH_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024,
+    #[arg(help_heading = "Watches", long, env = "KV_WATCH_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_queue_bytes: u64,
 
     /// Time a request's head (request line and headers) may take to
     /// arrive, from its first byte (or from the connection's start).
-    #[arg(long, env = "KV_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(help_heading = "Network", long, env = "KV_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
 
     /// Time a request body may go without a byte arriving.
-    #[arg(long, env = "KV_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(help_heading = "Network", long, env = "KV_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub body_timeout: Duration,
 
     /// Time a connection with no request in flight stays open (watch
     /// streams are in flight while open, and send heartbeats).
-    #[arg(long, env = "KV_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(help_heading = "Network", long, env = "KV_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,
 
     /// Time a connection may go with something to send (a full socket, or
     /// answers its client takes nothing of, such as an HTTP/2 client that
     /// grants no window) and nothing sent; then it is closed, watch
     /// streams and all.
-    #[arg(long, env = "KV_SEND_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(help_heading = "Network", long, env = "KV_SEND_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub send_timeout: Duration,
 
     /// Bytes of answers (listing pages, batch results, values) all clients
     /// together may hold built and not yet taken; past it an answer over
     /// 16 KiB is refused 503 with Retry-After.
-    #[arg(long, env = "KV_ANSWER_MEMORY", default_value_t = 256 * 1024 * 1024,
+    #[arg(help_heading = "Network", long, env = "KV_ANSWER_MEMORY", default_value_t = 256 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub answer_memory: u64,
 
     /// Requests one HTTP/2 connection may have open at once (its
     /// SETTINGS_MAX_CONCURRENT_STREAMS).
-    #[arg(long, env = "KV_MAX_STREAMS", default_value_t = 100,
+    #[arg(help_heading = "Network", long, env = "KV_MAX_STREAMS", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
 
     /// Most client connections open at once; one more is answered 503 and
     /// closed [default: the open-file limit (raised to its hard limit at
     /// start) less 64].
-    #[arg(long, env = "KV_MAX_CONNECTIONS",
+    #[arg(help_heading = "Network", long, env = "KV_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
 
     /// How often a watch stream with no event meanwhile is sent a comment
     /// (`:`), so that proxies keep it open and a vanished client is noticed.
-    #[arg(long, env = "KV_WATCH_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    #[arg(help_heading = "Watches", long, env = "KV_WATCH_HEARTBEAT", default_value = "15s", value_parser = duration)]
     pub watch_heartbeat: Duration,
 
     /// Most leases at once on the memory store (each holds a few hundred
     /// bytes and its keys' names); one more is answered 503. On etcd,
     /// etcd's own limits apply.
-    #[arg(long, env = "KV_MAX_LEASES", default_value_t = 1_000_000,
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_LEASES", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_leases: u64,
 
     /// Most watch streams open at once; one more is answered 503.
-    #[arg(long, env = "KV_MAX_WATCHES", default_value_t = 100_000,
+    #[arg(help_heading = "Watches", long, env = "KV_MAX_WATCHES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_watches: u64,
 
     /// Bytes all watch streams together may hold (queued events and
     /// encoded frames not yet written); past it the streams furthest
     /// behind are ended first [default: a quarter of the machine's memory].
-    #[arg(long, env = "KV_WATCH_MEMORY",
+    #[arg(help_heading = "Watches", long, env = "KV_WATCH_MEMORY",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_memory: Option<u64>,
 
     /// Take the client IP for rate limiting from X-Forwarded-For (only
     /// behind a proxy you trust: clients can forge the header).
-    #[arg(long, env = "KV_TRUST_FORWARDED_FOR")]
+    #[arg(help_heading = "Security", long, env = "KV_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
 
     /// Where the keys live: in this process, or in an etcd cluster.
-    #[arg(long, env = "KV_BACKEND", value_enum, default_value_t = BackendKind::Memory)]
+    #[arg(help_heading = "Storage", long, env = "KV_BACKEND", value_enum, default_value_t = BackendKind::Memory)]
     pub backend: BackendKind,
 
     /// With --backend etcd: the etcd members' client URLs, comma-separated.
     #[arg(
+        help_heading = "etcd (--backend etcd)",
         long,
         env = "KV_ETCD_ENDPOINTS",
         value_delimiter = ',',
@@ -230,28 +246,39 @@ pub struct Config {
 
     /// With --backend etcd: the prefix every key is stored under in etcd,
     /// so several stores (or other users) can share a cluster.
-    #[arg(long, env = "KV_ETCD_PREFIX", default_value = "kv-store/")]
+    #[arg(
+        help_heading = "etcd (--backend etcd)",
+        long,
+        env = "KV_ETCD_PREFIX",
+        default_value = "kv-store/"
+    )]
     pub etcd_prefix: String,
 
     /// With --backend etcd: how long a request waits for etcd before it is
     /// answered 503.
-    #[arg(long, env = "KV_ETCD_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(help_heading = "etcd (--backend etcd)", long, env = "KV_ETCD_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub etcd_timeout: Duration,
 
     /// With --backend etcd: the cluster's --max-txn-ops; a batch with more
     /// operations is answered 413 before it is sent.
-    #[arg(long, env = "KV_ETCD_MAX_TXN_OPS", default_value_t = 128,
+    #[arg(help_heading = "etcd (--backend etcd)", long, env = "KV_ETCD_MAX_TXN_OPS", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub etcd_max_txn_ops: u32,
 
     /// With --backend etcd: the etcd user to authenticate as (with
     /// --etcd-password).
-    #[arg(long, env = "KV_ETCD_USER", requires = "etcd_password")]
+    #[arg(
+        help_heading = "etcd (--backend etcd)",
+        long,
+        env = "KV_ETCD_USER",
+        requires = "etcd_password"
+    )]
     pub etcd_user: Option<String>,
 
     /// With --backend etcd: the etcd user's password (prefer the
     /// environment variable: a flag shows in the process list).
     #[arg(
+        help_heading = "etcd (--backend etcd)",
         long,
         env = "KV_ETCD_PASSWORD",
         hide_env_values = true,
@@ -261,32 +288,48 @@ pub struct Config {
 
     /// With --backend etcd and https:// endpoints: the CA certificate (PEM)
     /// that signed etcd's server certificates.
-    #[arg(long, env = "KV_ETCD_CA")]
+    #[arg(help_heading = "etcd (--backend etcd)", long, env = "KV_ETCD_CA")]
     pub etcd_ca: Option<PathBuf>,
 
     /// With --backend etcd: a client certificate (PEM) to show etcd, with
     /// --etcd-key (etcd's --client-cert-auth).
-    #[arg(long, env = "KV_ETCD_CERT", requires = "etcd_key")]
+    #[arg(
+        help_heading = "etcd (--backend etcd)",
+        long,
+        env = "KV_ETCD_CERT",
+        requires = "etcd_key"
+    )]
     pub etcd_cert: Option<PathBuf>,
 
     /// With --backend etcd: the private key (PEM) of --etcd-cert.
-    #[arg(long, env = "KV_ETCD_KEY", requires = "etcd_cert")]
+    #[arg(
+        help_heading = "etcd (--backend etcd)",
+        long,
+        env = "KV_ETCD_KEY",
+        requires = "etcd_cert"
+    )]
     pub etcd_key: Option<PathBuf>,
 
     /// Keep the store in this directory as well as in memory, so it survives
     /// restarts and crashes. Without it the store lives in memory only.
     /// Only with --backend memory.
-    #[arg(long, env = "KV_DATA_DIR")]
+    #[arg(help_heading = "Storage", long, env = "KV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// With --data-dir: when a write counts as done (see the README's
     /// "Durability").
-    #[arg(long, env = "KV_FSYNC", value_enum, default_value_t = FsyncMode::Always)]
+    #[arg(help_heading = "Storage", long, env = "KV_FSYNC", value_enum, default_value_t = FsyncMode::Always)]
     pub fsync: FsyncMode,
 
     /// Log format.
-    #[arg(long, env = "KV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(help_heading = "Logging", long, env = "KV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// One log line per request (time, client, token name, operation,
+    /// status, bytes, duration; never a value or a secret), in
+    /// --log-format; `false` turns it off.
+    #[arg(help_heading = "Logging", long, env = "KV_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
 
     /// Write the OpenAPI spec (JSON) to stdout and exit.
     #[arg(long)]

@@ -61,7 +61,7 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
     )]
     fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         async move {
-            let (mut response, operation) = match *req.method() {
+            let (mut response, operation, caller) = match *req.method() {
                 Method::GET => {
                     let Some(get) = Get::of(&req) else {
                         return self.long_way(req).await;
@@ -74,7 +74,7 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
                         .keys
                         .get(&caller, get.key, get.if_none_match, get.if_match)
                         .await;
-                    (respond(answer), GET_KEY.operation)
+                    (respond(answer), GET_KEY.operation, caller)
                 }
                 Method::PUT => {
                     let Some(put) = Put::of(&req) else {
@@ -98,12 +98,16 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
                             body,
                         )
                         .await;
-                    (respond(answer), PUT_KEY.operation)
+                    (respond(answer), PUT_KEY.operation, caller)
                 }
                 _ => return self.long_way(req).await,
             };
             // What poem-openapi sets on its operations' answers, for the metrics.
             response.set_data(OperationId(operation));
+            // Who asked, for the access log (as the admission layer does).
+            if let Caller::Token(_) = caller {
+                response.set_data(caller);
+            }
             Ok(response)
         }
     }

@@ -225,13 +225,23 @@ impl<E: Endpoint> Endpoint for Admitted<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let rules = routes::rules(req.method(), req.uri().path());
-        match self.config.admit(&req, rules) {
+        let caller = match self.config.admit(&req, rules) {
             Err(answer) => return Ok(*answer),
             Ok(Some(caller)) => {
-                req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(caller.clone());
+                Some(caller)
             }
-            Ok(None) => {}
+            Ok(None) => None,
+        };
+        let mut response = self
+            .inner
+            .call(req)
+            .await
+            .map(IntoResponse::into_response)?;
+        // Who asked, for the access log.
+        if let Some(caller) = caller {
+            response.set_data(caller);
         }
-        self.inner.call(req).await.map(IntoResponse::into_response)
+        Ok(response)
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, Route};
 
+use super::access_log::AccessLog;
 use super::admission::Admission;
 use super::body_limit::BodyLimit;
 use super::errors::{self, Problems};
@@ -25,6 +26,7 @@ pub fn app<B: Backend>(
     context: Context<B>,
     admission: Admission,
     body_limit: BodyLimit,
+    access_log: Option<AccessLog>,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
     let metrics = context.metrics.clone();
     let keys = context.clone();
@@ -44,6 +46,9 @@ pub fn app<B: Backend>(
     let gate: Gate = Arc::new(move |req, rules| rule.admit(req, rules));
     FastPath::new(app.with(admission), keys, gate)
         .with(body_limit)
-        .with(RecordMetrics(metrics))
+        .with(RecordMetrics {
+            metrics,
+            access_log,
+        })
         .with(Problems)
 }

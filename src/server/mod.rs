@@ -9,6 +9,7 @@
 //! `guarded_io.rs` keeps the socket's deadlines, `answers.rs` what answers
 //! hold until sent, `stalls.rs` closes connections that take nothing.
 
+mod access_log;
 mod admission;
 mod answers;
 mod app;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::access_log::AccessLog;
 use super::admission::Admission;
 use super::app::app;
 use super::bind::{bind, max_connections};
@@ -84,6 +85,7 @@ pub struct Running {
     store: Engine,
     auth: Option<Arc<Auth>>,
     tls: Option<Arc<Tls>>,
+    access_log: Option<AccessLog>,
 }
 
 impl Running {
@@ -125,6 +127,9 @@ impl Running {
     /// data dir: the last writes reach the disk and the file is released).
     pub async fn wait(self) -> io::Result<()> {
         let served = self.server.await.map_err(io::Error::other);
+        if let Some(log) = &self.access_log {
+            log.close();
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -228,7 +233,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         memory: context.limits.answer_memory,
         streams: config.max_streams,
     };
-    let app = app(context, admission, body_limit);
+    let access_log = match config.access_log {
+        true => Some(AccessLog::start(config.log_format)?),
+        false => None,
+    };
+    let app = app(context, admission, body_limit, access_log.clone());
     let conn_config = Arc::new(ConnConfig::new(
         app,
         local_addr,
@@ -252,5 +261,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         store,
         auth,
         tls,
+        access_log,
     })
 }

@@ -90,7 +90,18 @@ impl TestServer {
     }
 
     async fn start_with(listen: &str, flags: &[&str]) -> Self {
-        let mut args = vec!["kv-store", "--listen", listen, "--rate-limit", "0"];
+        // An in-process server's access log would go to the test's own
+        // stdout, which the harness does not capture; the child-process
+        // servers' logs are read and shown (tests/it/cli.rs tests it).
+        let mut args = vec![
+            "kv-store",
+            "--listen",
+            listen,
+            "--rate-limit",
+            "0",
+            "--access-log",
+            "false",
+        ];
         args.extend_from_slice(flags);
         let config = Config::try_parse_from(args).expect("valid test flags");
         let running = server::start(&config).await.expect("server starts");

@@ -24,6 +24,9 @@ pub fn command(data_dir: &Path, flags: &[&str]) -> Command {
         .arg(data_dir)
         .args(flags)
         .env("NO_COLOR", "1")
+        // A line per request would flood the test's output (tests/it/cli.rs
+        // turns it back on to test it).
+        .env("KV_ACCESS_LOG", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
@@ -37,6 +40,9 @@ pub fn in_memory(flags: &[&str]) -> Command {
         .args(["--listen", "127.0.0.1:0", "--rate-limit", "0"])
         .args(flags)
         .env("NO_COLOR", "1")
+        // A line per request would flood the test's output (tests/it/cli.rs
+        // turns it back on to test it).
+        .env("KV_ACCESS_LOG", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
@@ -62,6 +68,9 @@ pub fn on_etcd(endpoints: &str, flags: &[&str]) -> Command {
         .args(["--etcd-endpoints", endpoints])
         .args(flags)
         .env("NO_COLOR", "1")
+        // A line per request would flood the test's output (tests/it/cli.rs
+        // turns it back on to test it).
+        .env("KV_ACCESS_LOG", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
