@@ -240,7 +240,10 @@ async fn a_write_naming_a_missing_lease_writes_nothing() {
             "/store/k?lease=ab&ttl=5",
             "give `ttl` or `lease`, not both: a key on a lease lives as long as the lease",
         ),
-        ("/store/k?lease=xyz", "lease is not a lease id: 1 to 16 hex digits"),
+        (
+            "/store/k?lease=xyz",
+            "lease is not a lease id: 1 to 16 hex digits",
+        ),
     ] {
         let response = server
             .request(Method::PUT, path)
