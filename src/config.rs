@@ -245,7 +245,8 @@ pub struct Config {
     pub etcd_endpoints: Vec<String>,
 
     /// With --backend etcd: the prefix every key is stored under in etcd,
-    /// so several stores (or other users) can share a cluster.
+    /// so several stores (or other users) can share a cluster. Not empty:
+    /// who holds each lease is kept beside the keys, under it.
     #[arg(
         help_heading = "etcd (--backend etcd)",
         long,

@@ -175,6 +175,12 @@ impl Engine {
                     .to_owned(),
             )),
             #[cfg(feature = "etcd")]
+            BackendKind::Etcd if config.etcd_prefix.is_empty() => Err(OpenError::Config(
+                "--etcd-prefix may not be empty: kv-store keeps who holds each lease beside the \
+                 keys, under the prefix (the default is kv-store/)"
+                    .to_owned(),
+            )),
+            #[cfg(feature = "etcd")]
             BackendKind::Etcd => {
                 let etcd = crate::etcd::EtcdConfig {
                     endpoints: config.etcd_endpoints.clone(),

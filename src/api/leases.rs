@@ -292,7 +292,7 @@ impl<B: Backend> LeasesApi<B> {
     /// Read a lease
     ///
     /// Its remaining and granted TTL, who granted it, and with `keys=true`
-    /// the keys on it.
+    /// the keys on it (those the token may read).
     #[oai(path = "/leases/:id", method = "get", operation_id = "get_lease")]
     async fn lease(
         &self,
@@ -303,9 +303,13 @@ impl<B: Backend> LeasesApi<B> {
         keys: Query<Option<bool>>,
         auth: TokenAuth,
     ) -> Result<LeaseResponse, ApiError<LeaseErrors>> {
-        let state = self
-            .usable(&id, &auth.caller(), keys.0.unwrap_or(false))
-            .await?;
+        let caller = auth.caller();
+        let mut state = self.usable(&id, &caller, keys.0.unwrap_or(false)).await?;
+        // Other tokens may have put keys on it: only those the caller may
+        // read are named.
+        if let Some(keys) = &mut state.keys {
+            keys.retain(|key| caller.may_read_key(key).is_ok());
+        }
         Ok(LeaseResponse::Ok(JsonReply(state.into())))
     }
 

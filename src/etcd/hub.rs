@@ -472,7 +472,7 @@ impl EtcdStore {
                     None => full.clone(),
                 };
                 let options = GetOptions::new()
-                    .with_range(super::range::prefix_end(&full))
+                    .with_range(r.store.keys_end(&full))
                     .with_limit(SNAPSHOT_CHUNK);
                 let answer = match r.read(start, options).await {
                     Ok(answer) => answer,

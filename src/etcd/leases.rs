@@ -73,6 +73,23 @@ impl EtcdStore {
         self.beside(format!("leases/{id}").as_bytes())
     }
 
+    /// Who holds lease `id` in this namespace (`Some(None)`: no token);
+    /// `None`: it is none of kv-store's here (another namespace's, one made
+    /// for a key's TTL, or gone), so no call here may touch it.
+    async fn holder(&self, id: LeaseId) -> Result<Option<Option<Arc<str>>>, LeaseError> {
+        if for_a_ttl(id.get()) {
+            return Ok(None);
+        }
+        let held = self
+            .read(self.holder_key(id), None)
+            .await
+            .map_err(storage)?;
+        Ok(held.kvs().first().map(|kv| {
+            let name = String::from_utf8_lossy(kv.value());
+            (!name.is_empty()).then(|| Arc::from(&*name))
+        }))
+    }
+
     /// A put's options for `lifetime`: a key's TTL is the lease granted
     /// for its whole seconds (in `ttl_leases`), a lease is itself.
     pub(super) fn put_options(
@@ -184,7 +201,7 @@ impl EtcdStore {
     }
 
     pub async fn keep_alive(&self, id: LeaseId) -> Result<u64, LeaseError> {
-        if for_a_ttl(id.get()) {
+        if self.holder(id).await?.is_none() {
             return Err(LeaseError::NotFound(id));
         }
         let answer = self
@@ -206,9 +223,9 @@ impl EtcdStore {
     }
 
     pub async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {
-        if for_a_ttl(id.get()) {
+        let Some(owner) = self.holder(id).await? else {
             return Err(LeaseError::NotFound(id));
-        }
+        };
         let options = keys.then(|| LeaseTimeToLiveOptions::new().with_keys());
         let answer = self
             .call(|| {
@@ -220,16 +237,6 @@ impl EtcdStore {
             .map_err(on_lease(id))?;
         // -1: etcd has no such lease (any more).
         let ttl = u64::try_from(answer.ttl()).map_err(|_| LeaseError::NotFound(id))?;
-        let holder = self
-            .read(self.holder_key(id), None)
-            .await
-            .map_err(storage)?;
-        let owner = holder
-            .kvs()
-            .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()))
-            .filter(|name| !name.is_empty())
-            .map(|name| Arc::from(&*name));
         let namespace = &self.inner.namespace;
         let keys = keys.then(|| {
             let mut keys: Vec<_> = answer
@@ -288,7 +295,7 @@ impl EtcdStore {
     }
 
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, LeaseError> {
-        if for_a_ttl(id.get()) {
+        if self.holder(id).await?.is_none() {
             return Err(LeaseError::NotFound(id));
         }
         let answer = self

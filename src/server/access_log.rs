@@ -24,6 +24,9 @@ use crate::config::LogFormat;
 /// cache: at 100 ms the buffer outgrew it and a GET paid twice as much.
 const PERIOD: Duration = Duration::from_millis(20);
 
+/// How long a stopping server waits for the last lines to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Bytes of lines waiting for stdout, at most.
 const MAX_BUFFERED: usize = 4 << 20;
 
@@ -59,6 +62,8 @@ struct Shared {
     wake: Condvar,
     dropped: AtomicU64,
     closing: std::sync::atomic::AtomicBool,
+    /// Told when the writer has written its last lines and stopped.
+    stopped: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 /// The access log, shared by every request. Cloning gives another handle.
@@ -78,11 +83,17 @@ impl AccessLog {
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
+            stopped: Mutex::new(None),
         });
         let writer = shared.clone();
+        let (stop, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("kv-access-log".into())
-            .spawn(move || write_out(&writer))?;
+            .spawn(move || {
+                write_out(&writer);
+                let _ = stop.send(());
+            })?;
+        *shared.stopped.lock() = Some(stopped);
         Ok(Self(shared))
     }
 
@@ -105,12 +116,16 @@ impl AccessLog {
         );
     }
 
-    /// Writes what waits and stops the writer (at shutdown).
+    /// Stops the writer once it has written what waits (at shutdown),
+    /// waiting for it at most [`CLOSE_WAIT`]: a stdout that takes nothing
+    /// must not hold the server up.
     pub fn close(&self) {
         self.0.closing.store(true, Ordering::Relaxed);
         self.0.wake.notify_one();
-        let waiting = std::mem::take(&mut self.0.buffer.lock().lines);
-        write_lines(&waiting);
+        let stopped = self.0.stopped.lock().take();
+        if let Some(stopped) = stopped {
+            let _ = stopped.recv_timeout(CLOSE_WAIT);
+        }
     }
 }
 
@@ -118,16 +133,19 @@ impl AccessLog {
 fn write_out(shared: &Shared) {
     let mut spare = Vec::with_capacity(64 << 10);
     loop {
-        {
+        let closing = {
             let mut pending = shared.buffer.lock();
-            if shared.closing.load(Ordering::Relaxed) {
-                return;
+            if !shared.closing.load(Ordering::Relaxed) {
+                shared.wake.wait_for(&mut pending, PERIOD);
             }
-            shared.wake.wait_for(&mut pending, PERIOD);
             std::mem::swap(&mut pending.lines, &mut spare);
-        }
+            shared.closing.load(Ordering::Relaxed)
+        };
         write_lines(&spare);
         spare.clear();
+        if closing {
+            return;
+        }
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(dropped, "access-log lines dropped: stdout takes nothing");

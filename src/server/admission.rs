@@ -233,15 +233,21 @@ impl<E: Endpoint> Endpoint for Admitted<E> {
             }
             Ok(None) => None,
         };
-        let mut response = self
-            .inner
-            .call(req)
-            .await
-            .map(IntoResponse::into_response)?;
-        // Who asked, for the access log.
-        if let Some(caller) = caller {
-            response.set_data(caller);
+        // Who asked, for the access log, on an answer or an error alike.
+        match self.inner.call(req).await {
+            Ok(answer) => {
+                let mut response = answer.into_response();
+                if let Some(caller) = caller {
+                    response.set_data(caller);
+                }
+                Ok(response)
+            }
+            Err(mut err) => {
+                if let Some(caller) = caller {
+                    err.set_data(caller);
+                }
+                Err(err)
+            }
         }
-        Ok(response)
     }
 }

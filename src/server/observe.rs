@@ -60,8 +60,11 @@ impl<E: Endpoint> Endpoint for Recorded<E> {
                 .observe(operation, status.as_u16(), took.as_secs_f64());
             if let Some(log) = &self.access_log {
                 let bytes = result.as_mut().ok().and_then(body_size);
-                let response = result.as_ref().ok();
-                let token = match response.and_then(|r| r.data::<Caller>()) {
+                let caller = match &result {
+                    Ok(response) => response.data::<Caller>(),
+                    Err(err) => err.data::<Caller>(),
+                };
+                let token = match caller {
                     Some(Caller::Token(token)) => Some(&*token.name),
                     _ => None,
                 };

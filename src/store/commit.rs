@@ -282,7 +282,8 @@ impl Committer {
         &self,
         mut leases: impl Iterator<Item = LeaseId>,
     ) -> Result<(), StorageError> {
-        match leases.find(|lease| self.leases.get(*lease).is_none()) {
+        let now = Instant::now();
+        match leases.find(|lease| self.leases.alive(*lease, now).is_none()) {
             Some(missing) => Err(StorageError::LeaseNotFound(missing)),
             None => Ok(()),
         }

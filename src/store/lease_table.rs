@@ -66,6 +66,12 @@ impl Leases {
         self.live.get(&id)
     }
 
+    /// The lease, if it has not run out at `now` (one past its deadline
+    /// waits for the sweeper to end it, and is no longer anyone's).
+    pub(super) fn alive(&self, id: LeaseId, now: Instant) -> Option<&Live> {
+        self.live.get(&id).filter(|live| live.deadline > now)
+    }
+
     pub(super) fn ids(&self) -> impl Iterator<Item = LeaseId> + '_ {
         self.live.keys().copied()
     }
@@ -89,7 +95,7 @@ impl Leases {
 
     /// Gives the lease its full TTL again from `now`; returns the TTL.
     pub(super) fn keep_alive(&mut self, id: LeaseId, now: Instant) -> Option<u64> {
-        let live = self.live.get_mut(&id)?;
+        let live = self.live.get_mut(&id).filter(|live| live.deadline > now)?;
         self.queue.remove(&(live.deadline, id));
         live.deadline = deadline(now, live.record.ttl);
         self.queue.insert((live.deadline, id));

@@ -103,8 +103,12 @@ impl Store {
     /// A lease's TTLs, owner and (with `keys`) its keys.
     pub async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {
         let committer = self.inner.committer.lock();
-        let live = committer.leases.get(id).ok_or(LeaseError::NotFound(id))?;
-        Ok(state(id, live, Instant::now(), keys))
+        let now = Instant::now();
+        let live = committer
+            .leases
+            .alive(id, now)
+            .ok_or(LeaseError::NotFound(id))?;
+        Ok(state(id, live, now, keys))
     }
 
     /// Up to `limit` leases after `after`, in id order.

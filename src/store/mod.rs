@@ -492,6 +492,35 @@ mod tests {
         assert_eq!(seen, expected, "the store at the watch's revision");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_past_its_deadline_is_gone_before_the_sweep() {
+        let store = store();
+        let id = LeaseId::new(7).expect("an id");
+        now(store.grant(Some(id), 1, None)).expect("granted");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        // No sweeper runs in this test: the lease is only past its deadline.
+        assert!(matches!(
+            now(store.keep_alive(id)),
+            Err(LeaseError::NotFound(_))
+        ));
+        assert!(matches!(
+            now(store.lease(id, false)),
+            Err(LeaseError::NotFound(_))
+        ));
+        let put = Op {
+            key: "k".into(),
+            action: Action::Put {
+                value: "v".into(),
+                lifetime: Lifetime::Lease(id),
+            },
+            condition: Condition::Always,
+        };
+        assert!(matches!(
+            now(store.apply(put)),
+            Err(StorageError::LeaseNotFound(_))
+        ));
+    }
+
     #[test]
     fn a_closed_store_refuses_writes_as_shutting_down() {
         let store = store();

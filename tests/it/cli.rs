@@ -241,6 +241,13 @@ async fn every_request_leaves_one_access_log_line() {
             .await
             .expect("GET");
         assert_eq!(get.status(), reqwest::StatusCode::OK);
+        let missing = client
+            .delete(format!("{}/store/missing", server.url))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
         let anonymous = client
             .get(format!("{}/store/k", server.url))
             .send()
@@ -249,7 +256,7 @@ async fn every_request_leaves_one_access_log_line() {
         assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
 
         let mut lines = Vec::new();
-        while lines.len() < 3 {
+        while lines.len() < 4 {
             let line = server
                 .logs
                 .recv_timeout(PATIENCE)
@@ -271,6 +278,8 @@ async fn every_request_leaves_one_access_log_line() {
                 for (line, expected) in lines.iter().zip([
                     "token=logger operation=put_key status=201 bytes=0 micros=",
                     "token=logger operation=get_key status=200 bytes=14 micros=",
+                    // An error answer names its token too.
+                    "token=logger operation=delete_key status=404",
                     // Refused before any operation ran: counted as `other`, as in
                     // the metrics.
                     "token=- operation=other status=401",
