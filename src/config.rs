@@ -124,6 +124,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_txn_ops: u32,
 
+    /// Longest a lock acquisition or an election campaign waits in line
+    /// (a request asks for less with `wait`).
+    #[arg(help_heading = "Limits", long, env = "KV_MAX_LOCK_WAIT", default_value = "60s", value_parser = duration)]
+    pub max_lock_wait: Duration,
+
     /// Most keys one watch stream may watch.
     #[arg(help_heading = "Watches", long, env = "KV_MAX_WATCH_KEYS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -12,9 +12,9 @@ use futures_util::stream::BoxStream;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
 use crate::domain::{
-    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
-    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
-    WatchError, Watched,
+    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
@@ -61,12 +61,12 @@ impl Backend for Engine {
         forward!(self, engine => Backend::apply(engine, op).await)
     }
 
-    async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        forward!(self, engine => Backend::batch(engine, ops).await)
+    async fn batch(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
+        forward!(self, engine => Backend::batch(engine, ops, fences).await)
     }
 
-    async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
-        forward!(self, engine => Backend::txn(engine, txn).await)
+    async fn txn(&self, txn: &Txn, fences: &[Fence]) -> Result<TxnOutcome, StorageError> {
+        forward!(self, engine => Backend::txn(engine, txn, fences).await)
     }
 
     async fn grant(
@@ -102,8 +102,12 @@ impl Backend for Engine {
         forward!(self, engine => Backend::range(engine, request).await)
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
-        forward!(self, engine => Backend::delete_prefix(engine, prefix).await)
+    async fn delete_prefix(
+        &self,
+        prefix: &str,
+        fences: &[Fence],
+    ) -> Result<PrefixDeleted, StorageError> {
+        forward!(self, engine => Backend::delete_prefix(engine, prefix, fences).await)
     }
 
     async fn watch(

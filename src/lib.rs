@@ -5,6 +5,7 @@
 //!   routes and graceful shutdown;
 //! - [`api`]: the poem-openapi operations, which map HTTP onto backend
 //!   calls and generate the OpenAPI spec;
+//! - [`coord`]: locks and elections, built once from backend calls;
 //! - [`backend`]: the seam: the contract every engine meets, and the
 //!   counting done once above it;
 //! - [`engines`]: the one place that names the engines, picked at start:
@@ -18,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod coord;
 pub mod domain;
 pub mod engines;
 #[cfg(feature = "etcd")]

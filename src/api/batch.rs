@@ -1,14 +1,17 @@
 //! Atomic batches of operations.
 
+use poem::Request;
 use poem::http::StatusCode;
+use poem_openapi::param::Header;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
+use super::fence::{FenceHeader, fence_header};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
     LEASE_NOT_FOUND, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
     UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
@@ -98,6 +101,7 @@ impl ErrorStatuses for BatchErrors {
         UNAUTHORIZED,
         FORBIDDEN,
         LEASE_NOT_FOUND,
+        FENCE_LOST,
         CONFLICT,
         REQUEST_TIMEOUT,
         TOO_LARGE,
@@ -223,6 +227,10 @@ impl<B: Backend> BatchApi<B> {
     #[oai(path = "/batch", method = "post", operation_id = "batch")]
     async fn batch(
         &self,
+        /// `NAME=TOKEN`: apply only if lock `NAME` is held with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         ops: JsonBody<Vec<BatchOp>>,
         auth: TokenAuth,
     ) -> Result<BatchResponse, ApiError<BatchErrors>> {
@@ -255,6 +263,7 @@ impl<B: Backend> BatchApi<B> {
         }
         // Every op is checked before any is applied.
         let caller = auth.caller();
+        let fences = self.0.fences(&caller, fence_header(req)?)?;
         for op in ops.iter() {
             match op.method {
                 Method::Get => caller.may_read_key(&op.key)?,
@@ -273,7 +282,7 @@ impl<B: Backend> BatchApi<B> {
             .enumerate()
             .map(|(index, op)| self.to_op(index, op))
             .collect::<Result<Vec<Op>, Box<Problem>>>()?;
-        match self.0.store.batch(&ops).await {
+        match self.0.store.batch(&ops, &fences).await {
             Ok(outcomes) => {
                 let max = self.0.limits.max_batch_answer_bytes;
                 let results = capped_results(methods, outcomes, max);

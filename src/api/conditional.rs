@@ -1,6 +1,7 @@
 //! HTTP conditional requests (RFC 9110): ETags and the If-* headers.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseFromParameter, ParseResult, Type};
@@ -18,13 +19,29 @@ pub fn etag(revision: u64) -> String {
 /// (empty: no condition). The parser below takes exactly these.
 pub const ETAGS_PATTERN: &str = r#"^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)?\s*$"#;
 
-/// An `If-Match` / `If-None-Match` header as an operation takes it: the
-/// spec declares [`ETAGS_PATTERN`], but any value is taken here, so that
-/// [`parse_etags`] answers one that is no list of entity tags with a 400
-/// that says how to send it, in the same words on the fast path.
-pub struct EntityTags(pub String);
+/// A header's text as an operation takes it: the spec declares `P`'s
+/// pattern, but any value is taken here, so that the header's parser
+/// answers one that does not match with a 400 that says how to send it, in
+/// the same words on the fast path.
+pub struct HeaderText<P>(pub String, PhantomData<fn() -> P>);
 
-impl Type for EntityTags {
+/// What [`HeaderText`] declares: a name for its schema, and the pattern.
+pub trait HeaderPattern: Send + Sync + 'static {
+    const NAME: &'static str;
+    const PATTERN: &'static str;
+}
+
+/// `If-Match` / `If-None-Match`: [`ETAGS_PATTERN`], read by [`parse_etags`].
+pub struct EtagsPattern;
+
+impl HeaderPattern for EtagsPattern {
+    const NAME: &'static str = "string(entity-tags)";
+    const PATTERN: &'static str = ETAGS_PATTERN;
+}
+
+pub type EntityTags = HeaderText<EtagsPattern>;
+
+impl<P: HeaderPattern> Type for HeaderText<P> {
     const IS_REQUIRED: bool = true;
 
     type RawValueType = Self;
@@ -32,12 +49,12 @@ impl Type for EntityTags {
     type RawElementValueType = Self;
 
     fn name() -> Cow<'static, str> {
-        "string(entity-tags)".into()
+        P::NAME.into()
     }
 
     fn schema_ref() -> MetaSchemaRef {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
-            pattern: Some(ETAGS_PATTERN.to_owned()),
+            pattern: Some(P::PATTERN.to_owned()),
             ..MetaSchema::new("string")
         }))
     }
@@ -51,7 +68,7 @@ impl Type for EntityTags {
     }
 }
 
-impl std::ops::Deref for EntityTags {
+impl<P> std::ops::Deref for HeaderText<P> {
     type Target = str;
 
     fn deref(&self) -> &str {
@@ -59,9 +76,9 @@ impl std::ops::Deref for EntityTags {
     }
 }
 
-impl ParseFromParameter for EntityTags {
+impl<P: HeaderPattern> ParseFromParameter for HeaderText<P> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Ok(Self(value.to_owned()))
+        Ok(Self(value.to_owned(), PhantomData))
     }
 }
 

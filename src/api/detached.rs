@@ -8,9 +8,9 @@ use futures_util::stream::{Empty, empty};
 
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
-    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
-    WatchError, Watched,
+    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -39,11 +39,19 @@ impl Backend for Detached {
         std::future::ready(Err(unavailable()))
     }
 
-    fn batch(&self, _: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
+    fn batch(
+        &self,
+        _: &[Op],
+        _: &[Fence],
+    ) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
         std::future::ready(Err(BatchError::Storage(unavailable())))
     }
 
-    fn txn(&self, _: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
+    fn txn(
+        &self,
+        _: &Txn,
+        _: &[Fence],
+    ) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
         std::future::ready(Err(unavailable()))
     }
 
@@ -91,6 +99,7 @@ impl Backend for Detached {
     fn delete_prefix(
         &self,
         _: &str,
+        _: &[Fence],
     ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send {
         std::future::ready(Err(unavailable()))
     }

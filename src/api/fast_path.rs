@@ -8,7 +8,8 @@ use poem_openapi::OperationId;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::keys::KeysApi;
+use super::fence::IF_FENCE;
+use super::keys::{KeysApi, WriteConditions};
 use super::routes::{GET_KEY, PUT_KEY, Rules};
 use super::{Context, MAX_TTL_SECONDS};
 use crate::auth::Caller;
@@ -80,8 +81,11 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
                     let Some(put) = Put::of(&req) else {
                         return self.long_way(req).await;
                     };
-                    let (if_match, if_none_match) =
-                        (put.if_match.as_deref(), put.if_none_match.as_deref());
+                    let conditions = WriteConditions {
+                        if_match: put.if_match.as_deref(),
+                        if_none_match: put.if_none_match.as_deref(),
+                        if_fence: put.if_fence.as_deref(),
+                    };
                     let caller = match (self.gate)(&req, PUT_KEY.rules()) {
                         Ok(caller) => caller.unwrap_or(Caller::Anyone),
                         Err(answer) => return Ok(*answer),
@@ -89,14 +93,7 @@ impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
                     let body = req.take_body();
                     let answer = self
                         .keys
-                        .put(
-                            &caller,
-                            &put.key,
-                            put.lifetime(),
-                            if_match,
-                            if_none_match,
-                            body,
-                        )
+                        .put(&caller, &put.key, put.lifetime(), conditions, body)
                         .await;
                     (respond(answer), PUT_KEY.operation, caller)
                 }
@@ -157,6 +154,7 @@ struct Put {
     ttl: Option<u64>,
     if_match: Option<String>,
     if_none_match: Option<String>,
+    if_fence: Option<String>,
 }
 
 impl Put {
@@ -171,6 +169,7 @@ impl Put {
             ttl: put_ttl(req.uri().query())?,
             if_match: owned(single_header(req, &header::IF_MATCH)?),
             if_none_match: owned(single_header(req, &header::IF_NONE_MATCH)?),
+            if_fence: owned(single_header(req, &IF_FENCE)?),
         })
     }
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use poem::error::ReadBodyError;
 use poem::http::{HeaderName, HeaderValue, StatusCode, header};
-use poem::{IntoResponse, Response};
+use poem::{IntoResponse, Request, Response};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::types::Example;
@@ -13,10 +13,12 @@ use serde::Deserialize;
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, ValueBody};
 use super::conditional::{EntityTags, etag, given, parse_etags, write_condition};
+use super::fence::{FenceHeader, fence_header};
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, KEY_OR_LEASE_NOT_FOUND,
     LEASE_NOT_FOUND, NOT_FOUND, PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE,
     TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
+    WRITE_PRECONDITION_FAILED,
 };
 use super::text::TextValue;
 use super::{ApiTags, Context};
@@ -44,7 +46,7 @@ impl ErrorStatuses for PutErrors {
         UNAUTHORIZED,
         FORBIDDEN,
         LEASE_NOT_FOUND,
-        PRECONDITION_FAILED,
+        WRITE_PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
         TOO_LARGE,
         TOO_MANY_REQUESTS,
@@ -60,7 +62,7 @@ impl ErrorStatuses for DeleteErrors {
         UNAUTHORIZED,
         FORBIDDEN,
         NOT_FOUND,
-        PRECONDITION_FAILED,
+        WRITE_PRECONDITION_FAILED,
         TOO_MANY_REQUESTS,
         UNAVAILABLE,
         INSUFFICIENT_STORAGE,
@@ -74,7 +76,7 @@ impl ErrorStatuses for CasErrors {
         UNAUTHORIZED,
         FORBIDDEN,
         KEY_OR_LEASE_NOT_FOUND,
-        PRECONDITION_FAILED,
+        WRITE_PRECONDITION_FAILED,
         REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
@@ -321,14 +323,21 @@ impl<B: Backend> KeysApi<B> {
         /// `*`: write only if the key does not exist.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<EntityTags>>,
+        /// `NAME=TOKEN`: write only if lock `NAME` is held with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         body: ValueBody,
         auth: TokenAuth,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
-        let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
+        let conditions = WriteConditions {
+            if_match: if_match.as_deref(),
+            if_none_match: if_none_match.as_deref(),
+            if_fence: fence_header(req)?,
+        };
         let caller = auth.caller();
         let lifetime = self.0.lifetime(ttl.0, lease.as_deref())?;
-        self.put(&caller, &key, lifetime, if_match, if_none_match, body.0)
-            .await
+        self.put(&caller, &key, lifetime, conditions, body.0).await
     }
 
     /// Delete a key
@@ -344,10 +353,16 @@ impl<B: Backend> KeysApi<B> {
         /// Delete only if the key's ETag is one of these (or `*`).
         #[oai(name = "If-Match")]
         if_match: Header<Option<EntityTags>>,
+        /// `NAME=TOKEN`: delete only if lock `NAME` is held with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         auth: TokenAuth,
     ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
         let key = self.0.key(&key)?;
-        auth.caller().may_write_key(&key)?;
+        let caller = auth.caller();
+        caller.may_write_key(&key)?;
+        let fences = self.0.fences(&caller, fence_header(req)?)?;
         let op = Op {
             key: key.clone(),
             action: Action::Delete,
@@ -355,8 +370,7 @@ impl<B: Backend> KeysApi<B> {
         };
         match self
             .0
-            .store
-            .apply(op)
+            .write_one(op, &fences)
             .await
             .map_err(|err| Problem::not_stored(&err))?
         {
@@ -384,11 +398,17 @@ impl<B: Backend> KeysApi<B> {
         /// The key (one path segment; send `/` as `%2F`).
         #[oai(validator(min_length = 1))]
         key: Path<String>,
+        /// `NAME=TOKEN`: swap only if lock `NAME` is held with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         request: JsonBody<CasRequest>,
         auth: TokenAuth,
     ) -> Result<CasResponse, ApiError<CasErrors>> {
         let key = self.0.key(&key)?;
-        auth.caller().may_write_key(&key)?;
+        let caller = auth.caller();
+        caller.may_write_key(&key)?;
+        let fences = self.0.fences(&caller, fence_header(req)?)?;
         let JsonBody(CasRequest {
             expected,
             new,
@@ -408,8 +428,7 @@ impl<B: Backend> KeysApi<B> {
         };
         match self
             .0
-            .store
-            .apply(op)
+            .write_one(op, &fences)
             .await
             .map_err(|err| Problem::not_stored(&err))?
         {
@@ -423,6 +442,14 @@ impl<B: Backend> KeysApi<B> {
             other => Err(unexpected(other).into()),
         }
     }
+}
+
+/// A write's conditional headers, as sent.
+#[derive(Clone, Copy, Default)]
+pub(super) struct WriteConditions<'a> {
+    pub if_match: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+    pub if_fence: Option<&'a str>,
 }
 
 /// The operations' work once their input is extracted, shared by the
@@ -476,12 +503,12 @@ impl<B: Backend> KeysApi<B> {
         caller: &Caller,
         key: &str,
         lifetime: Lifetime,
-        if_match: Option<&str>,
-        if_none_match: Option<&str>,
+        conditions: WriteConditions<'_>,
         body: poem::Body,
     ) -> Result<PutResponse, ApiError<PutErrors>> {
         let key = self.0.key(key)?;
         caller.may_write_key(&key)?;
+        let fences = self.0.fences(caller, conditions.if_fence)?;
         let limit = self.0.limits.max_value_bytes;
         let bytes = super::body::read_limited(body, limit)
             .await
@@ -497,12 +524,11 @@ impl<B: Backend> KeysApi<B> {
         let op = Op {
             key: key.clone(),
             action: Action::Put { value, lifetime },
-            condition: write_condition(if_match, if_none_match)?,
+            condition: write_condition(conditions.if_match, conditions.if_none_match)?,
         };
         match self
             .0
-            .store
-            .apply(op)
+            .write_one(op, &fences)
             .await
             .map_err(|err| Problem::not_stored(&err))?
         {

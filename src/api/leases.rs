@@ -185,7 +185,7 @@ pub enum RevokeResponse {
 const MAX_LIST: u64 = 10_000;
 const DEFAULT_LIST: u64 = 1_000;
 
-fn problem(err: LeaseError) -> Box<Problem> {
+pub(super) fn lease_problem(err: LeaseError) -> Box<Problem> {
     Box::new(match err {
         LeaseError::NotFound(id) => Problem::lease_not_found(id),
         LeaseError::Exists(id) => Problem::new(
@@ -204,26 +204,30 @@ fn problem(err: LeaseError) -> Box<Problem> {
 
 pub struct LeasesApi<B>(pub Context<B>);
 
-impl<B: Backend> LeasesApi<B> {
+impl<B: Backend> Context<B> {
     /// The lease `id`, after checking the caller may use it.
-    async fn usable(
+    pub(super) async fn lease_for(
         &self,
         id: &str,
         caller: &Caller,
         keys: bool,
     ) -> Result<LeaseState, Box<Problem>> {
         let id = lease_id(id)?;
-        let state = self.0.store.lease(id, keys).await.map_err(problem)?;
+        let state = self.store.lease(id, keys).await.map_err(lease_problem)?;
         caller.may_use_lease(id, state.owner.as_deref())?;
         Ok(state)
     }
 
     /// Checks that the caller may use `id` without reading the lease when
     /// any caller may (no auth file).
-    async fn check(&self, id: &str, caller: &Caller) -> Result<LeaseId, Box<Problem>> {
+    pub(super) async fn usable_lease(
+        &self,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<LeaseId, Box<Problem>> {
         match caller {
             Caller::Anyone => lease_id(id),
-            Caller::Token(_) => Ok(self.usable(id, caller, false).await?.id),
+            Caller::Token(_) => Ok(self.lease_for(id, caller, false).await?.id),
         }
     }
 }
@@ -260,7 +264,7 @@ impl<B: Backend> LeasesApi<B> {
             .store
             .grant(id, ttl, auth.caller().name())
             .await
-            .map_err(problem)?;
+            .map_err(lease_problem)?;
         Ok(GrantResponse::Granted(JsonReply(granted.into())))
     }
 
@@ -281,8 +285,8 @@ impl<B: Backend> LeasesApi<B> {
         id: Path<String>,
         auth: TokenAuth,
     ) -> Result<KeepAliveResponse, ApiError<LeaseErrors>> {
-        let id = self.check(&id, &auth.caller()).await?;
-        let ttl = self.0.store.keep_alive(id).await.map_err(problem)?;
+        let id = self.0.usable_lease(&id, &auth.caller()).await?;
+        let ttl = self.0.store.keep_alive(id).await.map_err(lease_problem)?;
         Ok(KeepAliveResponse::Ok(JsonReply(KeptAlive {
             id: id.to_string(),
             ttl,
@@ -304,7 +308,10 @@ impl<B: Backend> LeasesApi<B> {
         auth: TokenAuth,
     ) -> Result<LeaseResponse, ApiError<LeaseErrors>> {
         let caller = auth.caller();
-        let mut state = self.usable(&id, &caller, keys.0.unwrap_or(false)).await?;
+        let mut state = self
+            .0
+            .lease_for(&id, &caller, keys.0.unwrap_or(false))
+            .await?;
         // Other tokens may have put keys on it: only those the caller may
         // read are named.
         if let Some(keys) = &mut state.keys {
@@ -345,7 +352,12 @@ impl<B: Backend> LeasesApi<B> {
             .into());
         }
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let page = self.0.store.leases(after, limit).await.map_err(problem)?;
+        let page = self
+            .0
+            .store
+            .leases(after, limit)
+            .await
+            .map_err(lease_problem)?;
         let caller = auth.caller();
         let next = page
             .more
@@ -379,8 +391,8 @@ impl<B: Backend> LeasesApi<B> {
         id: Path<String>,
         auth: TokenAuth,
     ) -> Result<RevokeResponse, ApiError<LeaseErrors>> {
-        let id = self.check(&id, &auth.caller()).await?;
-        let revision = self.0.store.revoke(id).await.map_err(problem)?;
+        let id = self.0.usable_lease(&id, &auth.caller()).await?;
+        let revision = self.0.store.revoke(id).await.map_err(lease_problem)?;
         Ok(RevokeResponse::Ok(JsonReply(Revoked { revision })))
     }
 }

@@ -1,7 +1,8 @@
 //! The key space: list the keys under a prefix a page at a time, and delete
 //! them all at once.
 
-use poem_openapi::param::Query;
+use poem::Request;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -12,9 +13,10 @@ use serde::ser::SerializeStruct;
 use super::auth::TokenAuth;
 use super::body::JsonReply;
 use super::cursor::{Cursor, CursorError};
+use super::fence::{FenceHeader, fence_header};
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
-    TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
+    ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
+    Problem, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
 };
 use super::text::Text;
 use super::{ApiTags, Context};
@@ -62,6 +64,7 @@ impl ErrorStatuses for DeletePrefixErrors {
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
+        FENCE_LOST,
         TOO_MANY_REQUESTS,
         UNAVAILABLE,
         INSUFFICIENT_STORAGE,
@@ -338,16 +341,22 @@ impl<B: Backend> ListApi<B> {
         /// Delete the keys starting with this (not empty).
         #[oai(validator(min_length = 1))]
         prefix: Query<String>,
+        /// `NAME=TOKEN`: delete only if lock `NAME` is held with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         auth: TokenAuth,
     ) -> Result<DeletePrefixResponse, ApiError<DeletePrefixErrors>> {
         // Not empty: the validator above said so, in the words of
         // `EMPTY_PREFIX` (server/errors.rs).
         self.0.check_prefix(&prefix)?;
-        auth.caller().may_write_prefix(&prefix)?;
+        let caller = auth.caller();
+        caller.may_write_prefix(&prefix)?;
+        let fences = self.0.fences(&caller, fence_header(req)?)?;
         let done = self
             .0
             .store
-            .delete_prefix(&prefix)
+            .delete_prefix(&prefix, &fences)
             .await
             .map_err(|err| Problem::not_stored(&err))?;
         Ok(DeletePrefixResponse::Deleted(Json(Deleted {

@@ -10,10 +10,13 @@ mod body;
 mod conditional;
 mod cursor;
 mod detached;
+mod elections;
 mod fast_path;
+mod fence;
 mod keys;
 mod leases;
 mod list;
+mod locks;
 mod problem;
 mod results;
 pub mod routes;
@@ -36,15 +39,18 @@ pub use watch::ConnectionCloser;
 
 use batch::BatchApi;
 use detached::Detached;
+use elections::ElectionsApi;
 use keys::KeysApi;
 use leases::LeasesApi;
 use list::ListApi;
+use locks::LocksApi;
 use status::StatusApi;
 use txn::TxnApi;
 use watch::{WatchApi, WatchEvent};
 
+use crate::auth::Caller;
 use crate::backend::{Backend, Counted};
-use crate::domain::{Key, LeaseId, Lifetime, Stats};
+use crate::domain::{BatchError, Fence, Key, LeaseId, Lifetime, Op, Outcome, Stats, StorageError};
 use crate::metrics::{AnswerRoom, ConnectionCounters, Metrics};
 
 #[derive(Tags)]
@@ -58,6 +64,8 @@ enum ApiTags {
     Batch,
     /// TTLs that many keys share.
     Leases,
+    /// Locks with fencing tokens the server enforces, and leader election.
+    Coordination,
     /// Status and health of the server.
     Service,
 }
@@ -124,6 +132,8 @@ pub struct Limits {
     pub max_batch_answer_bytes: usize,
     /// Bytes all answers not yet taken by their clients may hold.
     pub answer_memory: usize,
+    /// Longest a lock or a campaign waits in line.
+    pub max_lock_wait: Duration,
 }
 
 /// What every operation needs: the store, the limits, the metrics and the
@@ -186,6 +196,19 @@ impl<B> Context<B> {
         Ok(())
     }
 
+    /// The fences a write's `If-Fence` header sets (none without one): the
+    /// lock's name is checked as a key is, and the caller must be allowed
+    /// to read the lock (a fence tells whether it is held).
+    fn fences(&self, caller: &Caller, header: Option<&str>) -> Result<Vec<Fence>, Box<Problem>> {
+        let Some(header) = header.filter(|header| !header.trim().is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let fence = fence::parse_fence(header)?;
+        self.check_key(&fence.name)?;
+        caller.may_read_prefix(&fence.prefix())?;
+        Ok(vec![fence])
+    }
+
     /// Checks a prefix from a request: like a key, but it may be empty.
     fn check_prefix(&self, prefix: &str) -> Result<(), Box<Problem>> {
         let max = self.limits.max_key_bytes;
@@ -237,6 +260,21 @@ impl<B> Context<B> {
     }
 }
 
+impl<B: Backend> Context<B> {
+    /// One operation as one commit, if its `fences` hold.
+    async fn write_one(&self, op: Op, fences: &[Fence]) -> Result<Outcome, StorageError> {
+        if fences.is_empty() {
+            return self.store.apply(op).await;
+        }
+        match self.store.batch(std::slice::from_ref(&op), fences).await {
+            Ok(mut outcomes) | Err(BatchError::Rejected(mut outcomes)) => {
+                Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
+            }
+            Err(BatchError::Storage(err)) => Err(err),
+        }
+    }
+}
+
 /// The API's operations over a backend `B`, as one poem-openapi type.
 pub type Api<B> = (
     KeysApi<B>,
@@ -245,6 +283,8 @@ pub type Api<B> = (
     BatchApi<B>,
     TxnApi<B>,
     LeasesApi<B>,
+    LocksApi<B>,
+    ElectionsApi<B>,
     StatusApi<B>,
 );
 
@@ -262,6 +302,8 @@ pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
         BatchApi(context.clone()),
         TxnApi(context.clone()),
         LeasesApi(context.clone()),
+        LocksApi(context.clone()),
+        ElectionsApi(context.clone()),
         StatusApi {
             context,
             started: Instant::now(),
@@ -292,6 +334,7 @@ fn detached() -> OpenApiService<Api<Detached>, ()> {
             max_page_bytes: 0,
             max_batch_answer_bytes: 0,
             answer_memory: 0,
+            max_lock_wait: Duration::ZERO,
         },
         shutdown: CancellationToken::new(),
     })

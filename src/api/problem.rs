@@ -62,6 +62,7 @@ impl ErrorStatus {
     pub const CONFLICT: Self = Self(StatusCode::CONFLICT);
     pub const GONE: Self = Self(StatusCode::GONE);
     pub const PRECONDITION_FAILED: Self = Self(StatusCode::PRECONDITION_FAILED);
+    pub const LOCKED: Self = Self(StatusCode::LOCKED);
     pub const PAYLOAD_TOO_LARGE: Self = Self(StatusCode::PAYLOAD_TOO_LARGE);
     pub const URI_TOO_LONG: Self = Self(StatusCode::URI_TOO_LONG);
     pub const UNSUPPORTED_MEDIA_TYPE: Self = Self(StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -311,6 +312,16 @@ impl Problem {
                 Self::too_large(format!("{detail}; nothing was written"))
             }
             StorageError::LeaseNotFound(lease) => Self::lease_not_found(*lease),
+            StorageError::FenceLost(fence) => Self::new(
+                ErrorStatus::PRECONDITION_FAILED,
+                "fence-lost",
+                "Fence lost",
+                format!(
+                    "lock or election {:?} is not held with token {} (released, lost with its lease, or \
+                     taken since); nothing was written",
+                    fence.name, fence.token
+                ),
+            ),
         }
     }
 
@@ -347,7 +358,8 @@ impl Example for Problem {
 
 const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
-/// Seconds a client waits before retrying a 503.
+/// Seconds a client waits before retrying a 503 or a 423 (a wait in line
+/// that ran out).
 const RETRY_AFTER_SECONDS: &str = "1";
 
 impl IntoResponse for Problem {
@@ -356,7 +368,7 @@ impl IntoResponse for Problem {
         let mut response = Response::builder()
             .status(status)
             .content_type(PROBLEM_CONTENT_TYPE);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::LOCKED) {
             response = response.header(header::RETRY_AFTER, RETRY_AFTER_SECONDS);
         }
         response.body(self.to_json_string())
@@ -396,6 +408,15 @@ pub const KEY_OR_LEASE_NOT_FOUND: (u16, &str) = (
 pub const PRECONDITION_FAILED: (u16, &str) = (
     412,
     "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",
+);
+pub const WRITE_PRECONDITION_FAILED: (u16, &str) = (
+    412,
+    "A condition (If-Match, If-None-Match or the expected value) does not hold, or the lock \
+     `If-Fence` names is not held with its token (`fence-lost`); nothing was written.",
+);
+pub const FENCE_LOST: (u16, &str) = (
+    412,
+    "The lock `If-Fence` names is not held with its token (`fence-lost`); nothing was written.",
 );
 pub const REQUEST_TIMEOUT: (u16, &str) = (
     408,
@@ -461,7 +482,7 @@ impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
                     schema: <Problem as Type>::schema_ref(),
                 }],
                 headers: match status {
-                    429 | 503 => vec![MetaHeader {
+                    423 | 429 | 503 => vec![MetaHeader {
                         name: header::RETRY_AFTER.to_string(),
                         description: Some("Seconds to wait before retrying.".to_owned()),
                         required: true,

@@ -123,8 +123,13 @@ impl<T> SseFrames<T> {
     /// The watch items as frames; [`WatchItem::Idle`] (the store's
     /// heartbeat) as a comment.
     pub fn new(deliveries: impl Stream<Item = WatchItem> + Send + 'static) -> Self {
+        Self::of_frames(deliveries.map(frame))
+    }
+
+    /// Frames encoded elsewhere; an error cuts the stream.
+    pub fn of_frames(frames: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Self {
         Self {
-            frames: deliveries.map(frame).boxed(),
+            frames: frames.boxed(),
             item: PhantomData,
         }
     }

@@ -2,20 +2,23 @@
 
 use std::collections::HashSet;
 
+use poem::Request;
 use poem::http::StatusCode;
+use poem_openapi::param::Header;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
 use super::auth::TokenAuth;
 use super::batch::RESULT_OVERHEAD;
 use super::body::{BodyExample, JsonBody, JsonReply};
+use super::fence::{FenceHeader, fence_header};
 use super::list::{
     DEFAULT_LIMIT, EMPTY_PREFIX, ITEM_OVERHEAD, Listed, MAX_LIMIT, bad_limit, listed,
 };
 use super::problem::{
-    ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, LEASE_NOT_FOUND,
-    Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
-    UNSUPPORTED_MEDIA_TYPE,
+    ApiError, BAD_REQUEST, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
+    LEASE_NOT_FOUND, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
+    UNAVAILABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 use super::text::Text;
 use super::{ApiTags, Context, lease_number};
@@ -243,6 +246,7 @@ impl ErrorStatuses for TxnErrors {
         UNAUTHORIZED,
         FORBIDDEN,
         LEASE_NOT_FOUND,
+        FENCE_LOST,
         REQUEST_TIMEOUT,
         TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
@@ -523,6 +527,11 @@ impl<B: Backend> TxnApi<B> {
     #[oai(path = "/txn", method = "post", operation_id = "txn")]
     async fn txn(
         &self,
+        /// `NAME=TOKEN`: run (either branch) only if lock `NAME` is held
+        /// with that token.
+        #[oai(name = "If-Fence")]
+        _if_fence: Header<Option<FenceHeader>>,
+        req: &Request,
         request: JsonBody<TxnRequest>,
         auth: TokenAuth,
     ) -> Result<TxnResponse, ApiError<TxnErrors>> {
@@ -548,6 +557,7 @@ impl<B: Backend> TxnApi<B> {
             }
         }
         let caller = auth.caller();
+        let fences = self.0.fences(&caller, fence_header(req)?)?;
         let guards = guards
             .into_iter()
             .enumerate()
@@ -585,7 +595,7 @@ impl<B: Backend> TxnApi<B> {
         let outcome = self
             .0
             .store
-            .txn(&txn)
+            .txn(&txn, &fences)
             .await
             .map_err(|err| Problem::not_stored(&err))?;
         Ok(TxnResponse::Ok(JsonReply(TxnAnswer {

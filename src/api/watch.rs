@@ -209,6 +209,42 @@ pub enum WatchResponse {
     Events(SseFrames<WatchEvent>),
 }
 
+/// The problem for a watch that could not start from `since`.
+pub(super) fn watch_problem(err: WatchError, since: Option<Position>) -> Box<Problem> {
+    let (detail, oldest) = match err {
+        WatchError::TooMany { max } => {
+            return Box::new(Problem::new(
+                ErrorStatus::SERVICE_UNAVAILABLE,
+                "too-many-watches",
+                "Too many watches",
+                format!("the server holds its most watch streams ({max}); retry later"),
+            ));
+        }
+        WatchError::Unavailable(detail) => {
+            return Box::new(Problem::unavailable(&detail));
+        }
+        WatchError::Compacted { oldest } => (
+            format!(
+                "the history starts at revision {oldest}; events after {} are gone",
+                since.unwrap_or(Position::after(0))
+            ),
+            oldest,
+        ),
+        WatchError::Unknown { current, oldest } => (
+            format!(
+                "revision {} is newer than the store's revision {current}: it comes from \
+                 another run of the server",
+                since.map_or(0, |since| since.revision)
+            ),
+            oldest,
+        ),
+    };
+    Box::new(Problem {
+        oldest_revision: Some(oldest),
+        ..Problem::new(ErrorStatus::GONE, "history-gone", "History gone", detail)
+    })
+}
+
 pub struct WatchApi<B>(pub Context<B>);
 
 impl<B: Backend> WatchApi<B> {
@@ -244,40 +280,12 @@ impl<B: Backend> WatchApi<B> {
             .extensions()
             .get::<ConnectionCloser>()
             .map_or_else(|| -> Closer { std::sync::Arc::new(()) }, |c| c.0.clone());
-        let watch = self.0.store.watch(watched, since, closer).await.map_err(|err| {
-            let (detail, oldest) = match err {
-                WatchError::TooMany { max } => {
-                    return Box::new(Problem::new(
-                        ErrorStatus::SERVICE_UNAVAILABLE,
-                        "too-many-watches",
-                        "Too many watches",
-                        format!("the server holds its most watch streams ({max}); retry later"),
-                    ));
-                }
-                WatchError::Unavailable(detail) => {
-                    return Box::new(Problem::unavailable(&detail));
-                }
-                WatchError::Compacted { oldest } => (
-                    format!(
-                        "the history starts at revision {oldest}; events after {} are gone",
-                        since.unwrap_or(Position::after(0))
-                    ),
-                    oldest,
-                ),
-                WatchError::Unknown { current, oldest } => (
-                    format!(
-                        "revision {} is newer than the store's revision {current}: it comes from \
-                         another run of the server",
-                        since.map_or(0, |since| since.revision)
-                    ),
-                    oldest,
-                ),
-            };
-            Box::new(Problem {
-                oldest_revision: Some(oldest),
-                ..Problem::new(ErrorStatus::GONE, "history-gone", "History gone", detail)
-            })
-        })?;
+        let watch = self
+            .0
+            .store
+            .watch(watched, since, closer)
+            .await
+            .map_err(|err| watch_problem(err, since))?;
         // The stream ends at shutdown, and when a reload revokes the token.
         let stream = watch
             .take_until(self.0.shutdown.clone().cancelled_owned())

@@ -9,8 +9,8 @@ use futures_util::{Stream, StreamExt};
 
 use super::Backend;
 use crate::domain::{
-    Action, BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    Action, BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome,
+    Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
     TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
@@ -124,9 +124,9 @@ impl<B: Backend> Counted<B> {
         Ok(outcome)
     }
 
-    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
+    pub async fn batch(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
         bump(&self.counters.batches);
-        let result = self.backend.batch(ops).await;
+        let result = self.backend.batch(ops, fences).await;
         if let Ok(outcomes) | Err(BatchError::Rejected(outcomes)) = &result {
             for (op, outcome) in ops.iter().zip(outcomes) {
                 self.counters.count(Kind::of(op), outcome);
@@ -137,8 +137,8 @@ impl<B: Backend> Counted<B> {
 
     /// Not counted by kind: a transaction's requests are counted by the
     /// metrics, per operation and status, as every request is.
-    pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
-        self.backend.txn(txn).await
+    pub async fn txn(&self, txn: &Txn, fences: &[Fence]) -> Result<TxnOutcome, StorageError> {
+        self.backend.txn(txn, fences).await
     }
 
     pub async fn grant(
@@ -178,8 +178,12 @@ impl<B: Backend> Counted<B> {
         self.backend.range(request).await
     }
 
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
-        let deleted = self.backend.delete_prefix(prefix).await?;
+    pub async fn delete_prefix(
+        &self,
+        prefix: &str,
+        fences: &[Fence],
+    ) -> Result<PrefixDeleted, StorageError> {
+        let deleted = self.backend.delete_prefix(prefix, fences).await?;
         self.counters
             .deletes
             .fetch_add(deleted.deleted, Ordering::Relaxed);

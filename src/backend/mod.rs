@@ -22,9 +22,9 @@ use futures_util::Stream;
 pub use counted::{Counted, Counters};
 
 use crate::domain::{
-    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
-    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
-    WatchError, Watched,
+    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -48,13 +48,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// condition is checked against the store before it, and all its
     /// writes take one revision. If a condition fails nothing is written
     /// and the outcomes come back in the error.
-    fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send;
+    ///
+    /// Here, in `txn` and in `delete_prefix`, `fences` are judged in the
+    /// same commit: unless every one holds, nothing is written and the
+    /// answer is [`StorageError::FenceLost`].
+    fn batch(
+        &self,
+        ops: &[Op],
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send;
 
     /// A transaction: its guards judged against the store, then the branch
     /// they choose as one atomic, isolated commit (all its writes at one
     /// revision; its reads see the store as the guards did). Its writes
     /// name distinct keys (the API checks).
-    fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send;
+    fn txn(
+        &self,
+        txn: &Txn,
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send;
 
     /// Grants a lease of `ttl` seconds, its id `id` (or one the backend
     /// picks), held by `owner` (the granting token's name).
@@ -101,6 +113,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn delete_prefix(
         &self,
         prefix: &str,
+        fences: &[Fence],
     ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send;
 
     /// Starts a watch: without `since`, a snapshot of what is watched and

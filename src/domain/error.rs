@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{LeaseId, Outcome};
+use super::{Fence, LeaseId, Outcome};
 
 /// Why a write was not applied. Two different things for a client: one
 /// says "ask again elsewhere, soon", the other "the disk is the problem".
@@ -27,6 +27,9 @@ pub enum StorageError {
     /// A write named a lease that does not exist (never granted, expired
     /// or revoked); nothing was written.
     LeaseNotFound(LeaseId),
+    /// A fenced write's lock is not held with its token (released, lost
+    /// with its lease, or taken by another since); nothing was written.
+    FenceLost(Fence),
 }
 
 impl std::fmt::Display for StorageError {
@@ -38,6 +41,11 @@ impl std::fmt::Display for StorageError {
             | Self::Unavailable(detail)
             | Self::TooLarge(detail) => f.write_str(detail),
             Self::LeaseNotFound(lease) => write!(f, "lease {lease} does not exist"),
+            Self::FenceLost(fence) => write!(
+                f,
+                "lock or election {:?} is not held with token {}",
+                fence.name, fence.token
+            ),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod entry;
 mod error;
 mod event;
+mod fence;
 mod lease;
 mod op;
 mod range;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 pub use entry::{Entry, MAX_KEY_BYTES, Meta, epoch, start_clock};
 pub use error::{BatchError, RangeError, StorageError, WatchError};
 pub use event::{Event, EventKind, Position};
+pub use fence::{Fence, head, queue_key, queue_prefix};
 pub use lease::{LeaseError, LeaseHeld, LeaseId, LeasePage, LeaseState, Lifetime};
 pub use op::{Action, Condition, Current, Op, Outcome, PrefixDeleted, Revisions};
 pub use range::{Page, RangeRequest, ReadPoint};

@@ -8,9 +8,9 @@ use super::EtcdStore;
 use super::hub::Registered;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
-    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
-    WatchError, Watched,
+    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
@@ -29,12 +29,20 @@ impl Backend for EtcdStore {
         EtcdStore::apply(self, op)
     }
 
-    fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
-        EtcdStore::batch(self, ops)
+    fn batch(
+        &self,
+        ops: &[Op],
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
+        EtcdStore::batch(self, ops, fences)
     }
 
-    fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
-        EtcdStore::txn(self, txn)
+    fn txn(
+        &self,
+        txn: &Txn,
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
+        EtcdStore::txn(self, txn, fences)
     }
 
     fn grant(
@@ -84,8 +92,9 @@ impl Backend for EtcdStore {
     fn delete_prefix(
         &self,
         prefix: &str,
+        fences: &[Fence],
     ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send {
-        EtcdStore::delete_prefix(self, prefix)
+        EtcdStore::delete_prefix(self, prefix, fences)
     }
 
     fn watch(

@@ -17,6 +17,7 @@
 //! has no quorum the client gets a 503 in time, never a hung request.
 
 mod backend;
+mod fence;
 mod hub;
 mod leases;
 mod ops;
@@ -32,7 +33,7 @@ use etcd_client::{
 };
 
 use crate::domain::Readiness;
-use crate::domain::{Current, Entry, LeaseId, Meta, Stats, StorageError, Value};
+use crate::domain::{Current, Entry, Fence, LeaseId, Meta, Stats, StorageError, Value};
 use crate::watch::WatchLimits;
 
 use hub::Hub;
@@ -350,6 +351,8 @@ enum Failure {
     NoLease,
     /// A lease granted with an id etcd already has.
     LeaseExists,
+    /// A fenced write's fence did not hold at its commit.
+    Fenced(Fence),
 }
 
 impl From<etcd_client::Error> for Failure {
@@ -389,6 +392,7 @@ impl std::fmt::Display for Failure {
             Self::Future => f.write_str("the revision is ahead of etcd's"),
             Self::NoLease => f.write_str("etcd has no such lease"),
             Self::LeaseExists => f.write_str("etcd has a lease with that id"),
+            Self::Fenced(fence) => StorageError::FenceLost(fence.clone()).fmt(f),
         }
     }
 }
@@ -403,6 +407,7 @@ impl Failure {
         match self {
             Self::NoLease if let Some(lease) = lease => StorageError::LeaseNotFound(lease),
             Self::TooLarge(detail) => StorageError::TooLarge(detail.into()),
+            Self::Fenced(fence) => StorageError::FenceLost(fence),
             other => StorageError::Unavailable(other.to_string().into()),
         }
     }

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
-use super::{EtcdStore, Failure, revision};
+use super::fence::Unfenced;
+use super::{EtcdStore, Failure};
 use crate::domain::{
-    Action, BatchError, Condition, Current, Lifetime, Op, Outcome, PrefixDeleted, Revisions,
+    Action, BatchError, Condition, Current, Fence, Lifetime, Op, Outcome, PrefixDeleted, Revisions,
     StorageError,
 };
 
@@ -75,7 +76,7 @@ fn compares(key: &[u8], condition: &Condition) -> Option<Vec<Compare>> {
 
 impl EtcdStore {
     pub async fn apply(&self, op: Op) -> Result<Outcome, StorageError> {
-        match self.run(std::slice::from_ref(&op)).await {
+        match self.run(std::slice::from_ref(&op), &[]).await {
             Ok(mut outcomes) | Err(BatchError::Rejected(mut outcomes)) => {
                 Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
             }
@@ -83,12 +84,12 @@ impl EtcdStore {
         }
     }
 
-    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        self.run(ops).await
+    pub async fn batch(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
+        self.run(ops, fences).await
     }
 
-    /// Runs `ops` (distinct keys) as one transaction.
-    async fn run(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
+    /// Runs `ops` (distinct keys) as one transaction, if `fences` hold.
+    async fn run(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
         let lifetimes = || {
             ops.iter().filter_map(|op| match &op.action {
                 Action::Put { lifetime, .. } => Some(*lifetime),
@@ -105,6 +106,10 @@ impl EtcdStore {
             .await
             .map_err(BatchError::Storage)?;
         let keys: Vec<Vec<u8>> = ops.iter().map(|op| self.full(&op.key)).collect();
+        let fenced = self
+            .fence_compares(fences)
+            .await
+            .map_err(BatchError::Storage)?;
         let outcomes = loop {
             // Conditions etcd cannot compare are checked against the keys'
             // state read first, then pinned to it: the transaction fails if
@@ -150,16 +155,12 @@ impl EtcdStore {
                 .map(|key| TxnOp::get(key.clone(), None))
                 .collect();
             let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
-            let answer = self
-                .call(|| {
-                    let mut kv = self.inner.client.kv_client();
-                    let txn = txn.clone();
-                    async move { kv.txn(txn).await }
-                })
+            let Unfenced { answer, revision } = self
+                .run_fenced(txn, fences, &fenced)
                 .await
                 .map_err(|failure| BatchError::Storage(failure.storage_naming(named)))?;
             if answer.succeeded() {
-                break self.applied(&answer);
+                break self.applied(&answer, revision);
             }
             let outcomes = self.which_failed(ops, &answer);
             let rejected = outcomes
@@ -213,10 +214,7 @@ impl EtcdStore {
     }
 
     /// The outcomes of a transaction that applied.
-    fn applied(&self, answer: &TxnResponse) -> Vec<Outcome> {
-        let at = answer
-            .header()
-            .map_or(0, |header| revision(header.revision()));
+    fn applied(&self, answer: &TxnResponse, at: u64) -> Vec<Outcome> {
         answer
             .op_responses()
             .into_iter()
@@ -259,25 +257,23 @@ impl EtcdStore {
 
     /// Deletes every key under `prefix` with one DeleteRange: one revision,
     /// one delete event per key.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
+    pub async fn delete_prefix(
+        &self,
+        prefix: &str,
+        fences: &[Fence],
+    ) -> Result<PrefixDeleted, StorageError> {
         let key = self.full(prefix);
-        let answer = self
-            .call(|| {
-                let mut kv = self.inner.client.kv_client();
-                let key = key.clone();
-                async move {
-                    kv.delete(key, Some(DeleteOptions::new().with_prefix()))
-                        .await
-                }
-            })
+        let fenced = self.fence_compares(fences).await?;
+        let delete = TxnOp::delete(key, Some(DeleteOptions::new().with_prefix()));
+        let txn = Txn::new().and_then(vec![delete]);
+        let Unfenced { answer, revision } = self
+            .run_fenced(txn, fences, &fenced)
             .await
             .map_err(Failure::storage)?;
-        let deleted = u64::try_from(answer.deleted()).unwrap_or(0);
-        Ok(PrefixDeleted {
-            deleted,
-            revision: answer
-                .header()
-                .map_or(0, |header| revision(header.revision())),
-        })
+        let deleted = match answer.op_responses().first() {
+            Some(TxnOpResponse::Delete(delete)) => u64::try_from(delete.deleted()).unwrap_or(0),
+            _ => 0,
+        };
+        Ok(PrefixDeleted { deleted, revision })
     }
 }

@@ -9,10 +9,11 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, Txn as EtcdTxn, TxnOp as EtcdOp, TxnOpResponse,
 };
 
-use super::{EtcdStore, revision};
+use super::EtcdStore;
+use super::fence::Unfenced;
 use crate::domain::{
-    Comparison, Guard, KeyTest, Lifetime, Operand, Order, Outcome, PrefixTest, StorageError, Txn,
-    TxnOp, TxnOutcome, TxnResult,
+    Comparison, Fence, Guard, KeyTest, Lifetime, Operand, Order, Outcome, PrefixTest, StorageError,
+    Txn, TxnOp, TxnOutcome, TxnResult,
 };
 
 /// etcd's numbers are i64: a larger operand compares as the largest.
@@ -112,7 +113,7 @@ impl EtcdStore {
         (etcd, in_order)
     }
 
-    pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
+    pub async fn txn(&self, txn: &Txn, fences: &[Fence]) -> Result<TxnOutcome, StorageError> {
         let lifetimes = || {
             txn.then
                 .iter()
@@ -130,22 +131,19 @@ impl EtcdStore {
             .collect();
         let named = lifetimes().find_map(Lifetime::lease);
         let leases = self.grant_leases(ttls).await?;
+        let fenced = self.fence_compares(fences).await?;
         let when: Vec<Compare> = txn.guards.iter().map(|guard| self.guard(guard)).collect();
         let (then, then_placed) = self.branch(&txn.then, &leases);
         let (otherwise, otherwise_placed) = self.branch(&txn.otherwise, &leases);
         let request = EtcdTxn::new().when(when).and_then(then).or_else(otherwise);
-        let answer = self
-            .call(|| {
-                let mut kv = self.inner.client.kv_client();
-                let request = request.clone();
-                async move { kv.txn(request).await }
-            })
+        let Unfenced {
+            answer,
+            revision: at,
+        } = self
+            .run_fenced(request, fences, &fenced)
             .await
             .map_err(|failure| failure.storage_naming(named))?;
         let succeeded = answer.succeeded();
-        let at = answer
-            .header()
-            .map_or(0, |header| revision(header.revision()));
         let placed = if succeeded {
             then_placed
         } else {

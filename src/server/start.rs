@@ -210,6 +210,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             max_page_bytes: config.max_page_bytes as usize,
             max_batch_answer_bytes: config.max_batch_answer_bytes as usize,
             answer_memory: usize::try_from(config.answer_memory).unwrap_or(usize::MAX),
+            max_lock_wait: config.max_lock_wait,
         },
         shutdown: shutdown.clone(),
     };

@@ -8,9 +8,9 @@ use super::Store;
 use super::snapshot::Unwatch;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page, Position,
-    PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn, TxnOutcome,
-    WatchError, Watched,
+    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
+    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
+    TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
@@ -30,12 +30,20 @@ impl Backend for Store {
         Store::apply(self, op)
     }
 
-    fn batch(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
-        Store::batch(self, ops)
+    fn batch(
+        &self,
+        ops: &[Op],
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<Vec<Outcome>, BatchError>> + Send {
+        Store::batch(self, ops, fences)
     }
 
-    fn txn(&self, txn: &Txn) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
-        Store::txn(self, txn)
+    fn txn(
+        &self,
+        txn: &Txn,
+        fences: &[Fence],
+    ) -> impl Future<Output = Result<TxnOutcome, StorageError>> + Send {
+        Store::txn(self, txn, fences)
     }
 
     fn grant(
@@ -85,8 +93,9 @@ impl Backend for Store {
     fn delete_prefix(
         &self,
         prefix: &str,
+        fences: &[Fence],
     ) -> impl Future<Output = Result<PrefixDeleted, StorageError>> + Send {
-        Store::delete_prefix(self, prefix)
+        Store::delete_prefix(self, prefix, fences)
     }
 
     fn watch(

@@ -15,6 +15,7 @@ mod backend;
 mod commit;
 mod disk;
 mod expiry;
+mod fence;
 mod flusher;
 mod index;
 mod lease_table;
@@ -43,7 +44,7 @@ use tokio::sync::Notify;
 pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
 
 use crate::domain::{
-    Action, BatchError, Condition, Current, Entry, Event, EventKind, Key, Meta, Op, Outcome,
+    Action, BatchError, Condition, Current, Entry, Event, EventKind, Fence, Key, Meta, Op, Outcome,
     Position, PrefixDeleted, Stats, StorageError, WatchError, Watched, start_clock,
 };
 use crate::watch::{Closer, History, WatchLimits, WatchStream, Watchers, run_heartbeat};
@@ -267,7 +268,7 @@ impl Store {
 
     /// Runs one operation.
     pub async fn apply(&self, op: Op) -> Result<Outcome, StorageError> {
-        let (mut outcomes, ticket) = self.run(std::slice::from_ref(&op))?;
+        let (mut outcomes, ticket) = self.run(std::slice::from_ref(&op), &[])?;
         settled(ticket).await?;
         Ok(outcomes.pop().unwrap_or(Outcome::NotFound))
     }
@@ -278,8 +279,8 @@ impl Store {
     /// and no reader sees some without the others. The ops name distinct
     /// keys (the API checks). If any condition fails nothing is written,
     /// and the outcomes come back in the error.
-    pub async fn batch(&self, ops: &[Op]) -> Result<Vec<Outcome>, BatchError> {
-        let (outcomes, ticket) = self.run(ops).map_err(BatchError::Storage)?;
+    pub async fn batch(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
+        let (outcomes, ticket) = self.run(ops, fences).map_err(BatchError::Storage)?;
         settled(ticket).await.map_err(BatchError::Storage)?;
         BatchError::unless_rejected(outcomes)
     }
@@ -439,7 +440,7 @@ mod tests {
         let store = store_with_history(100_000);
         let key = |n: usize| format!("p/{n:05}");
         let ops: Vec<Op> = (0..3000).map(|n| put(&key(n), "initial", None)).collect();
-        now(store.batch(&ops)).expect("applies");
+        now(store.batch(&ops, &[])).expect("applies");
         let watched = Watched {
             keys: Vec::new(),
             prefixes: vec![Key::from("p/")],
@@ -540,7 +541,7 @@ mod tests {
             },
             condition: Condition::Value(Some("old".into())),
         };
-        let result = now(store.batch(&[put("a", "1", None), cas]));
+        let result = now(store.batch(&[put("a", "1", None), cas], &[]));
         assert!(matches!(result, Err(BatchError::Rejected(_))));
         assert_eq!(now(store.get("a")), None);
         assert_eq!(store.stats().revision, 0);
@@ -560,7 +561,7 @@ mod tests {
             action: Action::Get,
             condition: Condition::Always,
         };
-        let outcomes = now(store.batch(&[put("a", "1", None), get, delete])).expect("applies");
+        let outcomes = now(store.batch(&[put("a", "1", None), get, delete], &[])).expect("applies");
         assert_eq!(
             outcomes,
             [

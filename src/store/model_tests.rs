@@ -493,7 +493,7 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
                 continue;
             }
             Step::Txn(txn) => {
-                let outcome = runtime.block_on(store.txn(txn));
+                let outcome = runtime.block_on(store.txn(txn, &[]));
                 match (model.txn(txn), outcome) {
                     (Err(missing), Err(StorageError::LeaseNotFound(named))) => {
                         prop_assert_eq!(missing, named);
@@ -517,7 +517,7 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
             }
             Step::DeletePrefix(prefix) => {
                 let deleted = runtime
-                    .block_on(store.delete_prefix(prefix))
+                    .block_on(store.delete_prefix(prefix, &[]))
                     .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 let expected = model.delete_prefix(prefix);
                 prop_assert_eq!(
@@ -535,7 +535,7 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
             let refused = if ops.len() == 1 {
                 runtime.block_on(store.apply(ops[0].clone())).err()
             } else {
-                match runtime.block_on(store.batch(ops)) {
+                match runtime.block_on(store.batch(ops, &[])) {
                     Err(BatchError::Storage(err)) => Some(err),
                     _ => None,
                 }
@@ -552,7 +552,7 @@ fn check(store: &Store, batches: &[Step]) -> Result<(), TestCaseError> {
             let outcome = runtime.block_on(store.apply(ops[0].clone()));
             vec![outcome.map_err(|err| TestCaseError::fail(err.to_string()))?]
         } else {
-            match runtime.block_on(store.batch(ops)) {
+            match runtime.block_on(store.batch(ops, &[])) {
                 Ok(outcomes) => {
                     prop_assert!(applied);
                     outcomes

@@ -5,21 +5,31 @@ use tokio::time::Instant;
 
 use super::commit::{At, Committer, Planned, Ticket, view};
 use super::flusher::settled;
-use super::{Action, Condition, Current, Key, Op, Outcome, PrefixDeleted, StorageError, Store};
+use super::{
+    Action, Condition, Current, Fence, Key, Op, Outcome, PrefixDeleted, StorageError, Store,
+};
 
 impl Store {
     /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
     /// tells when what they wrote or saw is durable.
-    pub(super) fn run(&self, ops: &[Op]) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
+    pub(super) fn run(
+        &self,
+        ops: &[Op],
+        fences: &[Fence],
+    ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let mut committer = self.inner.committer.lock();
-        self.run_locked(&mut committer, ops)
+        self.run_locked(&mut committer, ops, fences)
     }
 
     /// Deletes every key under `prefix` (non-empty) in one atomic commit:
     /// the keys are listed and deleted under the same hold of the commit
     /// lock, so no write can slip between. Returns how many were deleted
     /// and the store's revision after it.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<PrefixDeleted, StorageError> {
+    pub async fn delete_prefix(
+        &self,
+        prefix: &str,
+        fences: &[Fence],
+    ) -> Result<PrefixDeleted, StorageError> {
         let (outcomes, revision, ticket) = {
             let mut committer = self.inner.committer.lock();
             let mut keys: Vec<Key> = committer
@@ -46,7 +56,7 @@ impl Store {
                     condition: Condition::Always,
                 })
                 .collect();
-            let (outcomes, ticket) = self.run_locked(&mut committer, &ops)?;
+            let (outcomes, ticket) = self.run_locked(&mut committer, &ops, fences)?;
             (outcomes, committer.next, ticket)
         };
         settled(ticket).await?;
@@ -61,9 +71,11 @@ impl Store {
         &self,
         committer: &mut Committer,
         ops: &[Op],
+        fences: &[Fence],
     ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
+        committer.fences_hold(&inner.map, fences, Instant::now())?;
         let leases = ops.iter().filter_map(|op| match &op.action {
             Action::Put { lifetime, .. } => lifetime.lease(),
             Action::Get | Action::Delete => None,

@@ -11,15 +11,15 @@ use super::commit::{At, Committer, Pending, Planned, Ticket, view};
 use super::flusher::settled;
 use super::index::Index;
 use super::{Current, Entry, Key, LockMap, Outcome, StorageError, Store};
-use crate::domain::{Guard, Meta, Txn, TxnOp, TxnOutcome, TxnResult};
+use crate::domain::{Fence, Guard, Meta, Txn, TxnOp, TxnOutcome, TxnResult};
 
 /// The keys as planning sees them (planned writes over the map), live ones
 /// only: what the guards and the reads of a transaction judge.
-struct State<'a> {
-    pending: &'a HashMap<Key, Pending>,
-    index: &'a Index,
-    map: &'a LockMap,
-    now: Instant,
+pub(super) struct State<'a> {
+    pub(super) pending: &'a HashMap<Key, Pending>,
+    pub(super) index: &'a Index,
+    pub(super) map: &'a LockMap,
+    pub(super) now: Instant,
 }
 
 impl State<'_> {
@@ -36,7 +36,7 @@ impl State<'_> {
     }
 
     /// The live keys under `prefix`, in key order.
-    fn under<'s>(&'s self, prefix: &'s str) -> impl Iterator<Item = &'s Entry> + 's {
+    pub(super) fn under<'s>(&'s self, prefix: &'s str) -> impl Iterator<Item = &'s Entry> + 's {
         // Planned writes (`--fsync always`) are not in the index yet: they
         // override it, key by key.
         let planned: BTreeMap<&str, Option<&Entry>> = self
@@ -117,10 +117,10 @@ impl Store {
     /// Runs a transaction: every guard is judged against the store, and
     /// the branch they choose runs as one commit (all its writes at one
     /// revision, its reads seeing the store as the guards did).
-    pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StorageError> {
+    pub async fn txn(&self, txn: &Txn, fences: &[Fence]) -> Result<TxnOutcome, StorageError> {
         let (outcome, ticket) = {
             let mut committer = self.inner.committer.lock();
-            self.txn_locked(&mut committer, txn)?
+            self.txn_locked(&mut committer, txn, fences)?
         };
         settled(ticket).await?;
         Ok(outcome)
@@ -130,10 +130,12 @@ impl Store {
         &self,
         committer: &mut Committer,
         txn: &Txn,
+        fences: &[Fence],
     ) -> Result<(TxnOutcome, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
         let now = Instant::now();
+        committer.fences_hold(&inner.map, fences, now)?;
         let saw_pending = !committer.pending.is_empty();
 
         // Judge and read before any shard is write-locked: reads take the

@@ -23,6 +23,10 @@ carry only the fields of their kind, a branch writes each key once, and all
 of it fits --max-txn-ops: rules of one field against another, which the
 schema does not say. Generated cases are made to follow them; the 400s are
 covered by tests/txn.rs and tests/leases.rs.
+
+A lock acquisition or a campaign takes a `lease` or a `ttl`: exactly one,
+which the schema (two optional fields) does not say either; the 400s are
+covered by tests/locks.rs.
 """
 
 import schemathesis
@@ -143,6 +147,11 @@ def map_case(context, case):
         one_lifetime(case.query)
     if case.path == "/store/cas/{key}":
         one_lifetime(case.body)
+    if case.method == "POST" and case.path in ("/locks/{name}", "/elections/{name}") \
+            and isinstance(case.body, dict):
+        one_lifetime(case.body)
+        if case.body.get("ttl") is None and case.body.get("lease") is None:
+            case.body["ttl"] = 1
     if case.path == "/txn":
         case.body = transaction(case.body)
     if case.path == "/batch" and isinstance(case.body, list):

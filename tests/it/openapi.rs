@@ -64,7 +64,7 @@ fn every_operation_is_documented_for_generators() {
             }
         }
     }
-    assert_eq!(operations, 20);
+    assert_eq!(operations, 28);
 }
 
 #[tokio::test]

@@ -95,12 +95,12 @@ async fn put_get_delete() {
     let key = "user:1".try_into().expect("valid key");
 
     let created = kv
-        .put_key(&key, None, None, None, None, "Ada")
+        .put_key(&key, None, None, None, None, None, "Ada")
         .await
         .expect("PUT");
     assert_eq!(created.status().as_u16(), 201);
     let replaced = kv
-        .put_key(&key, None, None, None, None, "Grace")
+        .put_key(&key, None, None, None, None, None, "Grace")
         .await
         .expect("PUT");
     assert_eq!(replaced.status().as_u16(), 204);
@@ -113,7 +113,7 @@ async fn put_get_delete() {
     assert_eq!(text(got).await, "Grace");
 
     let deleted = kv
-        .delete_key(&"user:1".try_into().expect("valid key"), None)
+        .delete_key(&"user:1".try_into().expect("valid key"), None, None)
         .await
         .expect("DELETE");
     assert_eq!(deleted.status().as_u16(), 204);
@@ -135,7 +135,10 @@ async fn compare_and_swap_succeeds_then_fails_with_412() {
         ttl: None,
         lease: None,
     };
-    let created = kv.compare_and_swap(&key, &create).await.expect("create");
+    let created = kv
+        .compare_and_swap(&key, None, &create)
+        .await
+        .expect("create");
     assert_eq!(created.status().as_u16(), 204);
 
     let swap = CasRequest {
@@ -144,11 +147,11 @@ async fn compare_and_swap_succeeds_then_fails_with_412() {
         ttl: None,
         lease: None,
     };
-    let swapped = kv.compare_and_swap(&key, &swap).await.expect("swap");
+    let swapped = kv.compare_and_swap(&key, None, &swap).await.expect("swap");
     assert_eq!(swapped.status().as_u16(), 204);
 
     // The same swap again: the key holds "2" now, and the 412 says so.
-    let failed = kv.compare_and_swap(&key, &swap).await;
+    let failed = kv.compare_and_swap(&key, None, &swap).await;
     let failed = problem(failed, 412).await;
     assert_eq!(failed.value.as_deref(), Some("2"));
     assert!(failed.revision.is_some());
@@ -168,11 +171,14 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
     };
 
     let results = kv
-        .batch(&vec![
-            op(Method::Put, "a", Some("1"), None),
-            op(Method::Put, "b", Some("2"), None),
-            op(Method::Get, "c", None, None),
-        ])
+        .batch(
+            None,
+            &vec![
+                op(Method::Put, "a", Some("1"), None),
+                op(Method::Put, "b", Some("2"), None),
+                op(Method::Get, "c", None, None),
+            ],
+        )
         .await
         .expect("batch")
         .into_inner();
@@ -182,10 +188,13 @@ async fn batch_commits_and_reports_a_failed_condition_with_409() {
 
     // A CAS whose expectation is wrong fails the whole batch: nothing is written.
     let failed = kv
-        .batch(&vec![
-            op(Method::Put, "a", Some("changed"), None),
-            op(Method::Cas, "b", Some("3"), Some("wrong")),
-        ])
+        .batch(
+            None,
+            &vec![
+                op(Method::Put, "a", Some("changed"), None),
+                op(Method::Cas, "b", Some("3"), Some("wrong")),
+            ],
+        )
         .await;
     let failed = problem(failed, 409).await;
     let statuses: Vec<u16> = failed.results.iter().map(|r| r.status).collect();
@@ -203,6 +212,7 @@ async fn status_counts_operations() {
     let kv = client(&server);
     kv.put_key(
         &"k".try_into().expect("valid key"),
+        None,
         None,
         None,
         None,
@@ -234,6 +244,7 @@ async fn watch_stream_through_the_generated_client() {
     for value in ["one", "two"] {
         kv.put_key(
             &"w".try_into().expect("valid key"),
+            None,
             None,
             None,
             None,
@@ -312,6 +323,7 @@ async fn page_through_a_listing_and_delete_the_prefix() {
             None,
             None,
             None,
+            None,
             "late",
         )
         .await
@@ -326,7 +338,7 @@ async fn page_through_a_listing_and_delete_the_prefix() {
     assert_eq!(revisions.len(), 1, "every page at one revision");
 
     let deleted = kv
-        .delete_prefix(&"user/".try_into().expect("a prefix"))
+        .delete_prefix(&"user/".try_into().expect("a prefix"), None)
         .await
         .expect("deleted")
         .into_inner();
@@ -348,6 +360,7 @@ async fn a_guarded_update_runs_one_branch() {
     let created = kv
         .put_key(
             &"mode".try_into().expect("valid key"),
+            None,
             None,
             None,
             None,
@@ -385,11 +398,11 @@ async fn a_guarded_update_runs_one_branch() {
         then: vec![operation(TxnMethod::Put, "mode", Some("fast"))],
         else_: vec![operation(TxnMethod::Get, "mode", None)],
     };
-    let first = kv.txn(&guarded).await.expect("txn").into_inner();
+    let first = kv.txn(None, &guarded).await.expect("txn").into_inner();
     assert!(first.succeeded);
     assert_eq!(first.results[0].status, 204);
     // The same guard again: `mode` moved on, so the else branch reads it.
-    let second = kv.txn(&guarded).await.expect("txn").into_inner();
+    let second = kv.txn(None, &guarded).await.expect("txn").into_inner();
     assert!(!second.succeeded);
     assert_eq!(second.results[0].value.as_deref(), Some("fast"));
     assert_eq!(second.results[0].version, Some(2));
@@ -412,6 +425,7 @@ async fn a_service_registers_keys_under_one_lease() {
         kv.put_key(
             &key.try_into().expect("valid key"),
             Some(&lease.id.parse().expect("a lease id")),
+            None,
             None,
             None,
             None,
