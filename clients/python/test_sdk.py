@@ -7,6 +7,7 @@ import httpx
 from conftest import TOKEN
 from kv_store_client import AuthenticatedClient
 from kv_store_client.api.batch import batch, txn
+from kv_store_client.api.coordination import acquire_lock, get_lock, release_lock
 from kv_store_client.api.keys import (
     compare_and_swap,
     delete_key,
@@ -18,6 +19,7 @@ from kv_store_client.api.keys import (
 from kv_store_client.api.leases import get_lease, grant_lease, keep_lease_alive, revoke_lease
 from kv_store_client.api.service import status
 from kv_store_client.models import (
+    AcquireRequest,
     BatchOp,
     CasRequest,
     GrantRequest,
@@ -201,3 +203,22 @@ def test_page_through_a_listing_and_delete_the_prefix(base_url):
     deleted = delete_prefix.sync(client=client, prefix="user/")
     assert deleted.deleted == 26
     assert list_keys.sync(client=client, prefix="user/").items == []
+
+
+def test_a_lock_fences_writes(base_url):
+    client = AuthenticatedClient(base_url=base_url, token=TOKEN)
+    held = acquire_lock.sync("reports", client=client, body=AcquireRequest(ttl=30))
+    assert held.key.startswith("reports/")
+    fence = f"reports={held.token}"
+    written = put_key.sync_detailed("report", client=client, body=value("v1"), if_fence=fence)
+    assert written.status_code == 201
+    assert get_lock.sync("reports", client=client).holder.token == held.token
+
+    released = release_lock.sync_detailed("reports", client=client, token=held.token)
+    assert released.status_code == 204
+    # The token fences nothing once the lock is released.
+    stale = put_key.sync_detailed("report", client=client, body=value("v2"), if_fence=fence)
+    assert stale.status_code == 412
+    assert isinstance(stale.parsed, Problem)
+    assert stale.parsed.type_ == "urn:kv-store:problem:fence-lost"
+    assert get_key.sync("report", client=client) == "v1"

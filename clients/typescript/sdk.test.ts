@@ -110,3 +110,27 @@ test("a service registers keys under one lease", async () => {
   const revoked = await kv.DELETE("/leases/{id}", { params: { path: { id } } });
   assert.equal(revoked.response.status, 200);
 });
+
+test("a lock's token fences a write, and nothing once released", async () => {
+  const kv = connect(url, token);
+  const held = await kv.POST("/locks/{name}", {
+    params: { path: { name: "reports" } },
+    body: { ttl: 30 },
+  });
+  assert.equal(held.response.status, 200);
+  const fence = `reports=${held.data?.token}`;
+  const put = (value: string) =>
+    kv.PUT("/store/{key}", {
+      params: { path: { key: "report" }, header: { "If-Fence": fence } },
+      body: value,
+      bodySerializer: (body) => body,
+    });
+  assert.equal((await put("v1")).response.status, 201);
+  const released = await kv.DELETE("/locks/{name}", {
+    params: { path: { name: "reports" }, query: { token: held.data?.token ?? 0 } },
+  });
+  assert.equal(released.response.status, 204);
+  const stale = await put("v2");
+  assert.equal(stale.response.status, 412);
+  assert.equal(stale.error?.type, "urn:kv-store:problem:fence-lost");
+});
