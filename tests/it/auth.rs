@@ -644,3 +644,69 @@ fn without_an_auth_file_a_server_on_a_public_address_warns() {
         "{before:?}"
     );
 }
+
+/// A lock's (or an election's) name is checked as a key prefix: taking or
+/// releasing it needs write scope on `NAME/`, reading it or fencing a write
+/// on it read scope.
+#[tokio::test]
+async fn lock_and_election_names_are_in_scope_like_keys() {
+    let (server, _dir) = server_with_tokens(&[]).await;
+    let as_bot =
+        |method: Method, path: &str| server.request(method, path).bearer_auth("kvs_deploy");
+    let lock = |name: &str| {
+        as_bot(Method::POST, &format!("/locks/{name}"))
+            .header("content-type", "application/json")
+            .body(json!({"ttl": 30}).to_string())
+    };
+    let held = lock("config%2Fdeploy%2Fjob").send().await.expect("POST");
+    assert_eq!(held.status(), StatusCode::OK);
+    let token = json(held).await["token"].clone();
+    for (what, request) in [
+        ("lock outside write scope", lock("config%2Fdb")),
+        (
+            "campaign outside write scope",
+            as_bot(Method::POST, "/elections/jobs")
+                .header("content-type", "application/json")
+                .body(json!({"value": "v", "ttl": 30}).to_string()),
+        ),
+        (
+            "read outside read scope",
+            as_bot(Method::GET, "/locks/jobs"),
+        ),
+        (
+            "observe outside read scope",
+            as_bot(Method::GET, "/elections/jobs/observe"),
+        ),
+        (
+            "fence on a lock outside read scope",
+            as_bot(Method::PUT, "/store/config%2Fdeploy%2Fx")
+                .header("If-Fence", "jobs=1")
+                .body("v"),
+        ),
+    ] {
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+        problem(response, StatusCode::FORBIDDEN).await;
+    }
+    // Inside its scopes: read the lock, fence a write on it, release it.
+    let read = as_bot(Method::GET, "/locks/config%2Fdeploy%2Fjob")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(json(read).await["holder"]["token"], token);
+    let fenced = as_bot(Method::PUT, "/store/config%2Fdeploy%2Fx")
+        .header("If-Fence", format!("config/deploy/job={token}"))
+        .body("v")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(fenced.status(), StatusCode::CREATED);
+    let released = as_bot(
+        Method::DELETE,
+        &format!("/locks/config%2Fdeploy%2Fjob?token={token}"),
+    )
+    .send()
+    .await
+    .expect("DELETE");
+    assert_eq!(released.status(), StatusCode::NO_CONTENT);
+}
