@@ -34,6 +34,12 @@ etcd's), and 10k SSE watchers on one node against the watches etcd holds.
 of 10 keys each: grant and attach rates, memory per lease, keep-alive
 against GET, a put on a lease of 10 keys against one of 100 000, revoking
 100 000 keys and 10 000 leases running out together while others GET).
+`--only locks` (builds with `--features etcd`): issue 24's lock figures,
+on the memory store and on a single-member etcd: handoff latency (a
+release to the next waiter's answer) with 100 waiters on one lock, and
+acquire + fenced PUT + release cycles per second over 1000 names from 32
+workers; on etcd beside `etcdctl lock NAME -- etcdctl put` doing the same
+loop (apt-get install etcd-client).
 `--only auth`: GET and PUT efficiency with `--auth-file` (a token on every
 request) against without it. `--only tls`: GET and PUT over HTTPS against
 the ceiling over the same TLS stack.
@@ -79,7 +85,7 @@ CEILING_SCENARIOS = {
 }
 ALL = list(CEILING_SCENARIOS) + ["concurrency", "batch", "latency", "memory", "fanout",
                                  "durable", "recovery", "hostile", "answers", "keyspace", "etcd",
-                                 "auth", "tls", "leases"]
+                                 "auth", "tls", "leases", "locks"]
 ETCD_PORT, ETCD_PEER_PORT = 3279, 3280
 
 
@@ -850,6 +856,83 @@ def leases_scenario(leases, seconds):
     return out
 
 
+def lock_client(*args):
+    """bench/lock_client.rs on the load core; its JSON line."""
+    run = subprocess.run(["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "lock_client"),
+                          *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
+
+
+def lock_figures(url, rounds, seconds, server_cpu):
+    """Handoff latency (each round a fresh line of 100 waiters on its own
+    lock) and acquire + fenced PUT + release cycles over 1000 names."""
+    handoffs = []
+    for _ in range(rounds):
+        handoffs.append(lock_client("handoff", url, 100))
+    cpu = server_cpu()
+    loop = lock_client("loop", url, 1000, 32, seconds)
+    loop["server_cpu_ms_per_cycle"] = (server_cpu() - cpu) / loop["cycles"] * 1e3
+    return {
+        "handoff_p50_ms": statistics.median(h["p50_ms"] for h in handoffs),
+        "handoff_p99_ms": statistics.median(h["p99_ms"] for h in handoffs),
+        "handoff_rounds": handoffs,
+        "cycles": loop,
+    }
+
+
+def etcdctl_loop(endpoint, workers, seconds):
+    """`etcdctl lock NAME -- etcdctl put` in `workers` shell loops over 1000
+    names for `seconds`: etcd's own tools doing the cycle (unfenced: etcd
+    leaves that to the client). Cycles per second."""
+    script = ('end=$((SECONDS + $1)); n=0; while [ $SECONDS -lt $end ]; do '
+              'name=name-$((RANDOM % 1000)); '
+              'etcdctl --endpoints=$0 lock "$name" -- etcdctl --endpoints=$0 put "$name-data" v '
+              '>/dev/null || exit 1; n=$((n + 1)); done; echo $n')
+    started = time.time()
+    procs = [subprocess.Popen(["taskset", "-c", LOAD_CORE, "bash", "-c", script, endpoint,
+                               str(seconds)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "ETCDCTL_API": "3"})
+             for _ in range(workers)]
+    total = sum(int(p.communicate()[0].strip() or 0) for p in procs)
+    return {"workers": workers, "cycles": total, "per_s": total / (time.time() - started)}
+
+
+def locks_scenario(rounds, seconds):
+    """Issue 24's figures: on the memory store, then on a single-member
+    etcd beside etcdctl."""
+    out = {}
+    server = kv_server()
+    out["memory"] = lock_figures(f"http://127.0.0.1:{KV_PORT}", rounds, seconds,
+                                 server.cpu_seconds)
+    print("locks memory", json.dumps(out["memory"]), file=sys.stderr)
+    server.stop()
+    data_dir = tempfile.mkdtemp(prefix="kv-bench-etcd-")
+    etcd = etcd_server(data_dir)
+    wait_etcd()
+    kv = kv_server("--backend", "etcd", "--etcd-endpoints", f"http://127.0.0.1:{ETCD_PORT}")
+    out["etcd"] = lock_figures(f"http://127.0.0.1:{KV_PORT}", rounds, seconds,
+                               lambda: kv.cpu_seconds() + etcd.cpu_seconds())
+    print("locks etcd", json.dumps(out["etcd"]), file=sys.stderr)
+    kv.stop()
+    out["etcdctl"] = etcdctl_loop(f"http://127.0.0.1:{ETCD_PORT}", 32, seconds)
+    print("locks etcdctl", json.dumps(out["etcdctl"]), file=sys.stderr)
+    etcd.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
+def wait_etcd():
+    """Until the bench's etcd member answers healthy."""
+    for _ in range(100):
+        try:
+            if b'"health":"true"' in urllib.request.urlopen(
+                    f"http://127.0.0.1:{ETCD_PORT}/health").read():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
 def etcd_server(data_dir):
     """One etcd member on the server core, as the issue's comparison asks."""
     url = f"http://127.0.0.1:{ETCD_PORT}"
@@ -876,14 +959,7 @@ def etcd_scenario(rounds, seconds, watchers):
     one kv-store node, and how many watches etcd holds meanwhile."""
     data_dir = tempfile.mkdtemp(prefix="kv-bench-etcd-")
     etcd = etcd_server(data_dir)
-    for _ in range(100):
-        try:
-            if b'"health":"true"' in urllib.request.urlopen(
-                    f"http://127.0.0.1:{ETCD_PORT}/health").read():
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
+    wait_etcd()
     kv = kv_server("--backend", "etcd", "--etcd-endpoints", f"http://127.0.0.1:{ETCD_PORT}",
                    "--etcd-max-txn-ops", "1024")
     http("PUT", KV_PORT, "/store/bench-key", b"v" * 100)
@@ -1051,7 +1127,7 @@ def main():
     WATCH_SHAPE = args.watch_shape
     only = args.only.split(",")
 
-    features = ["--features", "etcd"] if "etcd" in only else []
+    features = ["--features", "etcd"] if "etcd" in only or "locks" in only else []
     subprocess.run(["cargo", "build", "--release", "--bin", "kv-store", *features],
                    cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bins"], cwd=ROOT, check=True)
@@ -1091,6 +1167,8 @@ def main():
         results["answers"] = answers_scenario(args.hold_seconds)
     if "leases" in only:
         results["leases"] = leases_scenario(args.leases, args.seconds)
+    if "locks" in only:
+        results["locks"] = locks_scenario(args.rounds, args.seconds)
     print(json.dumps(results, indent=2))
 
 
