@@ -20,7 +20,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// this benchmark reads).
 fn number(body: &str, field: &str) -> Option<u64> {
     let at = body.find(&format!("\"{field}\":"))? + field.len() + 3;
-    let digits: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
