@@ -302,7 +302,7 @@ impl<B: Backend> ElectionsApi<B> {
         name: Path<String>,
         auth: TokenAuth,
     ) -> Result<ElectionResponse, ApiError<ReadErrors>> {
-        self.0.check_key(&name)?;
+        self.0.check_queue_name(&name)?;
         auth.caller().may_read_prefix(&queue_prefix(&name))?;
         let queue = coord::read(&self.0.store, &name, None)
             .await
@@ -393,7 +393,7 @@ impl<B: Backend> ElectionsApi<B> {
         since: Query<Option<u64>>,
         auth: TokenAuth,
     ) -> Result<ObserveResponse, ApiError<ObserveErrors>> {
-        self.0.check_key(&name)?;
+        self.0.check_queue_name(&name)?;
         let caller = auth.caller();
         caller.may_read_prefix(&queue_prefix(&name))?;
         let since = match last_event_id

@@ -20,8 +20,11 @@ use super::problem::{
 use super::{ApiTags, Context, MAX_TTL_SECONDS, bad_ttl};
 use crate::auth::Caller;
 use crate::backend::Backend;
-use crate::coord::{self, Acquired, CoordError, Joining};
-use crate::domain::{RangeError, Value, queue_prefix};
+use crate::coord::{self, Acquired, CoordError, Joining, LeaseChoice};
+use crate::domain::{RangeError, StorageError, Value, queue_prefix};
+
+/// What a contender's key adds to the name: `/` and up to 16 hex digits.
+const QUEUE_KEY_SUFFIX: usize = 17;
 
 /// How a contender asks to join: on a lease it holds, or on one granted
 /// for it; and how long it waits.
@@ -220,10 +223,26 @@ pub(super) fn coord_problem(err: CoordError) -> Box<Problem> {
 }
 
 impl<B: Backend> Context<B> {
-    /// Checks a lock's (or election's) name as a key, and that the caller
-    /// may write its queue.
-    pub(super) fn queue_name(&self, name: &str, caller: &Caller) -> Result<(), Box<Problem>> {
+    /// Checks a lock's (or election's) name: its contenders' keys (the
+    /// name, `/` and up to 16 hex digits) must fit `--max-key-bytes`.
+    pub(super) fn check_queue_name(&self, name: &str) -> Result<(), Box<Problem>> {
         self.check_key(name)?;
+        let max = self.limits.max_key_bytes.saturating_sub(QUEUE_KEY_SUFFIX);
+        if name.len() > max {
+            return Err(Problem::invalid_request(format!(
+                "the name is {} bytes; its contenders' keys add {QUEUE_KEY_SUFFIX} (`/` and a \
+                 lease id), so the longest name is {max}",
+                name.len()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Checks a lock's (or election's) name, and that the caller may write
+    /// its queue.
+    pub(super) fn queue_name(&self, name: &str, caller: &Caller) -> Result<(), Box<Problem>> {
+        self.check_queue_name(name)?;
         caller.may_write_prefix(&queue_prefix(name))?;
         Ok(())
     }
@@ -237,7 +256,7 @@ impl<B: Backend> Context<B> {
         value: Value,
         caller: &Caller,
     ) -> Result<Acquired, Box<Problem>> {
-        let (lease, own_lease) = match (request.lease.as_deref(), request.ttl) {
+        let lease = match (request.lease.as_deref(), request.ttl) {
             (Some(_), Some(_)) => {
                 return Err(Problem::invalid_request(
                     "give `lease` or `ttl`, not both: `ttl` grants a lease for the request",
@@ -251,32 +270,29 @@ impl<B: Backend> Context<B> {
                 )
                 .into());
             }
-            (Some(lease), None) => (self.usable_lease(lease, caller).await?, false),
+            (Some(lease), None) => LeaseChoice::Given(self.usable_lease(lease, caller).await?),
             (None, Some(ttl)) => {
                 if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
                     return Err(Problem::invalid_request(bad_ttl(ttl)).into());
                 }
-                let granted = self
-                    .store
-                    .grant(None, ttl, caller.name())
-                    .await
-                    .map_err(super::leases::lease_problem)?;
-                (granted.id, true)
+                LeaseChoice::Grant {
+                    ttl,
+                    owner: caller.name(),
+                }
             }
         };
         let max = self.limits.max_lock_wait;
         let wait = request
             .wait
             .map_or(max, |seconds| Duration::from_secs(seconds).min(max));
-        let joining = Joining {
-            name,
-            lease,
-            value,
-            own_lease,
-        };
-        coord::acquire(&self.store, joining, wait)
-            .await
-            .map_err(coord_problem)
+        let joining = Joining { name, lease, value };
+        // A stopping server answers a waiter at once (it leaves the line).
+        tokio::select! {
+            acquired = coord::acquire(&self.store, joining, wait) => acquired.map_err(coord_problem),
+            () = self.shutdown.cancelled() => {
+                Err(Problem::not_stored(&StorageError::ShuttingDown).into())
+            }
+        }
     }
 }
 
@@ -331,7 +347,7 @@ impl<B: Backend> LocksApi<B> {
         name: Path<String>,
         auth: TokenAuth,
     ) -> Result<LockResponse, ApiError<ReadErrors>> {
-        self.0.check_key(&name)?;
+        self.0.check_queue_name(&name)?;
         auth.caller().may_read_prefix(&queue_prefix(&name))?;
         let queue = coord::read(&self.0.store, &name, None)
             .await

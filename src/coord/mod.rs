@@ -14,7 +14,7 @@ mod observe;
 mod queue;
 
 pub use observe::{Leadership, Observed, observe};
-pub use queue::{Acquired, Joining, Queue, acquire, proclaim, read, release};
+pub use queue::{Acquired, Joining, LeaseChoice, Queue, acquire, proclaim, read, release};
 
 use crate::domain::{LeaseError, LeaseId, RangeError, StorageError, WatchError};
 

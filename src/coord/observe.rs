@@ -1,7 +1,8 @@
 //! Following an election: its leader at every revision where who leads, or
 //! what the leader proclaims, changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, stream};
 
@@ -47,7 +48,7 @@ pub async fn observe<B: Backend>(
     let watch = store
         .watch(watched, Some(Position::after(queue.revision)), closer)
         .await?;
-    let mut follower = Follower {
+    let follower = Follower {
         shown: queue.head().map(identity),
         contenders: queue
             .contenders
@@ -61,12 +62,90 @@ pub async fn observe<B: Backend>(
             leader: follower.head().cloned(),
         })
     });
-    // Items ready together are judged together, so the events of one
-    // revision (a transaction, a prefix delete) count as one change.
-    let changes = watch
-        .ready_chunks(256)
-        .flat_map(move |items| stream::iter(follower.follow(items)));
-    Ok(stream::iter(first).chain(changes))
+    let observing = Observing {
+        watch,
+        follower,
+        applying: None,
+        out: first.into_iter().collect(),
+        ended: false,
+    };
+    Ok(stream::unfold(observing, |mut observing| async move {
+        let item = observing.next().await?;
+        Some((item, observing))
+    }))
+}
+
+/// How long a revision of several events (a transaction, a prefix delete)
+/// waits for more of them before it is judged: they are published one by
+/// one, back to back, so a pause this long means it is whole. A revision
+/// of one event is judged at once.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// An observation under way: the watch, the line it keeps, the revision
+/// whose events are being applied, and the items ready to send.
+struct Observing<W> {
+    watch: W,
+    follower: Follower,
+    applying: Option<u64>,
+    out: VecDeque<Observed>,
+    ended: bool,
+}
+
+impl<W: Stream<Item = WatchItem> + Unpin> Observing<W> {
+    async fn next(&mut self) -> Option<Observed> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            let item = if self.applying.is_some() {
+                match tokio::time::timeout(SETTLE, self.watch.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        self.settle();
+                        continue;
+                    }
+                }
+            } else {
+                self.watch.next().await
+            };
+            match item {
+                None => {
+                    self.settle();
+                    self.ended = true;
+                }
+                Some(WatchItem::Event(delivery)) => {
+                    let event = delivery.event;
+                    if self.applying.is_some_and(|revision| revision != event.id) {
+                        self.settle();
+                    }
+                    self.follower.apply(&event);
+                    self.applying = Some(event.id);
+                    if event.part.is_none() {
+                        self.settle();
+                    }
+                }
+                Some(WatchItem::Idle) => {
+                    self.settle();
+                    self.out.push_back(Observed::Idle);
+                }
+                Some(WatchItem::Dropped) => {
+                    self.settle();
+                    self.out.push_back(Observed::Dropped);
+                }
+                Some(WatchItem::Synced(_)) => {}
+            }
+        }
+    }
+
+    /// Judges the revision being applied: a leadership if it changed.
+    fn settle(&mut self) {
+        if let Some(revision) = self.applying.take() {
+            self.follower.settle(revision, &mut self.out);
+        }
+    }
 }
 
 /// What tells one leadership from the next: the leader's key by its create
@@ -89,40 +168,6 @@ impl Follower {
             .min_by_key(|entry| entry.meta().create_revision)
     }
 
-    fn follow(&mut self, items: Vec<WatchItem>) -> Vec<Observed> {
-        let mut out = Vec::new();
-        let mut applying: Option<u64> = None;
-        for item in items {
-            match item {
-                WatchItem::Event(delivery) => {
-                    let event = delivery.event;
-                    if let Some(revision) = applying.filter(|revision| *revision != event.id) {
-                        self.settle(revision, &mut out);
-                    }
-                    applying = Some(event.id);
-                    self.apply(&event);
-                }
-                WatchItem::Idle => {
-                    if let Some(revision) = applying.take() {
-                        self.settle(revision, &mut out);
-                    }
-                    out.push(Observed::Idle);
-                }
-                WatchItem::Dropped => {
-                    if let Some(revision) = applying.take() {
-                        self.settle(revision, &mut out);
-                    }
-                    out.push(Observed::Dropped);
-                }
-                WatchItem::Synced(_) => {}
-            }
-        }
-        if let Some(revision) = applying {
-            self.settle(revision, &mut out);
-        }
-        out
-    }
-
     fn apply(&mut self, event: &Event) {
         match (event.meta(), event.value()) {
             (Some(meta), Some(value)) => {
@@ -136,13 +181,13 @@ impl Follower {
     }
 
     /// After the events of `revision`: a leadership if it changed.
-    fn settle(&mut self, revision: u64, out: &mut Vec<Observed>) {
+    fn settle(&mut self, revision: u64, out: &mut VecDeque<Observed>) {
         let head = self.head();
         let now = head.map(identity);
         if now != self.shown {
             let leader = head.cloned();
             self.shown = now;
-            out.push(Observed::Leader(Leadership { revision, leader }));
+            out.push_back(Observed::Leader(Leadership { revision, leader }));
         }
     }
 }

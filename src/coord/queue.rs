@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::CoordError;
 use crate::backend::{Backend, Counted};
 use crate::domain::{
     Comparison, Entry, Fence, Guard, Key, KeyTest, LeaseError, LeaseId, Lifetime, Operand, Order,
     Outcome, Position, RangeRequest, ReadPoint, StorageError, Txn, TxnOp, TxnResult, Value,
-    Watched, queue_key, queue_prefix,
+    WatchError, Watched, queue_key, queue_prefix,
 };
 use crate::watch::WatchItem;
 
@@ -78,15 +80,22 @@ pub async fn read<B: Backend>(
     })
 }
 
+/// The lease a contender joins on.
+#[derive(Clone, Debug)]
+pub enum LeaseChoice {
+    /// The caller's: it stays when the contender leaves.
+    Given(LeaseId),
+    /// One granted for this contender alone (`ttl` seconds, granted by
+    /// `owner`): giving up revokes it, which takes the key with it.
+    Grant { ttl: u64, owner: Option<Arc<str>> },
+}
+
 /// What joining a queue asks.
 pub struct Joining<'a> {
     pub name: &'a str,
-    pub lease: LeaseId,
+    pub lease: LeaseChoice,
     /// An election's value (empty for a lock).
     pub value: Value,
-    /// The lease was granted for this contender alone: giving up revokes
-    /// it (which takes the key with it).
-    pub own_lease: bool,
 }
 
 /// A contender that heads its queue: the holder of a lock, the leader of
@@ -102,38 +111,78 @@ pub struct Acquired {
     pub value: Value,
 }
 
+/// A contender in line: its key, token and lease, and what leaving takes.
+struct Joined {
+    key: Key,
+    token: u64,
+    lease: LeaseId,
+    /// The lease was granted for it: leaving revokes the lease.
+    own_lease: bool,
+    /// This request put the key (rather than finding it there, put by an
+    /// earlier request on the same lease): leaving deletes it.
+    created: bool,
+}
+
+impl Joined {
+    /// Leaves the line, if this request is what put the contender there.
+    async fn leave<B: Backend>(&self, store: &Counted<B>) {
+        if self.own_lease {
+            leave(store, Exit::Revoke(self.lease)).await;
+        } else if self.created {
+            let (key, token) = (self.key.clone(), self.token);
+            leave(store, Exit::Delete { key, token }).await;
+        }
+    }
+}
+
 /// Joins the queue and waits, up to `wait`, until the contender heads it;
 /// then checks that its lease is still alive (etcd #11456: a lock must not
 /// be granted on a lease that has run out). A contender that gives up
 /// (the wait ran out, an error, or the caller dropped this future: its
-/// client went away) leaves the queue.
+/// client went away) leaves the queue. The wait bounds only the time
+/// spent behind others: with `wait` 0 a free lock is still acquired.
 pub async fn acquire<B: Backend>(
     store: &Counted<B>,
     joining: Joining<'_>,
     wait: Duration,
 ) -> Result<Acquired, CoordError> {
-    let key: Key = queue_key(joining.name, joining.lease).into();
-    let (token, created) = join(store, &key, joining.lease, &joining.value).await?;
+    let deadline = Instant::now() + wait;
+    // Joining (a grant, a transaction) runs in a task of its own: if the
+    // request is dropped meanwhile, the task still finishes, finds nobody
+    // to answer, and leaves, so no contender is left in line unseen.
+    let (answer, joined) = oneshot::channel();
+    {
+        let (store, name, value) = (
+            store.clone(),
+            joining.name.to_owned(),
+            joining.value.clone(),
+        );
+        let lease = joining.lease;
+        tokio::spawn(async move {
+            let result = join(&store, &name, lease, &value).await;
+            if let Err(Ok(joined)) = answer.send(result) {
+                joined.leave(&store).await;
+            }
+        });
+    }
+    let joined = joined.await.map_err(|_| {
+        CoordError::Storage(StorageError::Unavailable(
+            "joining the line ended without an answer".into(),
+        ))
+    })??;
+    let (key, token, lease) = (joined.key.clone(), joined.token, joined.lease);
     let mut leaving = Leaving {
         store: store.clone(),
-        key: key.clone(),
-        token,
-        lease: joining.own_lease.then_some(joining.lease),
-        armed: created || joining.own_lease,
+        joined: Some(joined),
     };
-    let waited = tokio::time::timeout(wait, wait_for_head(store, joining.name, &key, token)).await;
-    let revision = match waited {
-        Ok(Ok(revision)) => revision,
-        Ok(Err(err)) => {
+    let revision = match wait_for_head(store, joining.name, &key, token, deadline).await {
+        Ok(revision) => revision,
+        Err(err) => {
             leaving.leave().await;
             return Err(err);
         }
-        Err(_) => {
-            leaving.leave().await;
-            return Err(CoordError::TimedOut);
-        }
     };
-    match store.lease(joining.lease, false).await {
+    match store.lease(lease, false).await {
         Ok(_) => {}
         Err(LeaseError::NotFound(lease)) => {
             leaving.leave().await;
@@ -144,49 +193,104 @@ pub async fn acquire<B: Backend>(
             return Err(CoordError::Lease(err));
         }
     }
-    leaving.armed = false;
+    leaving.joined = None;
     Ok(Acquired {
         key,
-        lease: joining.lease,
+        lease,
         token,
         revision,
         value: joining.value,
     })
 }
 
-/// Puts the contender's key on its lease unless the lease already has one
-/// in this queue (then the contender is that key, as etcd's `Mutex` on
-/// the same session). Answers its create revision, and whether this call
-/// created it.
+/// Gets the contender's lease (granting one if asked), then joins: puts
+/// the contender's key on the lease unless the lease already has one in
+/// this queue (then the contender is that key, as etcd's `Mutex` on the
+/// same session, and an election's value is set to the new one, as etcd's
+/// `Campaign` does). A grant whose join fails is revoked.
 async fn join<B: Backend>(
+    store: &Counted<B>,
+    name: &str,
+    lease: LeaseChoice,
+    value: &Value,
+) -> Result<Joined, CoordError> {
+    let (lease, own_lease) = match lease {
+        LeaseChoice::Given(lease) => (lease, false),
+        LeaseChoice::Grant { ttl, owner } => {
+            let granted = store
+                .grant(None, ttl, owner)
+                .await
+                .map_err(CoordError::Lease)?;
+            (granted.id, true)
+        }
+    };
+    let key: Key = queue_key(name, lease).into();
+    let joined = put_contender(store, &key, lease, value).await;
+    match joined {
+        Ok((token, created)) => Ok(Joined {
+            key,
+            token,
+            lease,
+            own_lease,
+            created,
+        }),
+        Err(err) => {
+            if own_lease {
+                leave(store, Exit::Revoke(lease)).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The transaction that puts a contender's key (or finds it); answers its
+/// create revision and whether it was put now.
+async fn put_contender<B: Backend>(
     store: &Counted<B>,
     key: &Key,
     lease: LeaseId,
     value: &Value,
 ) -> Result<(u64, bool), CoordError> {
+    let put = TxnOp::Put {
+        key: key.clone(),
+        value: value.clone(),
+        lifetime: Lifetime::Lease(lease),
+    };
     let txn = Txn {
         guards: vec![Guard::Key {
             key: key.clone(),
             test: KeyTest::Absent,
         }],
-        then: vec![TxnOp::Put {
-            key: key.clone(),
-            value: value.clone(),
-            lifetime: Lifetime::Lease(lease),
-        }],
+        then: vec![put.clone()],
         otherwise: vec![TxnOp::Get(key.clone())],
     };
     let outcome = store.txn(&txn, &[]).await?;
-    match outcome.results.first() {
-        Some(TxnResult::One(Outcome::Created { revision })) => Ok((*revision, true)),
-        Some(TxnResult::One(Outcome::Found(current))) => Ok((current.meta.create_revision, false)),
+    let current = match outcome.results.first() {
+        Some(TxnResult::One(Outcome::Created { revision })) => return Ok((*revision, true)),
+        Some(TxnResult::One(Outcome::Found(current))) => current,
         // The key was there for the guard and gone for the read: the
         // transaction saw one state, so this cannot be; say so rather
         // than guess.
-        _ => Err(CoordError::Storage(StorageError::Unavailable(
-            "the store's answer to joining a queue does not match the request".into(),
-        ))),
+        _ => {
+            return Err(CoordError::Storage(StorageError::Unavailable(
+                "the store's answer to joining a queue does not match the request".into(),
+            )));
+        }
+    };
+    let token = current.meta.create_revision;
+    if current.value != *value {
+        let proclaim = Txn {
+            guards: vec![created_at(key, token)],
+            then: vec![put],
+            otherwise: Vec::new(),
+        };
+        if !store.txn(&proclaim, &[]).await?.succeeded {
+            return Err(CoordError::Lost {
+                key: key.to_string(),
+            });
+        }
     }
+    Ok((token, false))
 }
 
 /// Waits until the contender with `token` heads queue `name`, watching only
@@ -197,6 +301,7 @@ async fn wait_for_head<B: Backend>(
     name: &str,
     key: &Key,
     token: u64,
+    deadline: Instant,
 ) -> Result<u64, CoordError> {
     loop {
         let queue = read(store, name, None).await?;
@@ -214,9 +319,12 @@ async fn wait_for_head<B: Backend>(
             .iter()
             .take_while(|entry| entry.meta().create_revision < token)
             .last();
-        match ahead {
-            None => return Ok(queue.revision),
-            Some(ahead) => gone(store, ahead, queue.revision).await?,
+        let Some(ahead) = ahead else {
+            return Ok(queue.revision);
+        };
+        match tokio::time::timeout_at(deadline, gone(store, ahead, queue.revision)).await {
+            Ok(gone) => gone?,
+            Err(_) => return Err(CoordError::TimedOut),
         }
     }
 }
@@ -233,9 +341,16 @@ async fn gone<B: Backend>(
         keys: vec![Key::from(ahead.key())],
         prefixes: Vec::new(),
     };
-    let mut stream = store
+    let mut stream = match store
         .watch(watched, Some(Position::after(revision)), Arc::new(()))
-        .await?;
+        .await
+    {
+        Ok(stream) => stream,
+        // The history moved past the read (etcd compacted it): read the
+        // line again.
+        Err(WatchError::Compacted { .. } | WatchError::Unknown { .. }) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
     while let Some(item) = stream.next().await {
         match item {
             WatchItem::Event(delivery) => {
@@ -252,55 +367,55 @@ async fn gone<B: Backend>(
     Ok(())
 }
 
-/// A contender on its way: unless disarmed, it leaves the queue (deletes
-/// its key if it is still the same one, or revokes a lease of its own).
+/// A contender on its way: unless disarmed (`joined` taken), it leaves
+/// the line, from a task of its own if the request is dropped.
 struct Leaving<B: Backend> {
     store: Counted<B>,
-    key: Key,
-    token: u64,
-    lease: Option<LeaseId>,
-    armed: bool,
+    joined: Option<Joined>,
 }
 
 impl<B: Backend> Leaving<B> {
     async fn leave(&mut self) {
-        if std::mem::take(&mut self.armed) {
-            leave(&self.store, &self.key, self.token, self.lease).await;
+        if let Some(joined) = self.joined.take() {
+            joined.leave(&self.store).await;
         }
     }
 }
 
 impl<B: Backend> Drop for Leaving<B> {
-    /// The waiting request was dropped (its client went away): leave in a
-    /// task of its own.
+    /// The waiting request was dropped (its client went away, or the
+    /// server is stopping): leave in a task of its own.
     fn drop(&mut self) {
-        if !self.armed {
+        let Some(joined) = self.joined.take() else {
             return;
-        }
+        };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (store, key, token, lease) =
-                (self.store.clone(), self.key.clone(), self.token, self.lease);
-            runtime.spawn(async move { leave(&store, &key, token, lease).await });
+            let store = self.store.clone();
+            runtime.spawn(async move { joined.leave(&store).await });
         }
     }
 }
 
-/// Deletes a contender's key (if it is still the one created at `token`),
-/// or revokes its own lease. Best effort: a failure leaves the key to its
-/// lease, which ends it in time.
-async fn leave<B: Backend>(store: &Counted<B>, key: &Key, token: u64, lease: Option<LeaseId>) {
-    let result = match lease {
-        Some(lease) => store
-            .revoke(lease)
-            .await
-            .map(drop)
-            .map_err(|err| match err {
-                LeaseError::Storage(err) => err,
-                other => StorageError::Unavailable(format!("{other:?}").into()),
-            }),
-        None => {
+/// How a contender leaves the line.
+enum Exit {
+    /// Its lease was granted for it: revoking it takes the key too.
+    Revoke(LeaseId),
+    /// Delete its key, if it is still the one created at `token`.
+    Delete { key: Key, token: u64 },
+}
+
+/// Leaves the line. Best effort: a failure leaves the key to its lease,
+/// which ends it in time.
+async fn leave<B: Backend>(store: &Counted<B>, exit: Exit) {
+    let result = match &exit {
+        Exit::Revoke(lease) => match store.revoke(*lease).await {
+            Ok(_) | Err(LeaseError::NotFound(_)) => Ok(()),
+            Err(LeaseError::Storage(err)) => Err(err),
+            Err(other) => Err(StorageError::Unavailable(format!("{other:?}").into())),
+        },
+        Exit::Delete { key, token } => {
             let txn = Txn {
-                guards: vec![created_at(key, token)],
+                guards: vec![created_at(key, *token)],
                 then: vec![TxnOp::Delete(key.clone())],
                 otherwise: Vec::new(),
             };
@@ -308,7 +423,7 @@ async fn leave<B: Backend>(store: &Counted<B>, key: &Key, token: u64, lease: Opt
         }
     };
     if let Err(err) = result {
-        tracing::warn!(%err, key = %key, "a contender could not leave its queue; its lease will end it");
+        tracing::warn!(%err, "a contender could not leave its line; its lease will end it");
     }
 }
 

@@ -172,3 +172,67 @@ fn a_campaign_that_waits_too_long_leaves_the_line() {
         problem(bad, StatusCode::BAD_REQUEST).await;
     });
 }
+
+/// A campaign on a lease already in line takes its place again with the
+/// new value (etcd's `Campaign` proclaims it).
+#[test]
+fn campaigning_again_on_the_same_lease_sets_the_new_value() {
+    on_test_clock(async {
+        let server = TestServer::start(&[]).await;
+        let lease = json(server.post_json("/leases", &json!({"ttl": 60})).await).await;
+        let lease = lease["id"].as_str().expect("an id").to_owned();
+        let first = json(
+            server
+                .post_json("/elections/web", &json!({"value": "a:1", "lease": lease}))
+                .await,
+        )
+        .await;
+        let again = server
+            .post_json("/elections/web", &json!({"value": "a:2", "lease": lease}))
+            .await;
+        assert_eq!(again.status(), StatusCode::OK);
+        let again = json(again).await;
+        assert_eq!(again["term"], first["term"], "the same place in line");
+        let now = json(server.get("/elections/web").await).await;
+        assert_eq!(now["leader"]["value"], "a:2", "{now}");
+    });
+}
+
+/// A revision that changes the line in several places at once is one
+/// change for observers: a prefix delete of the leader and the next in
+/// line shows nobody leading, never the next one leading for a moment.
+#[test]
+fn one_revision_is_one_change_for_observers() {
+    on_test_clock(async {
+        let server = TestServer::start(&[]).await;
+        let elected = server
+            .post_json("/elections/web", &json!({"value": "a", "ttl": 60}))
+            .await;
+        assert_eq!(elected.status(), StatusCode::OK);
+        let mut line = Sse::new(server.get("/watch?prefix=web/").await);
+        line.snapshot().await;
+        let request = server
+            .request(Method::POST, "/elections/web")
+            .header("content-type", "application/json")
+            .body(json!({"value": "b", "ttl": 60}).to_string());
+        let waiting = tokio::spawn(async move { request.send().await.expect("POST") });
+        line.next().await.expect("the second campaigner joins");
+        let mut observer = observe(&server, None).await;
+        let now = observer.next().await.expect("the leader now");
+        assert_eq!(leader(&now).map(|(_, value)| value).as_deref(), Some("a"));
+
+        let deleted = server
+            .request(Method::DELETE, "/store?prefix=web/")
+            .send()
+            .await
+            .expect("DELETE");
+        let deleted = json(deleted).await;
+        assert_eq!(deleted["deleted"], 2);
+        let next = observer.next().await.expect("a change");
+        assert_eq!(leader(&next), None, "nobody leads: {:?}", next.data);
+        assert_eq!(next.id, deleted["revision"].as_u64());
+        // The second campaigner's place went with the delete.
+        let lost = waiting.await.expect("the campaigner");
+        problem(lost, StatusCode::CONFLICT).await;
+    });
+}

@@ -183,9 +183,15 @@ fn a_wait_that_runs_out_answers_423_and_leaves_the_line() {
         let state = lock_state(&server, "jobs").await;
         assert_eq!(state["waiters"], 0, "{state}");
         assert_eq!(state["holder"]["token"], token(&first));
-        // wait 0: a try-lock.
+        // wait 0: a try-lock, refused while held, granted when free.
         let tried = acquire(&server, "jobs", json!({"ttl": 30, "wait": 0})).await;
         problem(tried, StatusCode::LOCKED).await;
+        let free = acquire(&server, "free", json!({"ttl": 30, "wait": 0})).await;
+        assert_eq!(
+            free.status(),
+            StatusCode::OK,
+            "a free lock is taken at once"
+        );
     });
 }
 
@@ -391,6 +397,15 @@ fn bad_lock_requests_get_problems() {
         let state = lock_state(&server, "free").await;
         assert_eq!(state["waiters"], 0);
         assert!(state.get("holder").is_none(), "{state}");
+        // Its contenders' keys must fit --max-key-bytes (1024): the name,
+        // `/` and 16 hex digits.
+        let long = "n".repeat(1008);
+        let refused = acquire(&server, &long, json!({"ttl": 5})).await;
+        let body = problem(refused, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains("1007")),
+            "{body}"
+        );
     });
 }
 
