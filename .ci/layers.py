@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The README's map of the code, checked against the code.
+"""docs/architecture.md's map of the code, checked against the code.
 
 Each top-level module under src/ may import only what its row in the
-README's "How it is built" map names (its "may import" column), and no two
+map in docs/architecture.md names (its "may import" column), and no two
 modules import each other, directly or through others. Reads `crate::` and
 `super::` paths in the source (tests excluded); prints every breach and
 exits 1 if there is one.
@@ -17,8 +17,8 @@ SRC = os.path.join(ROOT, "src")
 
 
 def allowed_imports():
-    """Module -> the modules its README row says it may import."""
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    """Module -> the modules its row in the map says it may import."""
+    readme = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
     table = readme.split("\nsrc/ ", 1)[1].split("\nopenapi/", 1)[0].splitlines()[1:]
     column = readme.split("\nsrc/ ", 1)[1].splitlines()[0].index("may import") + len("src/ ")
     rows, name = {}, None
@@ -112,19 +112,19 @@ def main():
     for module, targets in sorted(graph.items()):
         top = module.split("::")[0]
         if top not in allowed:
-            breaches.append(f"src/{top} has no row in the README's map")
+            breaches.append(f"src/{top} has no row in the map")
             continue
         for target in sorted(targets):
             dep = target.split("::")[0]
             if dep != top and dep not in allowed[top]:
-                breaches.append(f"{module} imports {target}: the README's map does not let {top} import {dep}")
+                breaches.append(f"{module} imports {target}: the map does not let {top} import {dep}")
     for component in cycles(graph):
         breaches.append("import cycle: " + " -> ".join(component))
     for line in sorted(set(breaches)):
         print(line)
     if breaches:
         sys.exit(1)
-    print(f"layers: {len(graph)} modules import only what the README's map allows, no cycles")
+    print(f"layers: {len(graph)} modules import only what the map allows, no cycles")
 
 
 if __name__ == "__main__":
