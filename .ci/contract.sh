@@ -54,10 +54,10 @@ clients_and_schemathesis() {
   token=$(head -1 <<<"$minted")
   sed -n '/^\[\[token\]\]/,$p' <<<"$minted" >target/schemathesis-tokens.toml
   # shellcheck disable=SC2086 # the extra flags are meant to split
-  # A lock or a campaign waits at most 1 s in line: the fuzzer's calls
+  # A lock or a campaign waits at most 100 ms in line: the fuzzer's calls
   # queue on the same few names.
   KV_ETCD_PREFIX="schemathesis-$$/" "$KV_STORE_BIN" --listen 127.0.0.1:0 --rate-limit 0 \
-    --max-lock-wait 1s --auth-file target/schemathesis-tokens.toml $KV_STORE_ARGS >"$log" 2>&1 &
+    --max-lock-wait 100ms --auth-file target/schemathesis-tokens.toml $KV_STORE_ARGS >"$log" 2>&1 &
   server=$!
   cleanup+=("$server")
   url=""

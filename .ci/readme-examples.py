@@ -93,7 +93,9 @@ def main():
                 capture_output=True, text=True, timeout=30,
             )
             actual = normalise(run.stdout)
-            position = text.index(expected, text.index(command.split(" ")[0], position))
+            # The output follows its own command (the command's start is
+            # enough: a longer one was joined from continued lines).
+            position = text.index(expected, text.index(f"$ {command[:40]}", position))
             if actual == normalise(expected):
                 print(f"ok: {command}")
             elif update:

@@ -348,6 +348,20 @@ pub enum Command {
     /// Tokens for --auth-file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Build a data dir from a backup (`GET /backup`), checked first: a
+    /// file cut short or altered is refused. Then start the server with
+    /// --data-dir on it.
+    Restore(Restore),
+}
+
+/// `kv-store restore FILE --data-dir DIR`.
+#[derive(Clone, Debug, Args)]
+pub struct Restore {
+    /// The backup file.
+    pub from: std::path::PathBuf,
+    /// The data dir to build (new, or holding no store).
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
 }
 
 /// `kv-store token ...`

@@ -12,9 +12,9 @@ use futures_util::stream::BoxStream;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, FsyncMode};
 use crate::domain::{
-    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Backup, BackupError, BatchError, Current, Entry, Fence, LeaseError, LeaseId, LeasePage,
+    LeaseState, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness,
+    Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
@@ -48,6 +48,8 @@ macro_rules! forward {
 impl Backend for Engine {
     /// Boxed once per watch: the engines' streams differ in type.
     type Watch = BoxStream<'static, WatchItem>;
+    /// Boxed once per backup, for the same reason.
+    type Backup = BoxStream<'static, Result<Entry, StorageError>>;
 
     fn name(&self) -> &'static str {
         forward!(self, engine => Backend::name(engine))
@@ -119,6 +121,14 @@ impl Backend for Engine {
         forward!(self, engine => Ok(Backend::watch(engine, watched, since, closer)
             .await?
             .boxed()))
+    }
+
+    async fn backup(&self) -> Result<Backup<Self::Backup>, BackupError> {
+        forward!(self, engine => Backend::backup(engine).await.map(|backup| Backup {
+            revision: backup.revision,
+            leases: backup.leases,
+            entries: backup.entries.boxed(),
+        }))
     }
 
     async fn stats(&self) -> Result<Stats, StorageError> {

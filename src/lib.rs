@@ -18,6 +18,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod backup;
 pub mod config;
 pub mod coord;
 pub mod domain;

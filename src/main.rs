@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kv_store::auth::new_token;
-use kv_store::config::{Command, Config, LogFormat, NewToken, TokenCommand};
-use kv_store::{api, server};
+use kv_store::config::{Command, Config, LogFormat, NewToken, Restore, TokenCommand};
+use kv_store::{api, backup, server};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, configured in `.cargo/config.toml` to give freed memory back
@@ -18,8 +18,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::Token(TokenCommand::New(new))) = &config.command {
-        return new_token(new);
+    match &config.command {
+        Some(Command::Token(TokenCommand::New(new))) => return new_token(new),
+        Some(Command::Restore(restore)) => return restored(restore),
+        None => {}
     }
     if config.print_openapi {
         println!("{}", api::spec_json());
@@ -66,6 +68,27 @@ fn new_token(new: &NewToken) -> ExitCode {
         Err(err) => {
             eprintln!("error: cannot write the token: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kv-store restore`: what it built, or why not (exit code 2: the file
+/// or the data dir is not fit).
+fn restored(restore: &Restore) -> ExitCode {
+    match backup::restore(&restore.from, &restore.data_dir) {
+        Ok(done) => {
+            println!(
+                "restored {} keys and {} leases at revision {} into {}",
+                done.keys,
+                done.leases,
+                done.revision,
+                restore.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
         }
     }
 }

@@ -8,9 +8,9 @@ use futures_util::stream::{Empty, empty};
 
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Backup, BackupError, BatchError, Current, Entry, Fence, LeaseError, LeaseId, LeasePage,
+    LeaseState, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness,
+    Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -26,6 +26,7 @@ fn unavailable() -> StorageError {
 
 impl Backend for Detached {
     type Watch = Empty<WatchItem>;
+    type Backup = Empty<Result<Entry, StorageError>>;
 
     fn name(&self) -> &'static str {
         "none"
@@ -111,6 +112,10 @@ impl Backend for Detached {
         _: Closer,
     ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send {
         std::future::ready(Ok(empty()))
+    }
+
+    fn backup(&self) -> impl Future<Output = Result<Backup<Self::Backup>, BackupError>> + Send {
+        std::future::ready(Err(BackupError::Unsupported(NONE)))
     }
 
     fn stats(&self) -> impl Future<Output = Result<Stats, StorageError>> + Send {

@@ -281,6 +281,13 @@ impl<B: Backend> Context<B> {
                 }
             }
         };
+        if let Some(wait) = request.wait.filter(|wait| *wait > MAX_TTL_SECONDS) {
+            return Err(Problem::invalid_request(format!(
+                "wait {wait} is past the longest, {MAX_TTL_SECONDS} seconds (the server waits at \
+                 most --max-lock-wait anyway)"
+            ))
+            .into());
+        }
         let max = self.limits.max_lock_wait;
         let wait = request
             .wait

@@ -5,6 +5,7 @@
 //! and maps the outcome to a response; errors are [`Problem`]s.
 
 mod auth;
+mod backup;
 mod batch;
 mod body;
 mod conditional;
@@ -37,6 +38,7 @@ pub use list::{EMPTY_PREFIX, bad_limit};
 pub use problem::{ErrorStatus, Problem, shown};
 pub use watch::ConnectionCloser;
 
+use backup::BackupApi;
 use batch::BatchApi;
 use detached::Detached;
 use elections::ElectionsApi;
@@ -285,6 +287,7 @@ pub type Api<B> = (
     LeasesApi<B>,
     LocksApi<B>,
     ElectionsApi<B>,
+    BackupApi<B>,
     StatusApi<B>,
 );
 
@@ -304,6 +307,7 @@ pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
         LeasesApi(context.clone()),
         LocksApi(context.clone()),
         ElectionsApi(context.clone()),
+        BackupApi(context.clone()),
         StatusApi {
             context,
             started: Instant::now(),

@@ -71,6 +71,7 @@ impl ErrorStatus {
         Self(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     pub const INTERNAL_SERVER_ERROR: Self = Self(StatusCode::INTERNAL_SERVER_ERROR);
     pub const SERVICE_UNAVAILABLE: Self = Self(StatusCode::SERVICE_UNAVAILABLE);
+    pub const NOT_IMPLEMENTED: Self = Self(StatusCode::NOT_IMPLEMENTED);
     pub const INSUFFICIENT_STORAGE: Self = Self(StatusCode::INSUFFICIENT_STORAGE);
 
     /// `status` if it is a client or server error.

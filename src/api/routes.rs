@@ -249,6 +249,7 @@ pub const ROUTES: &[Route] = &[
         true,
         Path::Router,
     ),
+    route("backup", Method::GET, "/backup", Token, true, Path::Router),
     route("status", Method::GET, "/status", Token, true, Path::Router),
     route(
         "metrics",

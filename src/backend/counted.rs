@@ -9,9 +9,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::Backend;
 use crate::domain::{
-    Action, BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome,
-    Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Action, Backup, BackupError, BatchError, Current, Fence, LeaseError, LeaseId, LeasePage,
+    LeaseState, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness,
+    Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -202,6 +202,10 @@ impl<B: Backend> Counted<B> {
             stream,
             counters: self.counters.clone(),
         })
+    }
+
+    pub async fn backup(&self) -> Result<Backup<B::Backup>, BackupError> {
+        self.backend.backup().await
     }
 
     /// The figures of `/status`, read fresh.

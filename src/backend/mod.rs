@@ -22,9 +22,9 @@ use futures_util::Stream;
 pub use counted::{Counted, Counters};
 
 use crate::domain::{
-    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Backup, BackupError, BatchError, Current, Entry, Fence, LeaseError, LeaseId, LeasePage,
+    LeaseState, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness,
+    Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchItem};
 
@@ -34,6 +34,9 @@ use crate::watch::{Closer, WatchItem};
 pub trait Backend: Clone + Send + Sync + 'static {
     /// A watch stream of this backend (dropping it ends the watch).
     type Watch: Stream<Item = WatchItem> + Send + Unpin + 'static;
+
+    /// A backup's keys, as the backend reads them.
+    type Backup: Stream<Item = Result<Entry, StorageError>> + Send + Unpin + 'static;
 
     /// Which backend this is, as `/status` names it.
     fn name(&self) -> &'static str;
@@ -126,6 +129,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
         since: Option<Position>,
         closer: Closer,
     ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send;
+
+    /// The whole store at one revision, for a backup, while writes go on:
+    /// its leases, then its keys read a chunk at a time. A backend that
+    /// keeps no copy of its own says what to use instead.
+    fn backup(&self) -> impl Future<Output = Result<Backup<Self::Backup>, BackupError>> + Send;
 
     /// The backend's own figures (revision, keys, watch memory, expiries,
     /// disk), read fresh; the operation counters are [`Counted`]'s.

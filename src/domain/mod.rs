@@ -2,6 +2,7 @@
 //! every backend and every layer. A leaf: it imports nothing of ours, so
 //! the engines, the watch machinery and the API all build on it.
 
+mod backup;
 mod entry;
 mod error;
 mod event;
@@ -17,6 +18,7 @@ mod watched;
 
 use std::sync::Arc;
 
+pub use backup::{Backup, BackupError, LeaseBackup};
 pub use entry::{Entry, MAX_KEY_BYTES, Meta, epoch, start_clock};
 pub use error::{BatchError, RangeError, StorageError, WatchError};
 pub use event::{Event, EventKind, Position};

@@ -8,14 +8,15 @@ use super::EtcdStore;
 use super::hub::Registered;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Backup, BackupError, BatchError, Current, Entry, Fence, LeaseError, LeaseId, LeasePage,
+    LeaseState, Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness,
+    Stats, StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
 impl Backend for EtcdStore {
     type Watch = WatchStream<Registered>;
+    type Backup = futures_util::stream::Empty<Result<Entry, StorageError>>;
 
     fn name(&self) -> &'static str {
         "etcd"
@@ -104,6 +105,13 @@ impl Backend for EtcdStore {
         closer: Closer,
     ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send {
         EtcdStore::watch(self, watched, since, closer)
+    }
+
+    fn backup(&self) -> impl Future<Output = Result<Backup<Self::Backup>, BackupError>> + Send {
+        std::future::ready(Err(BackupError::Unsupported(
+            "with --backend etcd the keys are etcd's: back them up with `etcdctl snapshot save \
+             FILE` (and restore with `etcdutl snapshot restore`)",
+        )))
     }
 
     fn stats(&self) -> impl Future<Output = Result<Stats, StorageError>> + Send {

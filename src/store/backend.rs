@@ -5,17 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::Store;
+use super::backup::BackupEntries;
 use super::snapshot::Unwatch;
 use crate::backend::Backend;
 use crate::domain::{
-    BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState, Op, Outcome, Page,
-    Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats, StorageError, Txn,
-    TxnOutcome, WatchError, Watched,
+    Backup, BackupError, BatchError, Current, Fence, LeaseError, LeaseId, LeasePage, LeaseState,
+    Op, Outcome, Page, Position, PrefixDeleted, RangeError, RangeRequest, Readiness, Stats,
+    StorageError, Txn, TxnOutcome, WatchError, Watched,
 };
 use crate::watch::{Closer, WatchStream};
 
 impl Backend for Store {
     type Watch = WatchStream<Unwatch>;
+    type Backup = BackupEntries;
 
     fn name(&self) -> &'static str {
         "memory"
@@ -105,6 +107,10 @@ impl Backend for Store {
         closer: Closer,
     ) -> impl Future<Output = Result<Self::Watch, WatchError>> + Send {
         Store::watch(self, watched, since, closer)
+    }
+
+    fn backup(&self) -> impl Future<Output = Result<Backup<BackupEntries>, BackupError>> + Send {
+        Store::backup(self)
     }
 
     fn stats(&self) -> impl Future<Output = Result<Stats, StorageError>> + Send {

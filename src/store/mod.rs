@@ -12,6 +12,7 @@
 //! counts.
 
 mod backend;
+mod backup;
 mod commit;
 mod disk;
 mod expiry;
@@ -23,6 +24,7 @@ mod leases;
 mod lock_map;
 mod plan;
 mod range;
+mod restore;
 mod snapshot;
 mod stats;
 mod sweeper;
@@ -41,7 +43,9 @@ use tokio::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
+pub use backup::BackupEntries;
 pub use disk::{FORMAT as DISK_FORMAT, Fsync, OpenError, Recovered};
+pub use restore::write_data_dir;
 
 use crate::domain::{
     Action, BatchError, Condition, Current, Entry, Event, EventKind, Fence, Key, Meta, Op, Outcome,

@@ -23,7 +23,7 @@ const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 /// prefixes, read a chunk at a time at the watch's starting point, so a
 /// prefix of any size costs one chunk of memory and the client's reading
 /// speed sets the pace.
-struct Chunks {
+pub(super) struct Chunks {
     at: ReadPoint,
     prefixes: VecDeque<Key>,
     /// The last key sent under the first prefix.
@@ -35,7 +35,7 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn new(revision: u64, prefixes: &[Key]) -> Self {
+    pub(super) fn new(revision: u64, prefixes: &[Key]) -> Self {
         Self {
             at: ReadPoint::now(revision),
             prefixes: prefixes.iter().cloned().collect(),
@@ -47,7 +47,7 @@ impl Chunks {
 
     /// The next record to send; `Err` when the history no longer reaches
     /// back to the starting point (the snapshot cannot be completed).
-    fn next(&mut self, store: &Store) -> Result<Option<Entry>, RangeError> {
+    pub(super) fn next(&mut self, store: &Store) -> Result<Option<Entry>, RangeError> {
         loop {
             if let Some(entry) = self.chunk.next() {
                 return Ok(Some(entry));

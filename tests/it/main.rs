@@ -10,6 +10,7 @@
 mod common;
 
 mod auth;
+mod backup;
 mod batch;
 mod cli;
 mod concurrency;

@@ -64,7 +64,7 @@ fn every_operation_is_documented_for_generators() {
             }
         }
     }
-    assert_eq!(operations, 28);
+    assert_eq!(operations, 29);
 }
 
 #[tokio::test]
