@@ -81,8 +81,16 @@ fn lines(
     writer: Writer,
     entries: impl Stream<Item = Result<Entry, StorageError>> + Send + 'static,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    // A chunk is read from memory at once, and a client on the same
+    // machine takes it as fast: without a yield between chunks the backup
+    // would hold its worker thread for the whole store (a 1M-key backup
+    // put 0.35 s of stall into other requests' p99).
     let chunks = entries
         .ready_chunks(CHUNK)
+        .then(|chunk| async {
+            tokio::task::yield_now().await;
+            chunk
+        })
         .map(Some)
         .chain(stream::once(async { None }));
     chunks.scan(Some(writer), |writer, chunk| {
