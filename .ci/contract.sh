@@ -68,11 +68,14 @@ clients_and_schemathesis() {
   done
   [ -n "$url" ] || { cat "$log"; exit 1; }
   (cd tests/contract && PYTHONPATH=. "../../$venv/bin/schemathesis" --config-file schemathesis.toml \
-    run "$url/openapi.json" --exclude-path-regex '^/watch|/observe$' --max-examples 200 \
+    run "$url/openapi.json" --exclude-path-regex "$ST_EXCLUDE" --max-examples 200 \
     --header "Authorization: Bearer $token")
   kill $server
 }
 
+# Streams that never end (watches, an election's observers) are not for a
+# fuzzer.
+export ST_EXCLUDE='^/watch|/observe$'
 export KV_STORE_ARGS=""
 clients_and_schemathesis
 
@@ -92,6 +95,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$healthy" ] || { cat target/contract-etcd.log; exit 1; }
 export KV_STORE_ARGS="--backend etcd --etcd-endpoints http://127.0.0.1:23179 --etcd-max-txn-ops 1024"
+# On etcd, GET /backup is 501 by design (use etcdctl snapshot save; tests/it/backup.rs
+# checks the answer), which schemathesis counts as a server error.
+export ST_EXCLUDE='^/watch|/observe$|^/backup$'
 clients_and_schemathesis
 kill $etcd_pid
 rm -rf "$etcd_dir"
