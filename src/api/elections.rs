@@ -29,35 +29,16 @@ use crate::backend::Backend;
 use crate::coord::{self, Leadership, Observed};
 use crate::domain::{Entry, Value, queue_prefix};
 
-/// A campaign: the value to lead with, the lease to campaign on (or a TTL
-/// for one granted for it), and how long to wait.
+/// A campaign: the value to lead with, and how to join the line (the
+/// lease to campaign on, or a TTL for one granted for it, and how long to
+/// wait), as a lock's acquisition asks.
 #[derive(Object, Deserialize, Clone, Debug)]
 pub struct CampaignRequest {
     /// What the leader proclaims (its address, say).
     pub value: String,
-    /// The lease to campaign on (16 hex digits): losing it ends the
-    /// leadership.
-    #[oai(
-        validator(pattern = "^[0-9a-fA-F]{1,16}$"),
-        nullable,
-        skip_serializing_if_is_none
-    )]
-    pub lease: Option<String>,
-    /// Instead of `lease`: grant a lease of this many seconds for it.
-    #[oai(
-        validator(minimum(value = "1"), maximum(value = "3153600000")),
-        nullable,
-        skip_serializing_if_is_none
-    )]
-    pub ttl: Option<u64>,
-    /// Seconds to wait to be elected (0: do not wait); the server's most,
-    /// `--max-lock-wait`, when absent or larger.
-    #[oai(
-        validator(minimum(value = "0"), maximum(value = "3153600000")),
-        nullable,
-        skip_serializing_if_is_none
-    )]
-    pub wait: Option<u64>,
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub join: AcquireRequest,
 }
 
 impl BodyExample for CampaignRequest {
@@ -262,17 +243,11 @@ impl<B: Backend> ElectionsApi<B> {
     ) -> Result<CampaignResponse, ApiError<AcquireErrors>> {
         let caller = auth.caller();
         self.0.queue_name(&name, &caller)?;
-        let CampaignRequest {
-            value,
-            lease,
-            ttl,
-            wait,
-        } = request.0;
+        let CampaignRequest { value, join } = request.0;
         self.0.check_value(&value)?;
-        let joining = AcquireRequest { lease, ttl, wait };
         let elected = self
             .0
-            .contend(&name, joining, Value::from(value), &caller)
+            .contend(&name, join, Value::from(value), &caller)
             .await?;
         Ok(CampaignResponse::Elected(JsonReply(Elected {
             name: name.0,

@@ -30,16 +30,16 @@ const QUEUE_KEY_SUFFIX: usize = 17;
 /// for it; and how long it waits.
 #[derive(Object, Deserialize, Clone, Debug, Default)]
 pub struct AcquireRequest {
-    /// The lease to hold the lock on (16 hex digits): losing it (revoked,
-    /// or not kept alive) releases the lock.
+    /// The lease to hold the lock (or lead) on, 16 hex digits: losing it
+    /// (revoked, or not kept alive) releases the lock (ends the leadership).
     #[oai(
         validator(pattern = "^[0-9a-fA-F]{1,16}$"),
         nullable,
         skip_serializing_if_is_none
     )]
     pub lease: Option<String>,
-    /// Instead of `lease`: grant a lease of this many seconds for the lock
-    /// (its id is in the answer; keep it alive to hold on).
+    /// Instead of `lease`: grant a lease of this many seconds for it (its
+    /// id is in the answer; keep it alive to hold on).
     #[oai(
         validator(minimum(value = "1"), maximum(value = "3153600000")),
         nullable,

@@ -52,6 +52,15 @@ async fn fenced_put(server: &TestServer, key: &str, value: &str, fence: &str) ->
         .expect("PUT")
 }
 
+/// Releases lock `name` held with `token`.
+async fn release(server: &TestServer, name: &str, token: u64) -> Response {
+    server
+        .request(Method::DELETE, &format!("/locks/{name}?token={token}"))
+        .send()
+        .await
+        .expect("DELETE")
+}
+
 async fn lock_state(server: &TestServer, name: &str) -> Json {
     let response = server.get(&format!("/locks/{name}")).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -118,14 +127,7 @@ fn waiters_are_served_in_arrival_order_and_the_token_fences_writes() {
 
         // Released: the first waiter holds it, with a larger token; the
         // second still waits; the old token fences nothing any more.
-        let released = server
-            .request(
-                Method::DELETE,
-                &format!("/locks/jobs?token={}", token(&first)),
-            )
-            .send()
-            .await
-            .expect("DELETE");
+        let released = release(&server, "jobs", token(&first)).await;
         assert_eq!(released.status(), StatusCode::NO_CONTENT);
         let second = json(second.await.expect("the waiter")).await;
         assert!(token(&second) > token(&first), "{second}");
@@ -135,24 +137,10 @@ fn waiters_are_served_in_arrival_order_and_the_token_fences_writes() {
             StatusCode::PRECONDITION_FAILED,
         )
         .await;
-        let again = server
-            .request(
-                Method::DELETE,
-                &format!("/locks/jobs?token={}", token(&first)),
-            )
-            .send()
-            .await
-            .expect("DELETE");
+        let again = release(&server, "jobs", token(&first)).await;
         problem(again, StatusCode::PRECONDITION_FAILED).await;
 
-        server
-            .request(
-                Method::DELETE,
-                &format!("/locks/jobs?token={}", token(&second)),
-            )
-            .send()
-            .await
-            .expect("DELETE");
+        release(&server, "jobs", token(&second)).await;
         let third = json(third.await.expect("the waiter")).await;
         assert!(token(&third) > token(&second), "{third}");
         let state = lock_state(&server, "jobs").await;
