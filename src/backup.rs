@@ -98,14 +98,7 @@ impl Writer {
     pub fn key(&mut self, entry: &Entry) -> Vec<u8> {
         self.keys += 1;
         let meta = entry.meta();
-        let expires_unix_ms = entry.deadline().map(|deadline| {
-            let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
-            let millis = wall
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
-            u64::try_from(millis).unwrap_or(u64::MAX).max(1)
-        });
+        let expires_unix_ms = entry.deadline_unix_millis();
         self.line(&KeyLine {
             key: entry.key().to_owned(),
             value: entry.value_str().to_owned(),

@@ -1,7 +1,7 @@
 //! `Entry`: one key's record, as the map keeps it.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -244,6 +244,19 @@ impl Entry {
     pub fn deadline(&self) -> Option<Instant> {
         let nanos = self.field(HAS_DEADLINE)?;
         Some(epoch() + Duration::from_nanos(nanos))
+    }
+
+    /// The deadline as a wall-clock moment, Unix milliseconds (at least 1):
+    /// what outlives this process (the data dir, a backup) keeps it so.
+    pub fn deadline_unix_millis(&self) -> Option<u64> {
+        self.deadline().map(|deadline| {
+            let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+            let millis = wall
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            u64::try_from(millis).unwrap_or(u64::MAX).max(1)
+        })
     }
 
     /// Whether the entry's TTL ran out at `now`. An expired entry is never

@@ -580,14 +580,7 @@ impl Layout {
 /// passed while the server was down is gone on start.
 fn encode(entry: &Entry, out: &mut Vec<u8>) {
     out.clear();
-    let deadline = entry.deadline().map_or(0, |deadline| {
-        let wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
-        let millis = wall
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        u64::try_from(millis).unwrap_or(u64::MAX).max(1)
-    });
+    let deadline = entry.deadline_unix_millis().unwrap_or(0);
     let meta = entry.meta();
     for field in [
         meta.create_revision,
