@@ -87,19 +87,25 @@ pub struct Listed {
     /// The lease the key lives on (16 hex digits), if it is on one.
     #[oai(skip_serializing_if_is_none)]
     pub lease: Option<String>,
+    /// Seconds until the key expires (rounded up), if it has a TTL.
+    #[oai(skip_serializing_if_is_none)]
+    pub ttl: Option<u64>,
 }
 
 /// Written by hand to keep the members in name order, as poem-openapi
 /// writes every other object.
 impl Serialize for Listed {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Listed", 5)?;
+        let mut out = serializer.serialize_struct("Listed", 7)?;
         out.serialize_field("create_revision", &self.create_revision)?;
         out.serialize_field("key", &self.key)?;
         if let Some(lease) = &self.lease {
             out.serialize_field("lease", lease)?;
         }
         out.serialize_field("revision", &self.revision)?;
+        if let Some(ttl) = self.ttl {
+            out.serialize_field("ttl", &ttl)?;
+        }
         if let Some(value) = &self.value {
             out.serialize_field("value", value)?;
         }
@@ -152,6 +158,7 @@ impl Example for Listing {
                 create_revision: 4,
                 version: 2,
                 lease: None,
+                ttl: None,
             }],
             next: None,
             count: None,
@@ -201,6 +208,7 @@ pub(super) fn listed(entry: &Entry, keys_only: bool) -> Listed {
         create_revision: meta.create_revision,
         version: meta.version,
         lease: meta.lease.map(|lease| lease.to_string()),
+        ttl: entry.ttl_left(),
     }
 }
 

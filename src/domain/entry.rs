@@ -246,6 +246,17 @@ impl Entry {
         Some(epoch() + Duration::from_nanos(nanos))
     }
 
+    /// Whole seconds until the deadline, rounded up (at least 1: an
+    /// expired entry is never served).
+    pub fn ttl_left(&self) -> Option<u64> {
+        self.deadline().map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            left.as_secs()
+                .saturating_add(u64::from(left.subsec_nanos() > 0))
+                .max(1)
+        })
+    }
+
     /// The deadline as a wall-clock moment, Unix milliseconds (at least 1):
     /// what outlives this process (the data dir, a backup) keeps it so.
     pub fn deadline_unix_millis(&self) -> Option<u64> {

@@ -451,7 +451,7 @@ async fn a_listing_older_than_the_history_is_gone() {
 }
 
 #[test]
-fn keys_whose_ttl_ran_out_are_not_listed() {
+fn a_listing_shows_ttls_and_keys_whose_ttl_ran_out_are_not_listed() {
     on_test_clock(async {
         let server = TestServer::start(&[]).await;
         put(&server, "t/live", "v").await;
@@ -462,6 +462,15 @@ fn keys_whose_ttl_ran_out_are_not_listed() {
             .await
             .expect("PUT");
         assert_eq!(response.status(), StatusCode::CREATED);
+        let before = ok_page(&server, &[("prefix", "t/")]).await;
+        let (live, short) = (&before["items"][0], &before["items"][1]);
+        assert_eq!((live.get("ttl"), live.get("lease")), (None, None), "{live}");
+        if etcd::wanted() {
+            // On etcd a TTL is a lease of the key's own (README: "Backends").
+            assert!(short["lease"].is_string(), "{short}");
+        } else {
+            assert_eq!(short["ttl"], 1, "{short}");
+        }
         // Wait for the key's expiry as a client sees it: the watch's event.
         let mut watch = watch_prefix(&server, "t/", Some(server.base + 2)).await;
         let expired = watch.next().await.expect("expire event");
