@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{GetOptions, KeyValue, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use tokio::time::Instant;
 
 use super::{EtcdStore, Failure, revision};
 use crate::domain::{
@@ -220,6 +221,32 @@ impl EtcdStore {
             Some(ttl) if ttl > 0 => Ok(u64::try_from(ttl).unwrap_or(0)),
             _ => Err(LeaseError::NotFound(id)),
         }
+    }
+
+    /// When the TTL leases of `kvs` run out, one etcd call per lease (keys
+    /// with the same TTL share one): a listing shows each key's TTL as the
+    /// memory store's does. A lease etcd no longer has gives none.
+    pub(super) async fn ttl_deadlines(&self, kvs: &[&KeyValue]) -> HashMap<i64, Instant> {
+        let mut deadlines = HashMap::new();
+        for kv in kvs {
+            let id = kv.lease();
+            let for_a_ttl = u64::try_from(id).is_ok_and(for_a_ttl);
+            if !for_a_ttl || deadlines.contains_key(&id) {
+                continue;
+            }
+            let answer = self
+                .call(|| {
+                    let mut lease = self.inner.client.lease_client();
+                    async move { lease.time_to_live(id, None).await }
+                })
+                .await;
+            if let Ok(answer) = answer
+                && let Ok(ttl) = u64::try_from(answer.ttl())
+            {
+                deadlines.insert(id, Instant::now() + Duration::from_secs(ttl));
+            }
+        }
+        deadlines
     }
 
     pub async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {

@@ -191,9 +191,14 @@ impl EtcdStore {
 
     /// A record of what etcd holds, as the store's other layers use it.
     fn entry(&self, kv: &KeyValue) -> Entry {
+        self.entry_until(kv, None)
+    }
+
+    /// The same, expiring at `deadline` (a key's TTL, where it is known).
+    fn entry_until(&self, kv: &KeyValue, deadline: Option<tokio::time::Instant>) -> Entry {
         let key = self.short(kv.key());
         let value = String::from_utf8_lossy(kv.value());
-        Entry::new(&key, value.as_bytes(), meta(kv), None)
+        Entry::new(&key, value.as_bytes(), meta(kv), deadline)
     }
 
     fn current(&self, kv: &KeyValue) -> Current {

@@ -2,7 +2,7 @@
 //! page's revision, so etcd's MVCC gives the same snapshot the memory
 //! store's history does, until etcd compacts that revision (then 410).
 
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, KeyValue};
 
 use super::{EtcdStore, Failure, revision};
 use crate::domain::{Page, RangeError, RangeRequest, ReadPoint};
@@ -52,7 +52,7 @@ impl EtcdStore {
             .header()
             .map_or(0, |header| revision(header.revision()));
         let at = request.at.unwrap_or_else(|| ReadPoint::now(read_at));
-        let mut entries = Vec::with_capacity(answer.kvs().len());
+        let mut entries: Vec<&KeyValue> = Vec::with_capacity(answer.kvs().len());
         let mut bytes = 0;
         let mut more = answer.more();
         for kv in answer.kvs() {
@@ -63,8 +63,16 @@ impl EtcdStore {
                 break;
             }
             bytes += size;
-            entries.push(self.entry(kv));
+            entries.push(kv);
         }
+        let deadlines = self.ttl_deadlines(&entries).await;
+        let entries = entries
+            .into_iter()
+            .map(|kv| {
+                let deadline = deadlines.get(&kv.lease()).copied();
+                self.entry_until(kv, deadline)
+            })
+            .collect();
         let count = if request.count {
             let options = GetOptions::new()
                 .with_range(end)
