@@ -13,6 +13,7 @@ With --update, a failing example's output in the README is replaced by
 what the server printed (review the diff before committing it).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -74,6 +75,9 @@ def main():
         sys.exit("README: no console examples found")
 
     subprocess.run(["cargo", "build", "--release"], check=True)
+    # The examples run kvctl as an installed one: on PATH.
+    subprocess.run(["cargo", "build", "--release", "-p", "kvctl"], check=True)
+    env = {**os.environ, "PATH": f"{os.getcwd()}/target/release:{os.environ['PATH']}"}
     log = open("/tmp/kv-store-readme.log", "w")
     server = subprocess.Popen(["cargo", "run", "--release"], stdout=log, stderr=log)
     try:
@@ -90,7 +94,7 @@ def main():
             streaming = " -N " in f" {command} "
             run = subprocess.run(
                 ["bash", "-c", f"timeout 1 {command}" if streaming else command],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True, text=True, timeout=30, env=env,
             )
             actual = normalise(run.stdout)
             # The output follows its own command (the command's start is

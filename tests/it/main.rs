@@ -20,6 +20,7 @@ mod errors;
 mod hardening;
 mod keys;
 mod keyspace;
+mod kvctl;
 mod leases;
 mod locks;
 mod metrics;
