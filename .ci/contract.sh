@@ -45,7 +45,8 @@ clients_and_schemathesis() {
   echo "== Python client (openapi-python-client) + pytest"
   rm -rf target/python-client
   "$venv/bin/openapi-python-client" generate --path openapi/kv-store.json \
-    --output-path target/python-client/kv_store_client --meta none
+    --output-path target/python-client/kv_store_client --meta none \
+    --config clients/python/generator.yaml --custom-template-path clients/python/templates
   "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python
 
   echo "== schemathesis (with a token from kv-store token new)"

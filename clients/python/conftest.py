@@ -36,10 +36,20 @@ def base_url(tmp_path):
     auth_file.write_text(
         f'[[token]]\nname = "python-sdk"\nsha256 = "{digest}"\nwrite = [""]\nadmin = true\n'
     )
+    yield from serve(["--auth-file", str(auth_file)])
+
+
+@pytest.fixture()
+def open_base_url():
+    """A server without an auth file (loopback only), as a first run is."""
+    yield from serve([])
+
+
+def serve(flags):
     binary = os.environ.get("KV_STORE_BIN", str(ROOT / "target" / "debug" / "kv-store"))
     extra = shlex.split(os.environ.get("KV_STORE_ARGS", ""))
     server = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0", "--auth-file", str(auth_file), *extra],
+        [binary, "--listen", "127.0.0.1:0", "--rate-limit", "0", *flags, *extra],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "KV_ETCD_PREFIX": f"sdk-{uuid.uuid4()}/"},

@@ -5,7 +5,7 @@ import json
 
 import httpx
 from conftest import TOKEN
-from kv_store_client import AuthenticatedClient
+from kv_store_client import AuthenticatedClient, Client
 from kv_store_client.api.batch import batch, txn
 from kv_store_client.api.coordination import acquire_lock, get_lock, release_lock
 from kv_store_client.api.keys import (
@@ -31,18 +31,13 @@ from kv_store_client.models import (
     TxnOperation,
     TxnRequest,
 )
-from kv_store_client.types import File
-
-
-def value(text: str) -> File:
-    return File(payload=text.encode())
 
 
 def test_put_get_delete(base_url):
     client = AuthenticatedClient(base_url=base_url, token=TOKEN)
-    created = put_key.sync_detailed("user:1", client=client, body=value("Ada"))
+    created = put_key.sync_detailed("user:1", client=client, body="Ada")
     assert created.status_code == 201
-    replaced = put_key.sync_detailed("user:1", client=client, body=value("Grace"))
+    replaced = put_key.sync_detailed("user:1", client=client, body="Grace")
     assert replaced.status_code == 204
 
     got = get_key.sync_detailed("user:1", client=client)
@@ -100,7 +95,7 @@ def test_batch_commits_and_reports_a_failed_condition_with_409(base_url):
 
 def test_a_guarded_update_runs_one_branch(base_url):
     client = AuthenticatedClient(base_url=base_url, token=TOKEN)
-    created = put_key.sync_detailed("mode", client=client, body=value("slow"))
+    created = put_key.sync_detailed("mode", client=client, body="slow")
     revision = int(created.headers["etag"].strip('"'))
     guarded = TxnRequest(
         guards=[TxnGuard(key="mode", compare=GuardCompare.EQUAL, mod_revision=revision)],
@@ -122,7 +117,7 @@ def test_a_service_registers_keys_under_one_lease(base_url):
     client = AuthenticatedClient(base_url=base_url, token=TOKEN)
     lease = grant_lease.sync(client=client, body=GrantRequest(ttl=30))
     for key in ["svc/py/1", "svc/py/1/health"]:
-        put = put_key.sync_detailed(key, client=client, body=value("up"), lease=lease.id)
+        put = put_key.sync_detailed(key, client=client, body="up", lease=lease.id)
         assert put.status_code == 201
     assert keep_lease_alive.sync(lease.id, client=client).ttl == 30
     read = get_lease.sync(lease.id, client=client, keys=True)
@@ -133,7 +128,7 @@ def test_a_service_registers_keys_under_one_lease(base_url):
 
 def test_status_counts_operations(base_url):
     client = AuthenticatedClient(base_url=base_url, token=TOKEN)
-    put = put_key.sync_detailed("k", client=client, body=value("v"))
+    put = put_key.sync_detailed("k", client=client, body="v")
     current = status.sync(client=client)
     assert current.status == "OK"
     assert current.total_keys == 1
@@ -168,7 +163,7 @@ def test_watch_stream_resumes_without_loss(base_url):
         kind, sync_id, _ = next(events)
         assert (kind, sync_id) == ("sync", str(revision))
         for text in ["one", "two"]:
-            put_key.sync_detailed("w", client=client, body=value(text))
+            put_key.sync_detailed("w", client=client, body=text)
         first = next(events)
         second = next(events)
     assert [(e[0], e[2]["value"]) for e in (first, second)] == [("put", "one"), ("put", "two")]
@@ -193,7 +188,7 @@ def test_page_through_a_listing_and_delete_the_prefix(base_url):
         revisions.add(page.revision)
         keys += [item.key for item in page.items]
         # Written between pages: not in this listing.
-        put_key.sync_detailed("user/00a", client=client, body=value("late"))
+        put_key.sync_detailed("user/00a", client=client, body="late")
         if not page.next_:
             break
         cursor = page.next_
@@ -210,15 +205,21 @@ def test_a_lock_fences_writes(base_url):
     held = acquire_lock.sync("reports", client=client, body=AcquireRequest(ttl=30))
     assert held.key.startswith("reports/")
     fence = f"reports={held.token}"
-    written = put_key.sync_detailed("report", client=client, body=value("v1"), if_fence=fence)
+    written = put_key.sync_detailed("report", client=client, body="v1", if_fence=fence)
     assert written.status_code == 201
     assert get_lock.sync("reports", client=client).holder.token == held.token
 
     released = release_lock.sync_detailed("reports", client=client, token=held.token)
     assert released.status_code == 204
     # The token fences nothing once the lock is released.
-    stale = put_key.sync_detailed("report", client=client, body=value("v2"), if_fence=fence)
+    stale = put_key.sync_detailed("report", client=client, body="v2", if_fence=fence)
     assert stale.status_code == 412
     assert isinstance(stale.parsed, Problem)
     assert stale.parsed.type_ == "urn:kv-store:problem:fence-lost"
     assert get_key.sync("report", client=client) == "v1"
+
+
+def test_a_server_without_tokens_needs_no_token(open_base_url):
+    client = Client(base_url=open_base_url)
+    assert put_key.sync_detailed("open", client=client, body="no token").status_code == 201
+    assert get_key.sync_detailed("open", client=client).parsed == "no token"

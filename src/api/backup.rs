@@ -11,6 +11,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::TokenAuth;
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, ErrorStatus, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED,
     UNAVAILABLE,
@@ -23,14 +24,19 @@ use crate::domain::{BackupError, Entry, StorageError};
 /// Keys per chunk of the answer.
 const CHUNK: usize = 256;
 
-pub const NOT_IMPLEMENTED: (u16, &str) = (
-    501,
-    "This backend keeps no copy to back up: with `--backend etcd` use `etcdctl snapshot save`.",
-);
+pub const NOT_IMPLEMENTED: ErrorDoc = ErrorDoc {
+    status: 501,
+    description: "This backend keeps no copy to back up: with `--backend etcd` use `etcdctl snapshot save`.",
+    example: (
+        "backup-unsupported",
+        "Backup unsupported",
+        "the etcd backend keeps no copy of the store to back up: use `etcdctl snapshot save`",
+    ),
+};
 
 pub struct BackupErrors;
 impl ErrorStatuses for BackupErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         UNAUTHORIZED,
         FORBIDDEN,
         TOO_MANY_REQUESTS,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::fence::{FenceHeader, fence_header};
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
     LEASE_NOT_FOUND, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
@@ -89,14 +90,19 @@ impl BodyExample for Vec<BatchOp> {
     }
 }
 
-pub const CONFLICT: (u16, &str) = (
-    409,
-    "A CAS operation failed, so no operation was applied; `results` holds the per-operation statuses.",
-);
+pub const CONFLICT: ErrorDoc = ErrorDoc {
+    status: 409,
+    description: "A CAS operation failed, so no operation was applied; `results` holds the per-operation statuses.",
+    example: (
+        "batch-failed",
+        "Batch failed",
+        "operation 2 (CAS on \"config/db\") failed: nothing was applied",
+    ),
+};
 
 pub struct BatchErrors;
 impl ErrorStatuses for BatchErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

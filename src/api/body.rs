@@ -20,9 +20,10 @@ use super::Problem;
 /// The seed's `curl -d` examples send `application/x-www-form-urlencoded`,
 /// others send `text/plain` or no Content-Type at all; poem-openapi's own
 /// payload types answer 415 to some of these. This extractor accepts all of
-/// them, yet documents exactly one media type (`application/octet-stream`),
-/// the shape client generators handle. It only takes the body: the handler
-/// reads it with the configured size limit.
+/// them, yet documents exactly one media type, `text/plain` (what the value
+/// is: Swagger UI then offers a text box, and generated clients take a
+/// string; one type, as progenitor takes no more). It only takes the body:
+/// the handler reads it with the configured size limit.
 pub struct ValueBody(pub poem::Body);
 
 impl<'a> ApiExtractor<'a> for ValueBody {
@@ -38,8 +39,8 @@ impl<'a> ApiExtractor<'a> for ValueBody {
                  stores an empty value.",
             ),
             content: vec![MetaMediaType {
-                content_type: "application/octet-stream",
-                schema: binary_schema(),
+                content_type: "text/plain",
+                schema: text_schema(),
             }],
             // No body stores the empty value, as the seed's PUT did.
             required: false,
@@ -55,9 +56,8 @@ impl<'a> ApiExtractor<'a> for ValueBody {
     }
 }
 
-fn binary_schema() -> MetaSchemaRef {
+fn text_schema() -> MetaSchemaRef {
     MetaSchemaRef::Inline(Box::new(MetaSchema {
-        format: Some("binary"),
         example: Some(serde_json::json!("value1")),
         ..MetaSchema::new("string")
     }))

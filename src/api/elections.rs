@@ -18,6 +18,7 @@ use super::fence::checked_token;
 use super::locks::{
     AcquireErrors, AcquireRequest, ReadErrors, ReleaseErrors, ReleaseResponse, coord_problem,
 };
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
@@ -141,7 +142,7 @@ pub struct Proclaimed {
 
 pub struct ProclaimErrors;
 impl ErrorStatuses for ProclaimErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -155,15 +156,20 @@ impl ErrorStatuses for ProclaimErrors {
     ];
 }
 
-pub const HISTORY_GONE: (u16, &str) = (
-    410,
-    "The history no longer reaches back to the revision to resume after; observe again \
+pub const HISTORY_GONE: ErrorDoc = ErrorDoc {
+    status: 410,
+    description: "The history no longer reaches back to the revision to resume after; observe again \
      without it.",
-);
+    example: (
+        "history-gone",
+        "History gone",
+        "revision 5 is older than the oldest revision still replayable, 120: observe again without it",
+    ),
+};
 
 pub struct ObserveErrors;
 impl ErrorStatuses for ObserveErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -14,6 +14,7 @@ use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, ValueBody};
 use super::conditional::{EntityTags, etag, given, parse_etags, write_condition};
 use super::fence::{FenceHeader, fence_header};
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, KEY_OR_LEASE_NOT_FOUND,
     LEASE_NOT_FOUND, NOT_FOUND, PRECONDITION_FAILED, Problem, REQUEST_TIMEOUT, TOO_LARGE,
@@ -28,7 +29,7 @@ use crate::domain::{Action, Condition, Current, Lifetime, Meta, Op, Outcome, Val
 
 pub struct GetErrors;
 impl ErrorStatuses for GetErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -41,7 +42,7 @@ impl ErrorStatuses for GetErrors {
 
 pub struct PutErrors;
 impl ErrorStatuses for PutErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -57,7 +58,7 @@ impl ErrorStatuses for PutErrors {
 
 pub struct DeleteErrors;
 impl ErrorStatuses for DeleteErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -71,7 +72,7 @@ impl ErrorStatuses for DeleteErrors {
 
 pub struct CasErrors;
 impl ErrorStatuses for CasErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, INSUFFICIENT_STORAGE, Problem,
     REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
@@ -108,15 +109,28 @@ pub struct Revoked {
     pub revision: u64,
 }
 
-pub const NOT_FOUND: (u16, &str) = (
-    404,
-    "No such lease: never granted, expired or revoked (its keys are gone).",
-);
-const EXISTS: (u16, &str) = (409, "A lease with this id exists.");
+pub const NOT_FOUND: ErrorDoc = ErrorDoc {
+    status: 404,
+    description: "No such lease: never granted, expired or revoked (its keys are gone).",
+    example: (
+        "lease-not-found",
+        "Lease not found",
+        "lease 00000000000000c1 does not exist",
+    ),
+};
+const EXISTS: ErrorDoc = ErrorDoc {
+    status: 409,
+    description: "A lease with this id exists.",
+    example: (
+        "lease-exists",
+        "Lease exists",
+        "lease 00000000000000c1 exists: pick another id, or none",
+    ),
+};
 
 pub struct GrantErrors;
 impl ErrorStatuses for GrantErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         EXISTS,
@@ -131,7 +145,7 @@ impl ErrorStatuses for GrantErrors {
 
 pub struct LeaseErrors;
 impl ErrorStatuses for LeaseErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -144,7 +158,7 @@ impl ErrorStatuses for LeaseErrors {
 
 pub struct ListErrors;
 impl ErrorStatuses for ListErrors {
-    const STATUSES: &'static [(u16, &'static str)] =
+    const STATUSES: &'static [ErrorDoc] =
         &[BAD_REQUEST, UNAUTHORIZED, TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 

@@ -14,6 +14,7 @@ use super::auth::TokenAuth;
 use super::body::JsonReply;
 use super::cursor::{Cursor, CursorError};
 use super::fence::{FenceHeader, fence_header};
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
     Problem, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
@@ -40,15 +41,20 @@ pub fn bad_limit(given: impl std::fmt::Display) -> String {
 pub const EMPTY_PREFIX: &str =
     "the prefix is empty: deleting every key this way is refused; name a prefix";
 
-pub const LISTING_GONE: (u16, &str) = (
-    410,
-    "The listing's revision is older than the history reaches (or comes from another run of the \
+pub const LISTING_GONE: ErrorDoc = ErrorDoc {
+    status: 410,
+    description: "The listing's revision is older than the history reaches (or comes from another run of the \
      server): list again without `cursor`.",
-);
+    example: (
+        "history-gone",
+        "History gone",
+        "the listing's revision 5 is older than the oldest revision kept, 120: list again without a cursor",
+    ),
+};
 
 pub struct ListErrors;
 impl ErrorStatuses for ListErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -60,7 +66,7 @@ impl ErrorStatuses for ListErrors {
 
 pub struct DeletePrefixErrors;
 impl ErrorStatuses for DeletePrefixErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody, JsonReply};
 use super::fence::checked_token;
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
     Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE,
@@ -105,24 +106,39 @@ pub struct Holder {
     pub token: u64,
 }
 
-pub const LOCK_TIMED_OUT: (u16, &str) = (
-    423,
-    "The wait ran out before the lock (or the election) was free; the request left the line. \
+pub const LOCK_TIMED_OUT: ErrorDoc = ErrorDoc {
+    status: 423,
+    description: "The wait ran out before the lock (or the election) was free; the request left the line. \
      Retry after `Retry-After` seconds.",
-);
-pub const LEASE_GONE: (u16, &str) = (
-    404,
-    "The lease named does not exist (never granted, expired or revoked), or it ended while the \
+    example: (
+        "wait-timed-out",
+        "Wait timed out",
+        "lock \"jobs\" was not free within 60s",
+    ),
+};
+pub const LEASE_GONE: ErrorDoc = ErrorDoc {
+    status: 404,
+    description: "The lease named does not exist (never granted, expired or revoked), or it ended while the \
      request waited.",
-);
-pub const CONTENDER_LOST: (u16, &str) = (
-    409,
-    "The request's key in line was deleted while it waited (by hand, or its lease ended).",
-);
+    example: (
+        "lease-not-found",
+        "Lease not found",
+        "lease 00000000000000c1 does not exist",
+    ),
+};
+pub const CONTENDER_LOST: ErrorDoc = ErrorDoc {
+    status: 409,
+    description: "The request's key in line was deleted while it waited (by hand, or its lease ended).",
+    example: (
+        "contender-lost",
+        "Contender lost",
+        "the request's key jobs/c1 was deleted while it waited in line",
+    ),
+};
 
 pub struct AcquireErrors;
 impl ErrorStatuses for AcquireErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -140,7 +156,7 @@ impl ErrorStatuses for AcquireErrors {
 
 pub struct ReadErrors;
 impl ErrorStatuses for ReadErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -151,7 +167,7 @@ impl ErrorStatuses for ReadErrors {
 
 pub struct ReleaseErrors;
 impl ErrorStatuses for ReleaseErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -388,68 +388,175 @@ impl Payload for Problem {
     }
 }
 
-/// The error statuses one operation documents, with what each means there.
+/// The error statuses one operation documents.
 pub trait ErrorStatuses: Send + Sync + 'static {
-    const STATUSES: &'static [(u16, &'static str)];
+    const STATUSES: &'static [ErrorDoc];
 }
 
-pub const BAD_REQUEST: (u16, &str) = (
-    400,
-    "The request is malformed: a bad key, value, parameter or body.",
-);
-pub const NOT_FOUND: (u16, &str) = (404, "The key does not exist (or has expired).");
-pub const LEASE_NOT_FOUND: (u16, &str) = (
-    404,
-    "The lease named does not exist (never granted, expired or revoked).",
-);
-pub const KEY_OR_LEASE_NOT_FOUND: (u16, &str) = (
-    404,
-    "The key does not exist (or has expired), or the lease named does not.",
-);
-pub const PRECONDITION_FAILED: (u16, &str) = (
-    412,
-    "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",
-);
-pub const WRITE_PRECONDITION_FAILED: (u16, &str) = (
-    412,
-    "A condition (If-Match, If-None-Match or the expected value) does not hold, or the lock \
+/// One documented error status: what it means for the operation, and a
+/// problem it answers (slug, title, detail), which the spec shows as the
+/// status's example, so Swagger UI shows each status its own problem.
+#[derive(Clone, Copy)]
+pub struct ErrorDoc {
+    pub status: u16,
+    pub description: &'static str,
+    pub example: (&'static str, &'static str, &'static str),
+}
+
+impl ErrorDoc {
+    /// The example as the server would answer it.
+    fn example(&self) -> serde_json::Value {
+        let (slug, title, detail) = self.example;
+        serde_json::json!({
+            "type": format!("urn:kv-store:problem:{slug}"),
+            "title": title,
+            "status": self.status,
+            "detail": detail,
+        })
+    }
+}
+
+pub const BAD_REQUEST: ErrorDoc = ErrorDoc {
+    status: 400,
+    description: "The request is malformed: a bad key, value, parameter or body.",
+    example: (
+        "invalid-request",
+        "Invalid request",
+        "ttl 0 is not a whole number of seconds from 1 to 3153600000",
+    ),
+};
+pub const NOT_FOUND: ErrorDoc = ErrorDoc {
+    status: 404,
+    description: "The key does not exist (or has expired).",
+    example: (
+        "key-not-found",
+        "Key not found",
+        "key \"config/db\" does not exist",
+    ),
+};
+pub const LEASE_NOT_FOUND: ErrorDoc = ErrorDoc {
+    status: 404,
+    description: "The lease named does not exist (never granted, expired or revoked).",
+    example: (
+        "lease-not-found",
+        "Lease not found",
+        "lease 00000000000000c1 does not exist",
+    ),
+};
+pub const KEY_OR_LEASE_NOT_FOUND: ErrorDoc = ErrorDoc {
+    status: 404,
+    description: "The key does not exist (or has expired), or the lease named does not.",
+    example: (
+        "key-not-found",
+        "Key not found",
+        "key \"config/db\" does not exist",
+    ),
+};
+pub const PRECONDITION_FAILED: ErrorDoc = ErrorDoc {
+    status: 412,
+    description: "A condition (If-Match, If-None-Match or the expected value) does not hold; nothing was written.",
+    example: (
+        "precondition-failed",
+        "Precondition failed",
+        "key \"config/db\" is at revision 9",
+    ),
+};
+pub const WRITE_PRECONDITION_FAILED: ErrorDoc = ErrorDoc {
+    status: 412,
+    description: "A condition (If-Match, If-None-Match or the expected value) does not hold, or the lock \
      `If-Fence` names is not held with its token (`fence-lost`); nothing was written.",
-);
-pub const FENCE_LOST: (u16, &str) = (
-    412,
-    "The lock `If-Fence` names is not held with its token (`fence-lost`); nothing was written.",
-);
-pub const REQUEST_TIMEOUT: (u16, &str) = (
-    408,
-    "The request body stopped arriving for longer than the server's body timeout.",
-);
-pub const TOO_LARGE: (u16, &str) = (413, "The request exceeds a configured limit.");
-pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) = (415, "The body must be `application/json`.");
-pub const UNAVAILABLE: (u16, &str) = (
-    503,
-    "The store cannot answer now: the server is stopping (nothing was written), its data dir's \
+    example: (
+        "precondition-failed",
+        "Precondition failed",
+        "key \"config/db\" is at revision 9",
+    ),
+};
+pub const FENCE_LOST: ErrorDoc = ErrorDoc {
+    status: 412,
+    description: "The lock `If-Fence` names is not held with its token (`fence-lost`); nothing was written.",
+    example: (
+        "fence-lost",
+        "Fence lost",
+        "lock \"jobs\" is not held with token 41",
+    ),
+};
+pub const REQUEST_TIMEOUT: ErrorDoc = ErrorDoc {
+    status: 408,
+    description: "The request body stopped arriving for longer than the server's body timeout.",
+    example: (
+        "request-timeout",
+        "Request timeout",
+        "the request body stopped arriving for 10s",
+    ),
+};
+pub const TOO_LARGE: ErrorDoc = ErrorDoc {
+    status: 413,
+    description: "The request exceeds a configured limit.",
+    example: (
+        "too-large",
+        "Request too large",
+        "the value is 2000000 bytes, more than --max-value-bytes (1048576)",
+    ),
+};
+pub const UNSUPPORTED_MEDIA_TYPE: ErrorDoc = ErrorDoc {
+    status: 415,
+    description: "The body must be `application/json`.",
+    example: (
+        "unsupported-media-type",
+        "Unsupported media type",
+        "the body must be application/json, not text/plain",
+    ),
+};
+pub const UNAVAILABLE: ErrorDoc = ErrorDoc {
+    status: 503,
+    description: "The store cannot answer now: the server is stopping (nothing was written), its data dir's \
      file was removed or replaced (nothing was written; writes are refused until a restart), the \
      answers its clients have not taken yet fill `--answer-memory` (nothing was done), or with \
      `--backend etcd` etcd did not answer within `--etcd-timeout` or has no quorum (a write may \
      or may not have been applied). Retry after `Retry-After` seconds, here or on another node.",
-);
-pub const INSUFFICIENT_STORAGE: (u16, &str) = (
-    507,
-    "The data dir refused the write (disk full or an I/O error); nothing was written.",
-);
-pub const UNAUTHORIZED: (u16, &str) = (
-    401,
-    "The server has an auth file and the request has no `Authorization: Bearer` token it knows.",
-);
-pub const FORBIDDEN: (u16, &str) = (
-    403,
-    "The token's scopes do not cover a key or prefix the request touches (or, for status and \
+    example: (
+        "shutting-down",
+        "Shutting down",
+        "the server is shutting down: nothing was written",
+    ),
+};
+pub const INSUFFICIENT_STORAGE: ErrorDoc = ErrorDoc {
+    status: 507,
+    description: "The data dir refused the write (disk full or an I/O error); nothing was written.",
+    example: (
+        "insufficient-storage",
+        "Insufficient storage",
+        "the data dir refused the write (No space left on device): nothing was written",
+    ),
+};
+pub const UNAUTHORIZED: ErrorDoc = ErrorDoc {
+    status: 401,
+    description: "The server has an auth file and the request has no `Authorization: Bearer` token it knows.",
+    example: (
+        "unauthorized",
+        "Unauthorized",
+        "send an Authorization: Bearer token this server knows",
+    ),
+};
+pub const FORBIDDEN: ErrorDoc = ErrorDoc {
+    status: 403,
+    description: "The token's scopes do not cover a key or prefix the request touches (or, for status and \
      metrics, it is not an admin token); nothing was done.",
-);
-pub const TOO_MANY_REQUESTS: (u16, &str) = (
-    429,
-    "The client exceeded its rate limit; retry after `Retry-After` seconds.",
-);
+    example: (
+        "forbidden",
+        "Forbidden",
+        "token \"deploy-bot\" may not write key \"config/db\"",
+    ),
+};
+pub const TOO_MANY_REQUESTS: ErrorDoc = ErrorDoc {
+    status: 429,
+    description: "The client exceeded its rate limit; retry after `Retry-After` seconds.",
+    example: (
+        "rate-limited",
+        "Too many requests",
+        "more than 1000 requests a second from 127.0.0.1: retry after 1 s",
+    ),
+};
 
 /// An operation's error: a [`Problem`], documented in the spec under the
 /// statuses `S` lists. One schema for every error status keeps generated
@@ -474,15 +581,22 @@ impl<S: ErrorStatuses> ApiResponse for ApiError<S> {
     fn meta() -> MetaResponses {
         let responses = S::STATUSES
             .iter()
-            .map(|&(status, description)| MetaResponse {
-                description,
-                status: Some(status),
+            .map(|doc| MetaResponse {
+                description: doc.description,
+                status: Some(doc.status),
                 status_range: None,
                 content: vec![MetaMediaType {
                     content_type: PROBLEM_CONTENT_TYPE,
-                    schema: <Problem as Type>::schema_ref(),
+                    // `allOf` of the one `Problem`: an example beside a
+                    // `$ref` would be ignored, and generators read a
+                    // lone `allOf` as the schema itself (one error type).
+                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        all_of: vec![<Problem as Type>::schema_ref()],
+                        example: Some(doc.example()),
+                        ..MetaSchema::ANY
+                    })),
                 }],
-                headers: match status {
+                headers: match doc.status {
                     423 | 429 | 503 => vec![MetaHeader {
                         name: header::RETRY_AFTER.to_string(),
                         description: Some("Seconds to wait before retrying.".to_owned()),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::auth::TokenAuth;
 use super::body::JsonReply;
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, ErrorStatus, ErrorStatuses, FORBIDDEN, Problem, TOO_MANY_REQUESTS, UNAUTHORIZED,
     UNAVAILABLE,
@@ -85,16 +86,22 @@ impl Example for Status {
 
 pub struct MetricsErrors;
 impl ErrorStatuses for MetricsErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
-        UNAUTHORIZED,
-        FORBIDDEN,
-        (500, "The metrics could not be encoded."),
-    ];
+    const STATUSES: &'static [ErrorDoc] = &[UNAUTHORIZED, FORBIDDEN, METRICS_FAILED];
 }
+
+const METRICS_FAILED: ErrorDoc = ErrorDoc {
+    status: 500,
+    description: "The metrics could not be encoded.",
+    example: (
+        "internal",
+        "Internal server error",
+        "cannot encode the metrics: formatter error",
+    ),
+};
 
 pub struct StatusErrors;
 impl ErrorStatuses for StatusErrors {
-    const STATUSES: &'static [(u16, &'static str)] =
+    const STATUSES: &'static [ErrorDoc] =
         &[UNAUTHORIZED, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE];
 }
 
@@ -140,11 +147,12 @@ pub enum HealthResponse {
 
 pub struct ReadyErrors;
 impl ErrorStatuses for ReadyErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[(
-        503,
-        "The node cannot serve requests now (it is stopping, or etcd cannot be reached); \
-         `detail` says why.",
-    )];
+    const STATUSES: &'static [ErrorDoc] = &[ErrorDoc {
+        status: 503,
+        description: "The node cannot serve requests now (it is stopping, or etcd cannot be \
+                      reached); `detail` says why.",
+        example: ("not-ready", "Not ready", "the server is shutting down"),
+    }];
 }
 
 pub struct StatusApi<B> {

@@ -15,6 +15,7 @@ use super::fence::{FenceHeader, fence_header};
 use super::list::{
     DEFAULT_LIMIT, EMPTY_PREFIX, ITEM_OVERHEAD, Listed, MAX_LIMIT, bad_limit, listed,
 };
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatuses, FENCE_LOST, FORBIDDEN, INSUFFICIENT_STORAGE,
     LEASE_NOT_FOUND, Problem, REQUEST_TIMEOUT, TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED,
@@ -241,7 +242,7 @@ pub struct TxnAnswer {
 
 pub struct TxnErrors;
 impl ErrorStatuses for TxnErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::TokenAuth;
 use super::body::{BodyExample, JsonBody};
+use super::problem::ErrorDoc;
 use super::problem::{
     ApiError, BAD_REQUEST, ErrorStatus, ErrorStatuses, FORBIDDEN, Problem, REQUEST_TIMEOUT,
     TOO_LARGE, TOO_MANY_REQUESTS, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
@@ -163,21 +164,31 @@ impl Example for WatchEvent {
     }
 }
 
-pub const UNAVAILABLE: (u16, &str) = (
-    503,
-    "The server holds its most watch streams (`--max-watches`), or with `--backend etcd` etcd \
+pub const UNAVAILABLE: ErrorDoc = ErrorDoc {
+    status: 503,
+    description: "The server holds its most watch streams (`--max-watches`), or with `--backend etcd` etcd \
      cannot be reached; retry after `Retry-After` seconds.",
-);
+    example: (
+        "too-many-watches",
+        "Too many watches",
+        "the server holds its most watch streams (10000): retry later",
+    ),
+};
 
-pub const GONE: (u16, &str) = (
-    410,
-    "The history no longer reaches back to the requested revision (or the revision is from \
+pub const GONE: ErrorDoc = ErrorDoc {
+    status: 410,
+    description: "The history no longer reaches back to the requested revision (or the revision is from \
      another run of the server): read the keys again and watch without `Last-Event-ID`.",
-);
+    example: (
+        "history-gone",
+        "History gone",
+        "revision 5 is older than the oldest revision still replayable, 120: read the keys again and watch without Last-Event-ID",
+    ),
+};
 
 pub struct WatchKeyErrors;
 impl ErrorStatuses for WatchKeyErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,
@@ -189,7 +200,7 @@ impl ErrorStatuses for WatchKeyErrors {
 
 pub struct WatchKeysErrors;
 impl ErrorStatuses for WatchKeysErrors {
-    const STATUSES: &'static [(u16, &'static str)] = &[
+    const STATUSES: &'static [ErrorDoc] = &[
         BAD_REQUEST,
         UNAUTHORIZED,
         FORBIDDEN,

@@ -50,15 +50,23 @@ fn every_operation_is_documented_for_generators() {
                 !responses.contains_key("default"),
                 "{name} has a default response"
             );
-            let error_schemas: std::collections::BTreeSet<String> = responses
+            // Every error is the one Problem, each status with an example
+            // of its own (what Swagger UI shows under it).
+            for (status, response) in responses
                 .iter()
                 .filter(|(status, _)| status.starts_with('4') || status.starts_with('5'))
-                .map(|(_, r)| r["content"]["application/problem+json"]["schema"].to_string())
-                .collect();
-            assert!(
-                error_schemas.len() <= 1,
-                "{name}: every error is one problem+json schema"
-            );
+            {
+                let schema = &response["content"]["application/problem+json"]["schema"];
+                assert_eq!(
+                    schema["allOf"],
+                    serde_json::json!([{"$ref": "#/components/schemas/Problem"}]),
+                    "{name} {status}"
+                );
+                let example = &schema["example"];
+                assert_eq!(example["status"].to_string(), *status, "{name} {status}");
+                let kind = example["type"].as_str().unwrap_or_default();
+                assert!(kind.starts_with("urn:kv-store:problem:"), "{name} {status}");
+            }
             if let Some(content) = operation["requestBody"]["content"].as_object() {
                 assert_eq!(content.len(), 1, "{name}: one request media type");
             }

@@ -95,12 +95,12 @@ async fn put_get_delete() {
     let key = "user:1".try_into().expect("valid key");
 
     let created = kv
-        .put_key(&key, None, None, None, None, None, "Ada")
+        .put_key(&key, None, None, None, None, None, "Ada".to_owned())
         .await
         .expect("PUT");
     assert_eq!(created.status().as_u16(), 201);
     let replaced = kv
-        .put_key(&key, None, None, None, None, None, "Grace")
+        .put_key(&key, None, None, None, None, None, "Grace".to_owned())
         .await
         .expect("PUT");
     assert_eq!(replaced.status().as_u16(), 204);
@@ -217,7 +217,7 @@ async fn status_counts_operations() {
         None,
         None,
         None,
-        "v",
+        "v".to_owned(),
     )
     .await
     .expect("PUT");
@@ -249,7 +249,7 @@ async fn watch_stream_through_the_generated_client() {
             None,
             None,
             None,
-            value,
+            value.to_owned(),
         )
         .await
         .expect("PUT");
@@ -324,7 +324,7 @@ async fn page_through_a_listing_and_delete_the_prefix() {
             None,
             None,
             None,
-            "late",
+            "late".to_owned(),
         )
         .await
         .expect("PUT");
@@ -365,7 +365,7 @@ async fn a_guarded_update_runs_one_branch() {
             None,
             None,
             None,
-            "slow",
+            "slow".to_owned(),
         )
         .await
         .expect("PUT");
@@ -429,7 +429,7 @@ async fn a_service_registers_keys_under_one_lease() {
             None,
             None,
             None,
-            "up",
+            "up".to_owned(),
         )
         .await
         .expect("PUT on the lease");
