@@ -4,7 +4,7 @@ spec, driven against a live server: what an SDK user sees."""
 import json
 
 import httpx
-from conftest import TOKEN
+from conftest import ROOT, TOKEN
 from kv_store_client import AuthenticatedClient, Client
 from kv_store_client.api.batch import batch, txn
 from kv_store_client.api.coordination import acquire_lock, get_lock, release_lock
@@ -223,3 +223,11 @@ def test_a_server_without_tokens_needs_no_token(open_base_url):
     client = Client(base_url=open_base_url)
     assert put_key.sync_detailed("open", client=client, body="no token").status_code == 201
     assert get_key.sync_detailed("open", client=client).parsed == "no token"
+
+
+def test_the_readme_example_runs_as_written(open_base_url, capsys):
+    example = (ROOT / "clients" / "python" / "readme_example.py").read_text()
+    assert f"```python\n{example}```" in (ROOT / "README.md").read_text()
+    source = example.replace("http://localhost:3000", open_base_url)
+    exec(compile(source, "readme_example.py", "exec"), {})
+    assert capsys.readouterr().out == "hello from Python\n"

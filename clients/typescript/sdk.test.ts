@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -14,6 +14,9 @@ import { connect, deletePrefix, listAll } from "./usage.js";
 const root = path.resolve(process.cwd(), "../..");
 let url = "";
 let stop = () => {};
+let openUrl = "";
+let stopOpen = () => {};
+let authDir = "";
 // The server has an auth file, so every call carries this token.
 const token = "kvs_typescript-sdk-tests";
 
@@ -21,16 +24,29 @@ before(async () => {
   const binary = process.env.KV_STORE_BIN ?? path.join(root, "target/debug/kv-store");
   // KV_STORE_ARGS adds flags (e.g. `--backend etcd ...`).
   const extra = (process.env.KV_STORE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "");
-  const authFile = path.join(mkdtempSync(path.join(tmpdir(), "kv-sdk-")), "tokens.toml");
+  authDir = mkdtempSync(path.join(tmpdir(), "kv-sdk-"));
+  const authFile = path.join(authDir, "tokens.toml");
   const digest = createHash("sha256").update(token).digest("hex");
   writeFileSync(authFile, `[[token]]\nname = "ts-sdk"\nsha256 = "${digest}"\nwrite = [""]\n`);
-  const flags = ["--listen", "127.0.0.1:0", "--rate-limit", "0", "--auth-file", authFile];
-  const child = spawn(binary, [...flags, ...extra], {
+  ({ url, stop } = await serve(binary, ["--auth-file", authFile, ...extra]));
+  // And one without an auth file, as a first run is: no token needed.
+  ({ url: openUrl, stop: stopOpen } = await serve(binary, extra));
+});
+
+after(() => {
+  stop();
+  stopOpen();
+  rmSync(authDir, { recursive: true, force: true });
+});
+
+/** A server with `flags`; its URL, and how to stop it. */
+async function serve(binary: string, flags: string[]): Promise<{ url: string; stop: () => void }> {
+  const all = ["--listen", "127.0.0.1:0", "--rate-limit", "0", ...flags];
+  const child = spawn(binary, all, {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, KV_ETCD_PREFIX: `sdk-${process.pid}/` },
   });
-  stop = () => child.kill("SIGTERM");
-  url = await new Promise((resolve, reject) => {
+  const listening = await new Promise<string>((resolve, reject) => {
     let log = "";
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (chunk: string) => {
@@ -40,9 +56,27 @@ before(async () => {
     });
     child.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log}`)));
   });
-});
+  return { url: listening, stop: () => child.kill("SIGTERM") };
+}
 
-after(() => stop());
+test("the README's example runs as written", async () => {
+  const example = readFileSync("readme.ts", "utf8");
+  const readme = readFileSync(path.join(root, "README.md"), "utf8");
+  assert.ok(readme.includes("```ts\n" + example + "```"), "README shows readme.ts as it is");
+  // tsc compiled it to dist/readme.js; run that against a server of our own
+  // (beside it, so its imports resolve from this package).
+  const compiled = readFileSync("dist/readme.js", "utf8").replace("http://localhost:3000", openUrl);
+  writeFileSync("dist/readme.run.mjs", compiled);
+  const logged: unknown[] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => void logged.push(...args);
+  try {
+    await import(path.resolve("dist/readme.run.mjs"));
+  } finally {
+    console.log = log;
+  }
+  assert.deepEqual(logged, ["hello from TypeScript"]);
+});
 
 test("pages through a listing at one revision, then deletes the prefix", async () => {
   const kv = connect(url, token);

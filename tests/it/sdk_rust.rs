@@ -454,3 +454,19 @@ async fn a_service_registers_keys_under_one_lease() {
         .await;
     problem(gone, 404).await;
 }
+
+// The README's Rust example, compiled here as it is written there.
+include!("../../clients/rust/readme_example.rs");
+
+#[tokio::test]
+async fn the_readme_example_runs_as_written() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../clients/rust/readme_example.rs");
+    assert!(
+        readme.contains(&format!("```rust\n{example}```")),
+        "README shows clients/rust/readme_example.rs as it is"
+    );
+    let server = TestServer::start(&[]).await;
+    let said = hello(&server.url("")).await.expect("the example runs");
+    assert_eq!(said, "hello from Rust");
+}
