@@ -15,15 +15,23 @@ use crate::failure::{Failure, chain};
 pub enum Patience {
     /// At most `--timeout`.
     Bounded,
-    /// As long as the server takes: a watch, a wait in a lock's line, a
-    /// snapshot.
+    /// As long as the server takes: a wait in a lock's line.
     Unbounded,
+    /// A stream (a watch, a snapshot): as long as it goes on, but given up
+    /// once nothing at all has arrived for `STREAM_SILENCE`, longer than a
+    /// watch goes without a heartbeat.
+    Streaming,
 }
+
+/// How long a stream may be silent before kvctl takes its connection for
+/// dead (a watch's heartbeat comes every 15 to 30 s by default).
+pub const STREAM_SILENCE: Duration = Duration::from_secs(75);
 
 pub struct Endpoints {
     urls: Vec<String>,
     bounded: Vec<Client>,
     unbounded: Vec<Client>,
+    streaming: Vec<Client>,
     /// The endpoint that answered last, tried first next time.
     current: AtomicUsize,
 }
@@ -36,17 +44,23 @@ impl Endpoints {
         let bounded = connection
             .endpoints
             .iter()
-            .map(|url| client(connection, url, Some(connection.timeout)))
+            .map(|url| client(connection, url, Patience::Bounded))
             .collect::<Result<_, _>>()?;
         let unbounded = connection
             .endpoints
             .iter()
-            .map(|url| client(connection, url, None))
+            .map(|url| client(connection, url, Patience::Unbounded))
+            .collect::<Result<_, _>>()?;
+        let streaming = connection
+            .endpoints
+            .iter()
+            .map(|url| client(connection, url, Patience::Streaming))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             urls: connection.endpoints.clone(),
             bounded,
             unbounded,
+            streaming,
             current: AtomicUsize::new(0),
         })
     }
@@ -63,6 +77,7 @@ impl Endpoints {
         let clients = match patience {
             Patience::Bounded => &self.bounded,
             Patience::Unbounded => &self.unbounded,
+            Patience::Streaming => &self.streaming,
         };
         let first = self.current.load(Ordering::Relaxed);
         let mut why = Vec::new();
@@ -83,11 +98,7 @@ impl Endpoints {
     }
 }
 
-fn client(
-    connection: &Connection,
-    url: &str,
-    timeout: Option<Duration>,
-) -> Result<Client, Failure> {
+fn client(connection: &Connection, url: &str, patience: Patience) -> Result<Client, Failure> {
     let mut headers = HeaderMap::new();
     if let Some(token) = &connection.token {
         let mut value = HeaderValue::try_from(format!("Bearer {token}"))
@@ -98,9 +109,11 @@ fn client(
     let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(connection.timeout);
-    if let Some(timeout) = timeout {
-        builder = builder.timeout(timeout);
-    }
+    builder = match patience {
+        Patience::Bounded => builder.timeout(connection.timeout),
+        Patience::Unbounded => builder,
+        Patience::Streaming => builder.read_timeout(STREAM_SILENCE),
+    };
     if let Some(path) = &connection.cacert {
         let pem = read(path)?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)

@@ -15,7 +15,8 @@ Exit codes:
   4  a condition failed: If-Match, a fence, a lock wait that ran out (412, 409, 423)
   5  unreachable: no endpoint could be connected to
   6  lock lost while its command ran (kvctl lock)
-  `kvctl lock NAME -- CMD` exits with CMD's own code when CMD ran to its end.";
+  `kvctl lock NAME -- CMD` exits with CMD's own code when CMD ran to its end,
+  127 if CMD could not be started, 128+N if kvctl got signal N while waiting.";
 
 #[derive(Debug)]
 pub enum Failure {
@@ -29,6 +30,13 @@ pub enum Failure {
     Unreachable(String),
     /// The lock was lost while its command ran.
     LockLost(String),
+    /// The command to run under a lock could not be started.
+    NotRun(String),
+    /// A signal (this number) arrived before the work was done.
+    Interrupted(i32),
+    /// Standard output was closed by its reader (`kvctl watch | head -1`):
+    /// nothing more is wanted, which is no error.
+    OutputClosed,
     /// A mistake in what was asked, found after parsing.
     Usage(String),
     /// Anything else: a file, a broken connection, an answer not understood.
@@ -47,6 +55,9 @@ impl Failure {
             Failure::Usage(_) => 2,
             Failure::Unreachable(_) => 5,
             Failure::LockLost(_) => 6,
+            Failure::NotRun(_) => 127,
+            Failure::OutputClosed => 0,
+            Failure::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
         }
     }
 
@@ -112,6 +123,9 @@ impl fmt::Display for Failure {
             }
             Failure::Unreachable(why) => write!(f, "no endpoint could be reached ({why})"),
             Failure::LockLost(why) => write!(f, "lock lost: {why}"),
+            Failure::NotRun(why) => write!(f, "cannot run {why}"),
+            Failure::Interrupted(signal) => write!(f, "stopped by signal {signal}"),
+            Failure::OutputClosed => f.write_str("standard output was closed"),
             Failure::Usage(why) | Failure::Local(why) => f.write_str(why),
         }
     }
@@ -119,6 +133,9 @@ impl fmt::Display for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
-        Failure::Local(error.to_string())
+        match error.kind() {
+            std::io::ErrorKind::BrokenPipe => Failure::OutputClosed,
+            _ => Failure::Local(error.to_string()),
+        }
     }
 }

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
 }
 
 fn report(failure: &Failure) -> ExitCode {
-    eprintln!("kvctl: {failure}");
+    if !matches!(failure, Failure::OutputClosed) {
+        eprintln!("kvctl: {failure}");
+    }
     ExitCode::from(failure.exit_code())
 }

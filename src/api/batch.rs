@@ -96,7 +96,7 @@ pub const CONFLICT: ErrorDoc = ErrorDoc {
     example: (
         "batch-failed",
         "Batch failed",
-        "operation 2 (CAS on \"config/db\") failed: nothing was applied",
+        "a CAS operation failed; no operation was applied",
     ),
 };
 

@@ -113,7 +113,7 @@ pub const LOCK_TIMED_OUT: ErrorDoc = ErrorDoc {
     example: (
         "wait-timed-out",
         "Wait timed out",
-        "lock \"jobs\" was not free within 60s",
+        "the wait ran out before it was this request's turn; it left the line",
     ),
 };
 pub const LEASE_GONE: ErrorDoc = ErrorDoc {
@@ -132,7 +132,7 @@ pub const CONTENDER_LOST: ErrorDoc = ErrorDoc {
     example: (
         "contender-lost",
         "Contender lost",
-        "the request's key jobs/c1 was deleted while it waited in line",
+        "key \"jobs/694d7c2a5b1e3f01\" was deleted while it waited in line (by hand, or its lease ended)",
     ),
 };
 

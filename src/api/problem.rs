@@ -477,7 +477,7 @@ pub const FENCE_LOST: ErrorDoc = ErrorDoc {
     example: (
         "fence-lost",
         "Fence lost",
-        "lock \"jobs\" is not held with token 41",
+        "lock or election \"jobs\" is not held with token 41 (released, lost with its lease, or taken since); nothing was written",
     ),
 };
 pub const REQUEST_TIMEOUT: ErrorDoc = ErrorDoc {
@@ -486,7 +486,7 @@ pub const REQUEST_TIMEOUT: ErrorDoc = ErrorDoc {
     example: (
         "request-timeout",
         "Request timeout",
-        "the request body stopped arriving for 10s",
+        "the request body stopped arriving for longer than --body-timeout",
     ),
 };
 pub const TOO_LARGE: ErrorDoc = ErrorDoc {
@@ -504,7 +504,7 @@ pub const UNSUPPORTED_MEDIA_TYPE: ErrorDoc = ErrorDoc {
     example: (
         "unsupported-media-type",
         "Unsupported media type",
-        "the body must be application/json, not text/plain",
+        "Content-Type \"text/plain\" is not accepted here; send Content-Type: application/json",
     ),
 };
 pub const UNAVAILABLE: ErrorDoc = ErrorDoc {
@@ -517,7 +517,7 @@ pub const UNAVAILABLE: ErrorDoc = ErrorDoc {
     example: (
         "shutting-down",
         "Shutting down",
-        "the server is shutting down: nothing was written",
+        "the server is stopping; nothing was written, retry",
     ),
 };
 pub const INSUFFICIENT_STORAGE: ErrorDoc = ErrorDoc {
@@ -535,7 +535,7 @@ pub const UNAUTHORIZED: ErrorDoc = ErrorDoc {
     example: (
         "unauthorized",
         "Unauthorized",
-        "send an Authorization: Bearer token this server knows",
+        "this server needs `Authorization: Bearer <token>`",
     ),
 };
 pub const FORBIDDEN: ErrorDoc = ErrorDoc {
@@ -554,7 +554,7 @@ pub const TOO_MANY_REQUESTS: ErrorDoc = ErrorDoc {
     example: (
         "rate-limited",
         "Too many requests",
-        "more than 1000 requests a second from 127.0.0.1: retry after 1 s",
+        "rate limit exceeded; retry in 1 s",
     ),
 };
 

@@ -171,7 +171,7 @@ pub const UNAVAILABLE: ErrorDoc = ErrorDoc {
     example: (
         "too-many-watches",
         "Too many watches",
-        "the server holds its most watch streams (10000): retry later",
+        "the server holds its most watch streams (10000); retry later",
     ),
 };
 

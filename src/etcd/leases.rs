@@ -4,11 +4,12 @@
 //! the leases kv-store makes for keys' own TTLs carry a tag in their id,
 //! so a key's `lease` never shows one and a listing skips them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{GetOptions, KeyValue, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
 use super::{EtcdStore, Failure, revision};
@@ -20,6 +21,9 @@ use crate::domain::{
 /// ("kv"): an id a client is given never has them.
 const TTL_TAG: u64 = 0x6b76 << TAG_SHIFT;
 const TAG_SHIFT: u32 = 47;
+
+/// How many TTL leases a listing reads from etcd at once.
+const TTL_READS: usize = 16;
 
 /// Whether `id` is a lease kv-store granted for a key's own TTL.
 pub(super) fn for_a_ttl(id: u64) -> bool {
@@ -224,29 +228,33 @@ impl EtcdStore {
     }
 
     /// When the TTL leases of `kvs` run out, one etcd call per lease (keys
-    /// with the same TTL share one): a listing shows each key's TTL as the
-    /// memory store's does. A lease etcd no longer has gives none.
-    pub(super) async fn ttl_deadlines(&self, kvs: &[&KeyValue]) -> HashMap<i64, Instant> {
-        let mut deadlines = HashMap::new();
-        for kv in kvs {
-            let id = kv.lease();
-            let for_a_ttl = u64::try_from(id).is_ok_and(for_a_ttl);
-            if !for_a_ttl || deadlines.contains_key(&id) {
-                continue;
-            }
-            let answer = self
-                .call(|| {
-                    let mut lease = self.inner.client.lease_client();
-                    async move { lease.time_to_live(id, None).await }
-                })
-                .await;
-            if let Ok(answer) = answer
-                && let Ok(ttl) = u64::try_from(answer.ttl())
-            {
-                deadlines.insert(id, Instant::now() + Duration::from_secs(ttl));
-            }
-        }
-        deadlines
+    /// written together with one TTL share one), at most `TTL_READS` at a
+    /// time: a listing shows each key's TTL as the memory store's does. A
+    /// lease etcd no longer has is one about to take its keys: it shows the
+    /// least TTL, never none (which would read as a key that never expires).
+    pub(super) async fn ttl_deadlines(
+        &self,
+        kvs: &[&KeyValue],
+    ) -> Result<HashMap<i64, Instant>, Failure> {
+        let ids: HashSet<i64> = kvs
+            .iter()
+            .map(|kv| kv.lease())
+            .filter(|id| u64::try_from(*id).is_ok_and(for_a_ttl))
+            .collect();
+        futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let answer = self
+                    .call(|| {
+                        let mut lease = self.inner.client.lease_client();
+                        async move { lease.time_to_live(id, None).await }
+                    })
+                    .await?;
+                let left = u64::try_from(answer.ttl()).unwrap_or(0);
+                Ok((id, Instant::now() + Duration::from_secs(left)))
+            })
+            .buffer_unordered(TTL_READS)
+            .try_collect()
+            .await
     }
 
     pub async fn lease(&self, id: LeaseId, keys: bool) -> Result<LeaseState, LeaseError> {

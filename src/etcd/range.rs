@@ -65,7 +65,10 @@ impl EtcdStore {
             bytes += size;
             entries.push(kv);
         }
-        let deadlines = self.ttl_deadlines(&entries).await;
+        let deadlines = self
+            .ttl_deadlines(&entries)
+            .await
+            .map_err(|failure| self.range_error(failure, request.at))?;
         let entries = entries
             .into_iter()
             .map(|kv| {

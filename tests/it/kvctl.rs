@@ -485,7 +485,9 @@ async fn export_then_import_carries_values_ttls_and_leases() {
         values,
         [("x/leased", "l"), ("x/plain", "p"), ("x/ttl", "t")]
     );
+    // The lease keeps its id where it is free.
     let lease = listed[0]["lease"].as_str().expect("x/leased is on a lease");
+    assert_eq!(lease, "00000000000000c1");
     let lease_ttl = json(to.get(&format!("/leases/{lease}")).await).await["ttl"]
         .as_u64()
         .expect("the new lease's ttl");
@@ -544,13 +546,17 @@ async fn lock_runs_a_command_with_its_token_and_passes_on_its_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_held_lock_makes_a_try_lock_exit_4_and_a_lost_one_stops_the_command() {
+async fn a_held_lock_makes_a_try_lock_exit_4_and_a_lost_one_stops_all_its_command_started() {
     let server = TestServer::start(&[]).await;
     let kv = Kvctl::at(&server);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("pid");
     let mut line = watch_keys(&server, &json!({"prefixes": ["busy/"]})).await;
     line.snapshot().await;
+    // The command starts a process of its own and waits for it.
+    let script = format!("sleep 600 & echo $! > {}; wait", pid_file.display());
     let holder = kv
-        .command(&["lock", "busy", "--ttl", "30", "--", "sleep", "600"])
+        .command(&["lock", "busy", "--ttl", "30", "--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -560,8 +566,8 @@ async fn a_held_lock_makes_a_try_lock_exit_4_and_a_lost_one_stops_the_command() 
     let stderr = kv.fails(&["lock", "busy", "--wait", "0", "--", "true"], 4);
     assert!(stderr.contains("423"), "{stderr}");
 
-    // Someone deletes the holder's key: the lock is lost, the command is
-    // stopped and kvctl says so.
+    // Someone deletes the holder's key: the lock is lost, everything the
+    // command started is stopped, and kvctl says so.
     assert!(
         server
             .delete(&joined.key().replace('/', "%2F"))
@@ -576,4 +582,81 @@ async fn a_held_lock_makes_a_try_lock_exit_4_and_a_lost_one_stops_the_command() 
         .into();
     assert_eq!(ran.code, Some(6), "{ran:?}");
     assert!(ran.stderr.contains("lock lost"), "{ran:?}");
+    let pid = std::fs::read_to_string(&pid_file).expect("the command wrote its child's pid");
+    assert!(
+        !running(pid.trim()),
+        "the command's own child {pid} outlived the lock"
+    );
+}
+
+/// Whether a process runs (a zombie, ended but not yet reaped, does not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_waits_in_line_longer_than_its_ttl_and_passes_on_ctrl_c() {
+    let server = TestServer::start(&[]).await;
+    let kv = Kvctl::at(&server);
+    let mut line = watch_keys(&server, &json!({"prefixes": ["slow/"]})).await;
+    line.snapshot().await;
+    // The holder holds for 3 s, three times the waiter's TTL: the waiter's
+    // lease is kept alive while it waits, so it keeps its place.
+    let holder = kv
+        .command(&["lock", "slow", "--ttl", "1", "--", "sleep", "3"])
+        .spawn()
+        .expect("kvctl lock starts");
+    assert_eq!(line.next().await.expect("the holder joins").event, "put");
+    let waiter = kv
+        .command(&["lock", "slow", "--ttl", "1", "--", "echo", "my turn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the waiter starts");
+    let ran: Ran = tokio::task::spawn_blocking(move || waiter.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("the waiter ends")
+        .into();
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (Some(0), "my turn\n"),
+        "{ran:?}"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut holder = holder;
+        holder.wait()
+    })
+    .await
+    .expect("joined")
+    .expect("the holder ends");
+
+    // Ctrl-C (SIGINT to kvctl) goes to the command, and the lock is
+    // released once it has ended.
+    let mut line = watch_keys(&server, &json!({"prefixes": ["slow/"]})).await;
+    let (before, _) = line.snapshot().await;
+    assert!(before.iter().all(|key| key.value().is_none()), "the line is empty");
+    let held = kv
+        .command(&["lock", "slow", "--", "sleep", "600"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvctl lock starts");
+    assert_eq!(line.next().await.expect("it joins").event, "put");
+    let pid = i32::try_from(held.id()).expect("a pid");
+    // SAFETY: kill(2) sends a signal to the kvctl this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let ran: Ran = tokio::task::spawn_blocking(move || held.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("kvctl lock ends")
+        .into();
+    assert_eq!(ran.code, Some(130), "sleep ended by SIGINT: {ran:?}");
+    kv.ok(&["lock", "slow", "--wait", "0", "--", "true"]);
 }

@@ -66,7 +66,14 @@ pub async fn run(
     page_size: u64,
 ) -> Result<(), Failure> {
     let local = |error: std::io::Error| Failure::Local(format!("writing the export: {error}"));
-    let mut out: Box<dyn Write> = match file {
+    // A file is written beside its name and takes it only once whole, so
+    // an export that fails leaves an older one as it was.
+    let partial = file.map(|path| {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        std::path::PathBuf::from(partial)
+    });
+    let mut out: Box<dyn Write> = match &partial {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
                 .map_err(|error| Failure::Local(format!("{}: {error}", path.display())))?,
@@ -143,7 +150,12 @@ pub async fn run(
         },
     )?;
     out.flush().map_err(local)?;
-    let Some(path) = file else { return Ok(()) };
+    drop(out);
+    let (Some(path), Some(partial)) = (file, partial) else {
+        return Ok(());
+    };
+    std::fs::rename(&partial, path)
+        .map_err(|error| Failure::Local(format!("{}: {error}", path.display())))?;
     let name = path.display().to_string();
     match ctx.output {
         Output::Json => {

@@ -1,12 +1,15 @@
 //! `kvctl import [FILE]`: the keys of an export, written in atomic batches.
 //! The whole file is checked first (its first and last lines, and that the
 //! last line's counts match), so a file cut short writes nothing. Leases
-//! are granted anew with the time they had left, and their keys put on
-//! the new ones; a key whose lease had ended by the export is left out.
+//! are granted anew with the time they had left (under their old ids where
+//! those are free) and kept alive while the import runs, and their keys
+//! put on them; a key whose lease had ended by the export is left out.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kv_store_client::types::{BatchOp, GrantRequest, Method};
@@ -28,25 +31,15 @@ enum Line {
 }
 
 pub async fn run(ctx: &Ctx, file: Option<&Path>, batch_size: u64) -> Result<(), Failure> {
-    let text = read_input(file).await?;
-    let (keys, leases) = check(&text)?;
-    let mut granted = HashMap::new();
-    for lease in &leases {
-        let request = GrantRequest {
-            id: None,
-            ttl: NonZeroU64::new(lease.ttl).unwrap_or(NonZeroU64::MIN),
-        };
-        let new = ctx
-            .endpoints
-            .call(Patience::Bounded, async |client| {
-                client.grant_lease(&request).await
-            })
-            .await?
-            .into_inner();
-        granted.insert(lease.lease.as_str(), new.id);
-    }
-    let progress =
-        ProgressBar::with_draw_target(Some(keys.len() as u64), ProgressDrawTarget::stderr());
+    // A file is read twice (checked whole, then written) and never held;
+    // standard input, which cannot be read twice, is held in memory.
+    let input = match file {
+        Some(path) if path != Path::new("-") => Input::File(path.to_owned()),
+        _ => Input::Text(read_input(None).await?),
+    };
+    let (keys, leases) = check(input.lines()?)?;
+    let mut leases = grant(ctx, &leases).await?;
+    let progress = ProgressBar::with_draw_target(Some(keys), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} keys {per_sec} {eta}") {
         progress.set_style(style);
     }
@@ -54,10 +47,14 @@ pub async fn run(ctx: &Ctx, file: Option<&Path>, batch_size: u64) -> Result<(), 
     let mut skipped = 0u64;
     let mut batch = Vec::new();
     let size = usize::try_from(batch_size).unwrap_or(usize::MAX);
-    for key in &keys {
+    for line in input.lines()? {
+        let line = line?;
+        let Ok(Line::Key(key)) = serde_json::from_str::<Line>(&line) else {
+            continue;
+        };
         let lease = match &key.lease {
-            Some(old) => match granted.get(old.as_str()) {
-                Some(new) => Some(parse("lease", new)?),
+            Some(old) => match leases.get(old.as_str()) {
+                Some(lease) => Some(parse("lease", &lease.id)?),
                 None => {
                     skipped += 1;
                     continue;
@@ -68,7 +65,7 @@ pub async fn run(ctx: &Ctx, file: Option<&Path>, batch_size: u64) -> Result<(), 
         batch.push(BatchOp {
             method: Method::Put,
             key: parse("key", &key.key)?,
-            value: Some(key.value.clone()),
+            value: Some(key.value),
             ttl: key.ttl.and_then(NonZeroU64::new),
             lease,
             expected: None,
@@ -76,11 +73,12 @@ pub async fn run(ctx: &Ctx, file: Option<&Path>, batch_size: u64) -> Result<(), 
         if batch.len() == size {
             written += send(ctx, &mut batch, written).await?;
             progress.set_position(written + skipped);
+            keep_alive(ctx, &mut leases).await?;
         }
     }
     written += send(ctx, &mut batch, written).await?;
     progress.finish_and_clear();
-    let leases = granted.len();
+    let leases = leases.len();
     match ctx.output {
         Output::Json => {
             output::json(&json!({"keys": written, "leases": leases, "skipped": skipped}))
@@ -99,15 +97,97 @@ pub async fn run(ctx: &Ctx, file: Option<&Path>, batch_size: u64) -> Result<(), 
     }
 }
 
-/// The export's keys and leases, once the whole file has been found sound.
-fn check(text: &str) -> Result<(Vec<KeyLine>, Vec<LeaseLine>), Failure> {
+/// Where the export comes from.
+enum Input {
+    File(PathBuf),
+    Text(String),
+}
+
+impl Input {
+    fn lines(&self) -> Result<Box<dyn Iterator<Item = Result<String, Failure>> + '_>, Failure> {
+        match self {
+            Input::File(path) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|error| Failure::Local(format!("{}: {error}", path.display())))?;
+                Ok(Box::new(BufReader::new(file).lines().map(move |line| {
+                    line.map_err(|error| Failure::Local(format!("{}: {error}", path.display())))
+                })))
+            }
+            Input::Text(text) => Ok(Box::new(text.lines().map(|line| Ok(line.to_owned())))),
+        }
+    }
+}
+
+/// A lease of the export as granted here: its id, its TTL, and when it
+/// was last renewed.
+struct Granted {
+    id: String,
+    ttl: Duration,
+    renewed: Instant,
+}
+
+/// Grants each lease with the time it had left, under its old id when
+/// that is free here.
+async fn grant(ctx: &Ctx, leases: &[LeaseLine]) -> Result<HashMap<String, Granted>, Failure> {
+    let mut granted = HashMap::new();
+    for lease in leases {
+        let ttl = NonZeroU64::new(lease.ttl).unwrap_or(NonZeroU64::MIN);
+        let same = GrantRequest {
+            id: Some(parse("lease", &lease.lease)?),
+            ttl,
+        };
+        let renewed = Instant::now();
+        let answer = ctx
+            .endpoints
+            .call(Patience::Bounded, async |client| {
+                client.grant_lease(&same).await
+            })
+            .await;
+        let new = match answer {
+            Ok(new) => new,
+            Err(Failure::Refused { status: 409, .. }) => {
+                let any = GrantRequest { id: None, ttl };
+                ctx.endpoints
+                    .call(Patience::Bounded, async |client| {
+                        client.grant_lease(&any).await
+                    })
+                    .await?
+            }
+            Err(failure) => return Err(failure),
+        };
+        let id = new.into_inner().id;
+        let ttl = Duration::from_secs(ttl.get());
+        granted.insert(lease.lease.clone(), Granted { id, ttl, renewed });
+    }
+    Ok(granted)
+}
+
+/// Keeps alive the leases a third of whose TTL has passed, so that none
+/// runs out while its keys are still being written.
+async fn keep_alive(ctx: &Ctx, leases: &mut HashMap<String, Granted>) -> Result<(), Failure> {
+    for lease in leases.values_mut() {
+        if lease.renewed.elapsed() < lease.ttl / 3 {
+            continue;
+        }
+        let id = parse("lease", &lease.id)?;
+        lease.renewed = Instant::now();
+        ctx.endpoints
+            .call(Patience::Bounded, async |client| {
+                client.keep_lease_alive(&id).await
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many keys the export holds, and its leases, once the whole of it
+/// has been found sound.
+fn check(
+    mut lines: impl Iterator<Item = Result<String, Failure>>,
+) -> Result<(u64, Vec<LeaseLine>), Failure> {
     let bad = |why: String| Failure::Local(format!("not an export kvctl can import: {why}"));
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty());
-    let header: Header = match lines.next() {
-        Some((_, line)) => serde_json::from_str(line)
+    let header: Header = match lines.next().transpose()? {
+        Some(line) => serde_json::from_str(&line)
             .map_err(|error| bad(format!("line 1 is not an export's header: {error}")))?,
         None => return Err(bad("the file is empty".to_owned())),
     };
@@ -117,31 +197,32 @@ fn check(text: &str) -> Result<(Vec<KeyLine>, Vec<LeaseLine>), Failure> {
             header.kv_store_export
         )));
     }
-    let mut keys = Vec::new();
+    let mut keys = 0u64;
     let mut leases = Vec::new();
     let mut end: Option<End> = None;
-    for (at, line) in lines {
-        if end.is_some() {
-            return Err(bad(format!("line {} follows the last line", at + 1)));
+    for (at, line) in lines.enumerate() {
+        let (at, line) = (at + 2, line?);
+        if line.trim().is_empty() {
+            continue;
         }
-        if let Ok(last) = serde_json::from_str::<End>(line) {
+        if end.is_some() {
+            return Err(bad(format!("line {at} follows the last line")));
+        }
+        if let Ok(last) = serde_json::from_str::<End>(&line) {
             end = Some(last);
             continue;
         }
-        match serde_json::from_str(line)
-            .map_err(|error| bad(format!("line {}: {error}", at + 1)))?
-        {
-            Line::Key(key) => keys.push(key),
+        match serde_json::from_str(&line).map_err(|error| bad(format!("line {at}: {error}")))? {
+            Line::Key(_) => keys += 1,
             Line::Lease(lease) => leases.push(lease),
         }
     }
     let end = end.ok_or_else(|| bad("it was cut short (no last line)".to_owned()))?;
-    if !end.end || end.keys != keys.len() as u64 || end.leases != leases.len() as u64 {
+    if !end.end || end.keys != keys || end.leases != leases.len() as u64 {
         return Err(bad(format!(
-            "its last line counts {} keys and {} leases, the file holds {} and {}",
+            "its last line counts {} keys and {} leases, the file holds {keys} and {}",
             end.keys,
             end.leases,
-            keys.len(),
             leases.len()
         )));
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use kv_store_client::types::{GrantRequest, Lease as LeaseState};
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{Ctx, parse};
 use crate::cli::{Lease, Output};
@@ -117,28 +118,28 @@ fn show(ctx: &Ctx, lease: &LeaseState) -> Result<(), Failure> {
     }
 }
 
-/// Keeps the lease alive a third of its TTL apart, until interrupted or
-/// the lease is gone (exit 3).
+/// Keeps the lease alive until interrupted; exit 3 once it is gone. A
+/// renewal that fails is tried again until the lease could run out.
 async fn keep_alive(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     let id_arg = parse("lease", id)?;
-    loop {
-        let kept = ctx
-            .endpoints
-            .call(Patience::Bounded, async |client| {
-                client.keep_lease_alive(&id_arg).await
-            })
-            .await?
-            .into_inner();
-        match ctx.output {
-            Output::Json => output::json(&json!({"lease": kept.id, "ttl": kept.ttl}))?,
-            Output::Simple | Output::Table => {
-                output::line(&format!("lease {} kept alive, ttl {}", kept.id, kept.ttl))?
-            }
+    let sent = Instant::now();
+    let kept = ctx
+        .endpoints
+        .call(Patience::Bounded, async |client| {
+            client.keep_lease_alive(&id_arg).await
+        })
+        .await?
+        .into_inner();
+    let show = |ttl: u64| match ctx.output {
+        Output::Json => output::json(&json!({"lease": id_arg.as_str(), "ttl": ttl})),
+        Output::Simple | Output::Table => {
+            output::line(&format!("lease {} kept alive, ttl {ttl}", id_arg.as_str()))
         }
-        let pause = Duration::from_secs(kept.ttl.max(1)) / 3;
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
+    };
+    show(kept.ttl)?;
+    let ttl = Duration::from_secs(kept.ttl.max(1));
+    tokio::select! {
+        stopped = super::keep_alive::keep_alive(ctx, &id_arg, ttl, sent + ttl, show) => Err(stopped),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

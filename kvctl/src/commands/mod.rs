@@ -5,6 +5,7 @@ mod del;
 mod export;
 mod get;
 mod import;
+mod keep_alive;
 mod lease;
 mod lock;
 mod ls;

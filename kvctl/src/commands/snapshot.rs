@@ -34,7 +34,7 @@ struct Header {
 pub async fn save(ctx: &Ctx, file: &Path) -> Result<(), Failure> {
     let answer = ctx
         .endpoints
-        .call(Patience::Unbounded, async |client| client.backup().await)
+        .call(Patience::Streaming, async |client| client.backup().await)
         .await?;
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");

@@ -3,6 +3,7 @@
 //! last event's id, so the server replays what was missed: nothing is lost
 //! or printed twice.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -63,6 +64,9 @@ pub async fn run(ctx: &Ctx, watch: Watch) -> Result<(), Failure> {
     };
     let mut delivered = 0;
     let mut retry = FIRST_RETRY;
+    // Snapshot events already printed: a stream cut before its `sync` is
+    // opened again for a whole new snapshot, and those are not printed twice.
+    let mut shown = HashSet::new();
     loop {
         if watch.count.is_some_and(|count| delivered >= count) {
             return Ok(());
@@ -74,32 +78,26 @@ pub async fn run(ctx: &Ctx, watch: Watch) -> Result<(), Failure> {
         };
         let opened = ctx
             .endpoints
-            .call(Patience::Unbounded, async |client| {
+            .call(Patience::Streaming, async |client| {
                 client.watch_keys(since, last_event_id, &body).await
             })
             .await;
-        let stream = match opened {
-            Ok(answer) => answer.into_inner(),
-            // The server refused the watch (410: the history no longer
-            // reaches back; 403; ...): trying again would not change that.
-            Err(failure @ Failure::Refused { .. }) => return Err(failure),
-            Err(failure) => {
-                eprintln!("kvctl: watch: {failure}; trying again in {retry:?}");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LAST_RETRY);
-                continue;
-            }
-        };
-        retry = FIRST_RETRY;
-        let mut parser = Parser::default();
-        let mut stream = stream.into_inner();
-        loop {
-            match stream.next().await {
-                Some(Ok(chunk)) => {
+        let mut heard = false;
+        match opened {
+            Ok(answer) => {
+                let mut parser = Parser::default();
+                let mut stream = answer.into_inner().into_inner();
+                let why = loop {
+                    let chunk = match stream.next().await {
+                        Some(Ok(chunk)) => chunk,
+                        Some(Err(error)) => break format!("watch cut ({})", chain(&error)),
+                        None => break "watch ended by the server".to_owned(),
+                    };
+                    heard = true;
                     for event in parser.push(&chunk) {
                         match event.name.as_str() {
                             "snapshot" => {
-                                if watch.snapshot {
+                                if watch.snapshot && shown.insert(event.data.clone()) {
                                     deliver(ctx, &watch.exec, &event).await?;
                                 }
                             }
@@ -120,16 +118,29 @@ pub async fn run(ctx: &Ctx, watch: Watch) -> Result<(), Failure> {
                             }
                         }
                     }
-                }
-                Some(Err(error)) => {
-                    eprintln!("kvctl: watch cut ({}); resuming", chain(&error));
-                    break;
-                }
-                None => {
-                    eprintln!("kvctl: watch ended by the server; resuming");
-                    break;
-                }
+                };
+                eprintln!("kvctl: {why}; resuming");
             }
+            // Busy (too many watches, etcd away, a rate limit): later.
+            Err(
+                failure @ Failure::Refused {
+                    status: 429 | 503, ..
+                },
+            ) => {
+                eprintln!("kvctl: watch: {failure}; trying again in {retry:?}");
+            }
+            // Refused for good (410: the history no longer reaches back;
+            // 401, 403): trying again would not change that.
+            Err(failure @ Failure::Refused { .. }) => return Err(failure),
+            Err(failure) => eprintln!("kvctl: watch: {failure}; trying again in {retry:?}"),
+        }
+        // A connection that brought something is followed at once; one
+        // that brought nothing waits longer each time.
+        if heard {
+            retry = FIRST_RETRY;
+        } else {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(LAST_RETRY);
         }
     }
 }
