@@ -33,6 +33,24 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// The flags that serve HTTPS with `server.pem` and `server.key` (see
+    /// `issue`), and with `client_ca` require client certificates this CA
+    /// signed.
+    #[allow(dead_code, reason = "not every test binary serves HTTPS")]
+    pub fn server_flags(&self, client_ca: bool) -> Vec<String> {
+        let mut flags = vec![
+            "--tls-cert".to_owned(),
+            path_str(&self.path("server.pem")).to_owned(),
+            "--tls-key".to_owned(),
+            path_str(&self.path("server.key")).to_owned(),
+        ];
+        if client_ca {
+            flags.push("--tls-client-ca".to_owned());
+            flags.push(path_str(&self.path("ca.pem")).to_owned());
+        }
+        flags
+    }
+
     /// `name.pem` and `name.key`: a server certificate for 127.0.0.1 (with
     /// `common_name`), or a client one; expired if asked.
     pub fn issue(&self, name: &str, common_name: &str, client: bool, expired: bool) {

@@ -122,6 +122,15 @@ impl Kvctl {
     }
 }
 
+/// What a kvctl started with `Kvctl::command` gave once it ended.
+async fn finish(child: std::process::Child) -> Ran {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("kvctl ends")
+        .into()
+}
+
 fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -250,20 +259,10 @@ async fn https_with_a_ca_and_a_client_certificate() {
     let pki = Pki::new();
     pki.issue("server", "kv-store", false, false);
     pki.issue("client", "kvctl", true, false);
-    let (ca, cert, key) = (
-        pki.path("ca.pem"),
-        pki.path("server.pem"),
-        pki.path("server.key"),
-    );
-    let server = TestServer::start_memory(&[
-        "--tls-cert",
-        path_str(&cert),
-        "--tls-key",
-        path_str(&key),
-        "--tls-client-ca",
-        path_str(&ca),
-    ])
-    .await;
+    let flags = pki.server_flags(true);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start_memory(&flags).await;
+    let ca = pki.path("ca.pem");
     let kv = Kvctl::endpoints(&format!("https://127.0.0.1:{}", server.addr.port()));
     let (client_cert, client_key) = (pki.path("client.pem"), pki.path("client.key"));
     let tls = [
@@ -377,11 +376,7 @@ async fn a_watch_resumes_after_a_disconnect_without_loss_or_repeat() {
                 .is_success()
         );
     }
-    let ran: Ran = tokio::task::spawn_blocking(move || watch.wait_with_output())
-        .await
-        .expect("joined")
-        .expect("kvctl watch ends")
-        .into();
+    let ran = finish(watch).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let expected: String = (0..10).map(|n| format!("put w/{n} {n}\n")).collect();
     assert_eq!(ran.stdout, expected);
@@ -575,11 +570,7 @@ async fn a_held_lock_makes_a_try_lock_exit_4_and_a_lost_one_stops_all_its_comman
             .status()
             .is_success()
     );
-    let ran: Ran = tokio::task::spawn_blocking(move || holder.wait_with_output())
-        .await
-        .expect("joined")
-        .expect("kvctl lock ends")
-        .into();
+    let ran = finish(holder).await;
     assert_eq!(ran.code, Some(6), "{ran:?}");
     assert!(ran.stderr.contains("lock lost"), "{ran:?}");
     let pid = std::fs::read_to_string(&pid_file).expect("the command wrote its child's pid");
@@ -620,11 +611,7 @@ async fn a_lock_waits_in_line_longer_than_its_ttl_and_passes_on_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the waiter starts");
-    let ran: Ran = tokio::task::spawn_blocking(move || waiter.wait_with_output())
-        .await
-        .expect("joined")
-        .expect("the waiter ends")
-        .into();
+    let ran = finish(waiter).await;
     assert_eq!(
         (ran.code, ran.stdout.as_str()),
         (Some(0), "my turn\n"),
@@ -642,7 +629,10 @@ async fn a_lock_waits_in_line_longer_than_its_ttl_and_passes_on_ctrl_c() {
     // released once it has ended.
     let mut line = watch_keys(&server, &json!({"prefixes": ["slow/"]})).await;
     let (before, _) = line.snapshot().await;
-    assert!(before.iter().all(|key| key.value().is_none()), "the line is empty");
+    assert!(
+        before.iter().all(|key| key.value().is_none()),
+        "the line is empty"
+    );
     let held = kv
         .command(&["lock", "slow", "--", "sleep", "600"])
         .stderr(Stdio::piped())
@@ -652,11 +642,7 @@ async fn a_lock_waits_in_line_longer_than_its_ttl_and_passes_on_ctrl_c() {
     let pid = i32::try_from(held.id()).expect("a pid");
     // SAFETY: kill(2) sends a signal to the kvctl this test started.
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let ran: Ran = tokio::task::spawn_blocking(move || held.wait_with_output())
-        .await
-        .expect("joined")
-        .expect("kvctl lock ends")
-        .into();
+    let ran = finish(held).await;
     assert_eq!(ran.code, Some(130), "sleep ended by SIGINT: {ran:?}");
     kv.ok(&["lock", "slow", "--wait", "0", "--", "true"]);
 }

@@ -99,20 +99,10 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     let pki = Pki::new();
     pki.issue("server", "kv-store", false, false);
     pki.issue("client", "deploy-bot", true, false);
-    let (cert, key, ca) = (
-        pki.path("server.pem"),
-        pki.path("server.key"),
-        pki.path("ca.pem"),
-    );
-    let server = TestServer::start(&[
-        "--tls-cert",
-        path_str(&cert),
-        "--tls-key",
-        path_str(&key),
-        "--tls-client-ca",
-        path_str(&ca),
-    ])
-    .await;
+    let flags = pki.server_flags(true);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start(&flags).await;
+    let ca = pki.path("ca.pem");
     let url = format!("https://127.0.0.1:{}/healthz", server.addr.port());
     let (code, _, _) = curl(&["--cacert", path_str(&ca), &url]);
     assert_ne!(code, Some(0), "no client certificate: no connection");
