@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use poem::http::{HeaderValue, header};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
@@ -90,8 +91,10 @@ impl Payload for TextValue {
 
 impl IntoResponse for TextValue {
     fn into_response(self) -> Response {
+        // A static header value: `content_type(&str)` would parse and copy
+        // it into an allocation on every GET.
         Response::builder()
-            .content_type(Self::CONTENT_TYPE)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(Self::CONTENT_TYPE))
             .body(self.0)
     }
 }
