@@ -94,7 +94,10 @@ impl IntoResponse for TextValue {
         // A static header value: `content_type(&str)` would parse and copy
         // it into an allocation on every GET.
         Response::builder()
-            .header(header::CONTENT_TYPE, HeaderValue::from_static(Self::CONTENT_TYPE))
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(Self::CONTENT_TYPE),
+            )
             .body(self.0)
     }
 }
