@@ -344,18 +344,18 @@ async fn cutting_proxy(
     (url, cut_rx)
 }
 
+/// Puts `w/N` = `N` for each N of `numbers`.
+async fn put_numbered(server: &TestServer, numbers: std::ops::Range<u32>) {
+    for n in numbers {
+        let put = server.put(&format!("w%2F{n}"), &n.to_string()).await;
+        assert!(put.status().is_success(), "PUT w/{n}: {}", put.status());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_resumes_after_a_disconnect_without_loss_or_repeat() {
     let server = TestServer::start(&[]).await;
-    for n in 0..3 {
-        assert!(
-            server
-                .put(&format!("w%2F{n}"), &n.to_string())
-                .await
-                .status()
-                .is_success()
-        );
-    }
+    put_numbered(&server, 0..3).await;
     let (proxy, cut) = cutting_proxy(server.addr).await;
     let since = server.base.to_string();
     let watch = Kvctl::endpoints(&proxy)
@@ -367,15 +367,7 @@ async fn a_watch_resumes_after_a_disconnect_without_loss_or_repeat() {
         .spawn()
         .expect("kvctl watch starts");
     cut.await.expect("the proxy cut the first connection");
-    for n in 3..10 {
-        assert!(
-            server
-                .put(&format!("w%2F{n}"), &n.to_string())
-                .await
-                .status()
-                .is_success()
-        );
-    }
+    put_numbered(&server, 3..10).await;
     let ran = finish(watch).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let expected: String = (0..10).map(|n| format!("put w/{n} {n}\n")).collect();

@@ -29,9 +29,7 @@ pub async fn run(
     } else {
         let key_arg = parse("key", key)?;
         let fence = fence.map(|fence| parse("fence", fence)).transpose()?;
-        let if_match = if_match
-            .map(|revision| parse("revision", &format!("\"{revision}\"")))
-            .transpose()?;
+        let if_match = if_match.map(super::if_match).transpose()?;
         let answer = ctx
             .endpoints
             .call(Patience::Bounded, async |client| {

@@ -139,3 +139,11 @@ where
     text.parse()
         .map_err(|error| Failure::Usage(format!("{what} {text:?}: {error}")))
 }
+
+/// `If-Match` for a revision: its entity tag, quoted as the server's ETag.
+fn if_match<T: FromStr>(revision: u64) -> Result<T, Failure>
+where
+    T::Err: std::fmt::Display,
+{
+    parse("revision", &format!("\"{revision}\""))
+}

@@ -39,7 +39,7 @@ pub async fn run(
     let lease = lease.map(|lease| parse("lease", &lease)).transpose()?;
     let fence = fence.map(|fence| parse("fence", fence)).transpose()?;
     let if_match = match condition {
-        Condition::At(revision) => Some(parse("revision", &format!("\"{revision}\""))?),
+        Condition::At(revision) => Some(super::if_match(revision)?),
         _ => None,
     };
     let if_none_match = match condition {
