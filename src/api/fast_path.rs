@@ -1,125 +1,69 @@
-//! A shortcut to the two hottest operations, past poem's router.
+//! The hottest operations in their plain shapes, for the server's hot lane.
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
-use poem::http::{HeaderName, Method, Uri, header};
-use poem::{Endpoint, IntoResponse, Request, Response};
-use poem_openapi::OperationId;
-use std::sync::Arc;
 use std::time::Duration;
+
+use poem::http::request::Parts;
+use poem::http::{HeaderMap, HeaderName, Method, Uri, header};
+use poem::{Body, IntoResponse, Response};
 
 use super::fence::IF_FENCE;
 use super::keys::{KeysApi, WriteConditions};
-use super::routes::{GET_KEY, PUT_KEY, Rules};
+use super::routes::{DELETE_KEY, GET_KEY, PUT_KEY, Route, Rules};
 use super::{Context, MAX_TTL_SECONDS};
 use crate::auth::Caller;
 use crate::backend::Backend;
 use crate::domain::Lifetime;
 
-/// Serves `GET` and `PUT /store/{key}` in their common shapes without going
-/// through poem's router and poem-openapi's per-operation dispatch, and
-/// passes every other request to `inner` (the full API).
+/// Serves `GET`, `PUT` and `DELETE /store/{key}` in their common shapes
+/// from a request's head, before any poem type is built: the server's hot
+/// lane hands over what [`Hot::of`] takes, and everything else goes to the
+/// poem application.
 ///
-/// Why: for a GET of a 100-byte value, routing a request through nested
-/// `Route`s and boxed operation endpoints cost more CPU than everything
-/// kv-store itself does (BENCHMARKS.md has the profile). This layer only
-/// extracts the path, query and headers: the answer comes from the same
-/// [`KeysApi`] methods the poem-openapi operations call, so the response is
-/// the same either way, and the spec still comes from those operations. It
-/// takes the shortcut only where extraction is trivial (a plain key segment
-/// without percent-encoding, no query but `ttl`, each header at most once
-/// and visible ASCII); anything else takes the long way, where poem-openapi
-/// parses it or answers the error.
-pub struct FastPath<E, B> {
-    inner: E,
+/// Why: for a GET of a 100-byte value, building poem's request and passing
+/// it through the middleware and the router cost more CPU than everything
+/// kv-store itself does (BENCHMARKS.md has the profile). The answer comes
+/// from the same [`KeysApi`] methods the poem-openapi operations call, so
+/// it is the same either way (a test sends the same requests both ways),
+/// and the spec still comes from those operations. The shortcut is taken
+/// only where extraction is trivial (a plain key segment without
+/// percent-encoding, no query but a PUT's `ttl`, each header at most once
+/// and visible ASCII, a PUT's body length given and within bounds);
+/// anything else takes the long way, where poem-openapi parses it or
+/// answers the error.
+pub struct FastPath<B> {
     keys: KeysApi<B>,
-    gate: Gate,
 }
 
-/// The server layer's admission rule (token, 401, rate limit), which the
-/// fast path applies to its requests itself: `inner` applies the same rule
-/// to the rest. The caller then goes to the operation as an argument
-/// rather than through the request's extensions (an allocation per
-/// request).
-pub type Gate = Arc<dyn Fn(&Request, Rules) -> Result<Option<Caller>, Box<Response>> + Send + Sync>;
-
-impl<E, B> FastPath<E, B> {
-    pub fn new(inner: E, context: Context<B>, gate: Gate) -> Self {
+impl<B: Backend> FastPath<B> {
+    pub fn new(context: Context<B>) -> Self {
         Self {
-            inner,
             keys: KeysApi(context),
-            gate,
         }
     }
-}
 
-impl<E: Endpoint, B: Backend> Endpoint for FastPath<E, B> {
-    type Output = Response;
-
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn keeps a second copy of the request (472 bytes) in its future"
-    )]
-    fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
-        async move {
-            let (mut response, operation, caller) = match *req.method() {
-                Method::GET => {
-                    let Some(get) = Get::of(&req) else {
-                        return self.long_way(req).await;
-                    };
-                    let caller = match (self.gate)(&req, GET_KEY.rules()) {
-                        Ok(caller) => caller.unwrap_or(Caller::Anyone),
-                        Err(answer) => return Ok(*answer),
-                    };
-                    let answer = self
-                        .keys
-                        .get(&caller, get.key, get.if_none_match, get.if_match)
-                        .await;
-                    (respond(answer), GET_KEY.operation, caller)
-                }
-                Method::PUT => {
-                    let Some(put) = Put::of(&req) else {
-                        return self.long_way(req).await;
-                    };
-                    let conditions = WriteConditions {
-                        if_match: put.if_match.as_deref(),
-                        if_none_match: put.if_none_match.as_deref(),
-                        if_fence: put.if_fence.as_deref(),
-                    };
-                    let caller = match (self.gate)(&req, PUT_KEY.rules()) {
-                        Ok(caller) => caller.unwrap_or(Caller::Anyone),
-                        Err(answer) => return Ok(*answer),
-                    };
-                    let body = req.take_body();
-                    let answer = self
-                        .keys
-                        .put(&caller, &put.key, put.lifetime(), conditions, body)
-                        .await;
-                    (respond(answer), PUT_KEY.operation, caller)
-                }
-                _ => return self.long_way(req).await,
-            };
-            // What poem-openapi sets on its operations' answers, for the metrics.
-            response.set_data(OperationId(operation));
-            // Who asked, for the access log (as the admission layer does).
-            if let Caller::Token(_) = caller {
-                response.set_data(caller);
+    /// The answer to `hot`, asked by `caller` (admitted by the server),
+    /// success or problem. `body` is a PUT's value.
+    pub async fn answer(&self, hot: Hot<'_>, caller: &Caller, body: Body) -> Response {
+        match hot {
+            Hot::Get {
+                key,
+                if_none_match,
+                if_match,
+            } => respond(self.keys.get(caller, key, if_none_match, if_match).await),
+            Hot::Put {
+                key,
+                ttl,
+                conditions,
+            } => {
+                let lifetime = Lifetime::from_ttl(ttl.map(Duration::from_secs));
+                respond(self.keys.put(caller, key, lifetime, conditions, body).await)
             }
-            Ok(response)
+            Hot::Delete {
+                key,
+                if_match,
+                if_fence,
+            } => respond(self.keys.delete(caller, key, if_match, if_fence).await),
         }
-    }
-}
-
-impl<E: Endpoint, B: Backend> FastPath<E, B> {
-    /// Boxed: the full API's future (3 KB) would otherwise size the future
-    /// of every request, fast ones too, and a request's future is moved
-    /// whole into its task.
-    fn long_way(&self, req: Request) -> BoxFuture<'_, poem::Result<Response>> {
-        Box::pin(
-            self.inner
-                .call(req)
-                .map(|result| result.map(IntoResponse::into_response)),
-        )
     }
 }
 
@@ -128,49 +72,84 @@ fn respond<T: IntoResponse, E: IntoResponse>(answer: Result<T, E>) -> Response {
     answer.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
-/// A GET the fast path takes, extracted.
-struct Get<'a> {
-    key: &'a str,
-    if_none_match: Option<&'a str>,
-    if_match: Option<&'a str>,
+/// A request the fast path takes, extracted from its head.
+pub enum Hot<'a> {
+    Get {
+        key: &'a str,
+        if_none_match: Option<&'a str>,
+        if_match: Option<&'a str>,
+    },
+    Put {
+        key: &'a str,
+        ttl: Option<u64>,
+        conditions: WriteConditions<'a>,
+    },
+    Delete {
+        key: &'a str,
+        if_match: Option<&'a str>,
+        if_fence: Option<&'a str>,
+    },
 }
 
-impl<'a> Get<'a> {
-    fn of(req: &'a Request) -> Option<Self> {
-        if req.uri().query().is_some() {
-            return None;
+impl<'a> Hot<'a> {
+    /// `head` if the fast path takes it; `None`: the long way. A PUT is
+    /// taken only with a Content-Length of at most `max_body` (the
+    /// server's request body limit, which the long way answers).
+    pub fn of(head: &'a Parts, max_body: usize) -> Option<Self> {
+        let headers = &head.headers;
+        match head.method {
+            Method::GET if head.uri.query().is_none() => Some(Self::Get {
+                key: plain_key(&head.uri)?,
+                if_none_match: single_header(headers, &header::IF_NONE_MATCH)?,
+                if_match: single_header(headers, &header::IF_MATCH)?,
+            }),
+            Method::PUT => {
+                let length: usize = single_header(headers, &header::CONTENT_LENGTH)??
+                    .parse()
+                    .ok()?;
+                if length > max_body || headers.contains_key(header::TRANSFER_ENCODING) {
+                    return None;
+                }
+                Some(Self::Put {
+                    key: plain_key(&head.uri)?,
+                    ttl: put_ttl(head.uri.query())?,
+                    conditions: WriteConditions {
+                        if_match: single_header(headers, &header::IF_MATCH)?,
+                        if_none_match: single_header(headers, &header::IF_NONE_MATCH)?,
+                        if_fence: single_header(headers, &IF_FENCE)?,
+                    },
+                })
+            }
+            Method::DELETE if head.uri.query().is_none() => Some(Self::Delete {
+                key: plain_key(&head.uri)?,
+                if_match: single_header(headers, &header::IF_MATCH)?,
+                if_fence: single_header(headers, &IF_FENCE)?,
+            }),
+            _ => None,
         }
-        Some(Self {
-            key: plain_key(req.uri())?,
-            if_none_match: single_header(req, &header::IF_NONE_MATCH)?,
-            if_match: single_header(req, &header::IF_MATCH)?,
-        })
-    }
-}
-
-/// A PUT the fast path takes, extracted (owned: its body is taken next).
-struct Put {
-    key: String,
-    ttl: Option<u64>,
-    if_match: Option<String>,
-    if_none_match: Option<String>,
-    if_fence: Option<String>,
-}
-
-impl Put {
-    fn lifetime(&self) -> Lifetime {
-        Lifetime::from_ttl(self.ttl.map(Duration::from_secs))
     }
 
-    fn of(req: &Request) -> Option<Self> {
-        let owned = |header: Option<&str>| header.map(str::to_owned);
-        Some(Self {
-            key: plain_key(req.uri())?.to_owned(),
-            ttl: put_ttl(req.uri().query())?,
-            if_match: owned(single_header(req, &header::IF_MATCH)?),
-            if_none_match: owned(single_header(req, &header::IF_NONE_MATCH)?),
-            if_fence: owned(single_header(req, &IF_FENCE)?),
-        })
+    fn route(&self) -> Route {
+        match self {
+            Self::Get { .. } => GET_KEY,
+            Self::Put { .. } => PUT_KEY,
+            Self::Delete { .. } => DELETE_KEY,
+        }
+    }
+
+    /// The operation's id, as the metrics and the access log name it.
+    pub fn operation(&self) -> &'static str {
+        self.route().operation
+    }
+
+    /// What admission applies to it, from the route table.
+    pub fn rules(&self) -> Rules {
+        self.route().rules()
+    }
+
+    /// Whether it has a body to read (a PUT's value).
+    pub fn reads_body(&self) -> bool {
+        matches!(self, Self::Put { .. })
     }
 }
 
@@ -195,8 +174,8 @@ fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
 
 /// The header's value if it is absent or sent once as text; `None` when
 /// poem-openapi should judge it.
-fn single_header<'a>(req: &'a Request, name: &HeaderName) -> Option<Option<&'a str>> {
-    let mut values = req.headers().get_all(name).iter();
+fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a str>> {
+    let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Some(None),
         (Some(value), None) => Some(Some(value.to_str().ok()?)),
@@ -207,6 +186,19 @@ fn single_header<'a>(req: &'a Request, name: &HeaderName) -> Option<Option<&'a s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use poem::http::Request;
+
+    fn taken(method: Method, uri: &'static str, headers: &[(&'static str, &'static str)]) -> bool {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let Ok(request) = request.body(()) else {
+            panic!("a valid request");
+        };
+        let (head, ()) = request.into_parts();
+        Hot::of(&head, 100).is_some()
+    }
 
     #[test]
     fn takes_only_plain_keys() {
@@ -226,5 +218,23 @@ mod tests {
         assert_eq!(put_ttl(Some("ttl=x")), None);
         assert_eq!(put_ttl(Some("ttl=60&x=1")), None);
         assert_eq!(put_ttl(Some("x=1")), None);
+    }
+
+    #[test]
+    fn takes_a_put_only_with_a_body_length_within_bounds() {
+        let length = |value| [("content-length", value)];
+        assert!(taken(Method::PUT, "/store/k", &length("100")));
+        assert!(!taken(Method::PUT, "/store/k", &length("101")));
+        assert!(!taken(Method::PUT, "/store/k", &length("x")));
+        assert!(!taken(Method::PUT, "/store/k", &[]));
+        assert!(taken(Method::GET, "/store/k", &[]));
+        assert!(!taken(Method::GET, "/store/k?x=1", &[]));
+        assert!(taken(Method::DELETE, "/store/k", &[("if-match", "\"3\"")]));
+        assert!(!taken(
+            Method::DELETE,
+            "/store/k",
+            &[("if-fence", "a=1"), ("if-fence", "a=2")]
+        ));
+        assert!(!taken(Method::HEAD, "/store/k", &[]));
     }
 }

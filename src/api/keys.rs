@@ -362,26 +362,9 @@ impl<B: Backend> KeysApi<B> {
         req: &Request,
         auth: TokenAuth,
     ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
-        let key = self.0.key(&key)?;
         let caller = auth.caller();
-        caller.may_write_key(&key)?;
-        let fences = self.0.fences(&caller, fence_header(req)?)?;
-        let op = Op {
-            key: key.clone(),
-            action: Action::Delete,
-            condition: write_condition(if_match.as_deref(), None)?,
-        };
-        match self
-            .0
-            .write_one(op, &fences)
+        self.delete(&caller, &key, if_match.as_deref(), fence_header(req)?)
             .await
-            .map_err(|err| Problem::not_stored(&err))?
-        {
-            Outcome::Deleted { .. } => Ok(DeleteResponse::Deleted),
-            Outcome::NotFound => Err(Problem::not_found(&key).into()),
-            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
-            other => Err(unexpected(other).into()),
-        }
     }
 
     /// Compare and swap
@@ -449,7 +432,7 @@ impl<B: Backend> KeysApi<B> {
 
 /// A write's conditional headers, as sent.
 #[derive(Clone, Copy, Default)]
-pub(super) struct WriteConditions<'a> {
+pub struct WriteConditions<'a> {
     pub if_match: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
     pub if_fence: Option<&'a str>,
@@ -537,6 +520,34 @@ impl<B: Backend> KeysApi<B> {
         {
             Outcome::Created { revision } => Ok(PutResponse::Created(etag(revision))),
             Outcome::Replaced { revision } => Ok(PutResponse::Replaced(etag(revision))),
+            Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
+            other => Err(unexpected(other).into()),
+        }
+    }
+
+    pub(super) async fn delete(
+        &self,
+        caller: &Caller,
+        key: &str,
+        if_match: Option<&str>,
+        if_fence: Option<&str>,
+    ) -> Result<DeleteResponse, ApiError<DeleteErrors>> {
+        let key = self.0.key(key)?;
+        caller.may_write_key(&key)?;
+        let fences = self.0.fences(caller, if_fence)?;
+        let op = Op {
+            key: key.clone(),
+            action: Action::Delete,
+            condition: write_condition(if_match, None)?,
+        };
+        match self
+            .0
+            .write_one(op, &fences)
+            .await
+            .map_err(|err| Problem::not_stored(&err))?
+        {
+            Outcome::Deleted { .. } => Ok(DeleteResponse::Deleted),
+            Outcome::NotFound => Err(Problem::not_found(&key).into()),
             Outcome::Rejected { current } => Err(condition_failed(&key, current).into()),
             other => Err(unexpected(other).into()),
         }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use poem_openapi::{OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
-pub use fast_path::{FastPath, Gate};
+pub use fast_path::{FastPath, Hot};
 pub use list::{EMPTY_PREFIX, bad_limit};
 pub use problem::{ErrorStatus, Problem, shown};
 pub use watch::ConnectionCloser;

@@ -83,18 +83,21 @@ pub const PUT_KEY: Route = route(
     Path::Fast,
 );
 
+/// `DELETE /store/{key}`, which the fast path serves.
+pub const DELETE_KEY: Route = route(
+    "delete_key",
+    Method::DELETE,
+    "/store/{key}",
+    Token,
+    true,
+    Path::Fast,
+);
+
 /// Every operation the API answers.
 pub const ROUTES: &[Route] = &[
     GET_KEY,
     PUT_KEY,
-    route(
-        "delete_key",
-        Method::DELETE,
-        "/store/{key}",
-        Token,
-        true,
-        Path::Router,
-    ),
+    DELETE_KEY,
     route(
         "compare_and_swap",
         Method::POST,

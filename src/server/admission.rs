@@ -5,14 +5,14 @@
 //! is per token once a request has one, and per IP before (so guessing
 //! tokens is throttled like anything else), and the token is looked up once.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use poem::http::header;
+use poem::http::{HeaderMap, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::api::routes::{self, Access, Rules};
@@ -75,12 +75,11 @@ impl Admission {
         }
     }
 
-    fn client_ip(&self, req: &Request) -> IpAddr {
+    fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         if self.trust_forwarded_for {
             // The last address is the one our trusted proxy added; earlier
             // ones come from the client and can be forged.
-            let forwarded = req
-                .headers()
+            let forwarded = headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|value| value.to_str().ok())
@@ -91,9 +90,7 @@ impl Admission {
                 return ip;
             }
         }
-        req.remote_addr()
-            .as_socket_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
+        peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
     }
 }
 
@@ -140,12 +137,13 @@ impl Refused {
 }
 
 impl Admission {
-    /// The caller of `req`: its token's, if it shows a known one.
-    fn identify(&self, req: &Request) -> Result<Option<Caller>, Refused> {
+    /// The caller of a request with `headers`: its token's, if it shows a
+    /// known one.
+    fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, Refused> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let mut given = req.headers().get_all(header::AUTHORIZATION).iter();
+        let mut given = headers.get_all(header::AUTHORIZATION).iter();
         let (first, second) = (given.next(), given.next());
         if second.is_some() {
             return Err(Refused::Several);
@@ -187,18 +185,24 @@ impl Admission {
     /// The whole rule for one request, under the route table's `rules`
     /// for it: the caller it comes from (`None`: a server without tokens,
     /// or a public route), or the answer that turns it away (400, 401,
-    /// 429). The middleware and the API's fast path both ask this.
-    pub fn admit(&self, req: &Request, rules: Rules) -> Result<Option<Caller>, Box<Response>> {
+    /// 429). The middleware and the server's hot lane both ask this, of a
+    /// request's headers and the address it came from.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+        rules: Rules,
+    ) -> Result<Option<Caller>, Box<Response>> {
         let identified = match rules.access {
             Access::Public => Ok(None),
-            Access::Token => self.identify(req),
+            Access::Token => self.identify(headers),
         };
         if let Some(limiter) = &self.limiter
             && rules.rate_limited
         {
             let client = match &identified {
                 Ok(Some(Caller::Token(token))) => Client::Token(token.name.clone()),
-                _ => Client::Ip(self.client_ip(req)),
+                _ => Client::Ip(self.client_ip(headers, peer)),
             };
             if let Err(not_until) = limiter.check_key(&client) {
                 let wait = not_until.wait_time_from(limiter.clock().now());
@@ -225,7 +229,8 @@ impl<E: Endpoint> Endpoint for Admitted<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let rules = routes::rules(req.method(), req.uri().path());
-        let caller = match self.config.admit(&req, rules) {
+        let peer = req.remote_addr().as_socket_addr().copied();
+        let caller = match self.config.admit(req.headers(), peer, rules) {
             Err(answer) => return Ok(*answer),
             Ok(Some(caller)) => {
                 req.extensions_mut().insert(caller.clone());

@@ -1,35 +1,28 @@
 //! The HTTP application: the API's routes, the docs, and the middleware
 //! every request passes, outermost last.
 
-use std::sync::Arc;
-
 use poem::{Endpoint, EndpointExt, Route};
 
-use super::access_log::AccessLog;
 use super::admission::Admission;
 use super::body_limit::BodyLimit;
 use super::errors::{self, Problems};
-use super::observe::RecordMetrics;
-use crate::api::{self, Context, FastPath, Gate};
+use super::observe::{RecordMetrics, Recorder};
+use crate::api::{self, Context};
 use crate::backend::Backend;
 
-/// Builds the whole HTTP application over `context`.
+/// Builds the HTTP application over `context`: every request but those
+/// the connection's [hot lane](super::hot_lane) serves.
 ///
-/// A request's future is moved whole into its box, so its size is paid on
-/// every request. An `async fn` layer keeps a copy of its `Request` (472
-/// bytes) beside the inner future that took it, and an `async` block that
-/// awaits a future it captured keeps that future twice; so the layers on
-/// the way to the fast path map their inner future instead, and the full
-/// API's future is boxed (`FastPath::long_way`): 8.5 KB per request
-/// before, 1.3 KB after.
+/// An `async fn` layer keeps a copy of its `Request` (472 bytes) beside
+/// the inner future that took it, and an `async` block that awaits a
+/// future it captured keeps that future twice; so the layers map their
+/// inner future instead (the connection boxes the whole).
 pub fn app<B: Backend>(
     context: Context<B>,
     admission: Admission,
     body_limit: BodyLimit,
-    access_log: Option<AccessLog>,
+    recorder: Recorder,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
-    let metrics = context.metrics.clone();
-    let keys = context.clone();
     let api = api::service(context);
     let docs = api.swagger_ui();
     let spec_json = api.spec_endpoint();
@@ -42,13 +35,8 @@ pub fn app<B: Backend>(
         .at("/store/", errors::empty_key)
         .at("/store/cas/", errors::empty_key)
         .at("/watch_key/", errors::empty_key);
-    let rule = admission.clone();
-    let gate: Gate = Arc::new(move |req, rules| rule.admit(req, rules));
-    FastPath::new(app.with(admission), keys, gate)
+    app.with(admission)
         .with(body_limit)
-        .with(RecordMetrics {
-            metrics,
-            access_log,
-        })
+        .with(RecordMetrics { recorder })
         .with(Problems)
 }

@@ -1,6 +1,7 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2 (prior knowledge)
-//! through hyper, each request handed to the poem application; a
-//! connection that opens with a watch is served by [`super::lean_watch`].
+//! through hyper, each request served by the [hot lane](super::hot_lane)
+//! or handed to the poem application; a connection that opens with a watch
+//! is served by [`super::lean_watch`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,24 +17,27 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::answers::{self, AnswerBody};
-use super::dispatch::{self, ConnConfig, InFlight, Origin, answer};
+use super::conn_config::ConnConfig;
+use super::dispatch::{self, InFlight, Origin, answer};
 use super::guarded_io::{ConnShared, GuardedIo, Signal};
 use super::lean_watch::{self, Opening, Served};
 use super::rewind::Rewind;
 use super::tls::Tls;
 use crate::api::routes;
+use crate::backend::Backend;
 use crate::watch::Closer;
 
 /// Serves `stream` until the client leaves, a deadline passes or the store
 /// drops a watcher on it (both close it at once), or it is told to shut
 /// down (then requests in flight finish first).
-pub async fn serve<E>(
-    config: Arc<ConnConfig<E>>,
+pub async fn serve<E, B>(
+    config: Arc<ConnConfig<E, B>>,
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
+    B: Backend,
 {
     // Answers go out in one writev; waiting for an ACK (Nagle) only adds
     // latency to small responses.
@@ -48,14 +52,15 @@ pub async fn serve<E>(
 }
 
 /// Serves a connection over TLS (the server has a certificate).
-async fn serve_tls<E>(
-    config: Arc<ConnConfig<E>>,
+async fn serve_tls<E, B>(
+    config: Arc<ConnConfig<E, B>>,
     tls: &Tls,
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
+    B: Backend,
 {
     // The handshake counts toward the head's deadline: a client that stalls
     // in it holds a connection like one that stalls in its head.
@@ -78,14 +83,15 @@ async fn serve_tls<E>(
 
 /// Serves HTTP on `io` (plain or TLS): the lean path while the client
 /// sends watch requests, hyper from its first other request on.
-async fn serve_io<E, S>(
-    config: Arc<ConnConfig<E>>,
+async fn serve_io<E, B, S>(
+    config: Arc<ConnConfig<E, B>>,
     mut io: GuardedIo<S>,
     scheme: Scheme,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
+    B: Backend,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut read = BytesMut::new();
@@ -125,14 +131,15 @@ async fn serve_io<E, S>(
 }
 
 /// Serves the rest of a connection through hyper.
-async fn serve_hyper<E, S>(
-    config: Arc<ConnConfig<E>>,
+async fn serve_hyper<E, B, S>(
+    config: Arc<ConnConfig<E, B>>,
     io: S,
     scheme: Scheme,
     peer: SocketAddr,
     shared: Arc<ConnShared>,
 ) where
     E: Endpoint<Output = Response> + 'static,
+    B: Backend,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
@@ -148,18 +155,24 @@ async fn serve_hyper<E, S>(
             let closer = watch.then(|| stream_closer(&shared, h2));
             let scheme = scheme.clone();
             async move {
-                let origin = Origin {
-                    local: config.local_addr,
-                    peer,
-                    scheme,
+                let response = match config.hot.serve(req, peer, &config.timeouts).await {
+                    Ok(response) => response,
+                    Err(req) => {
+                        let origin = Origin {
+                            local: config.local_addr,
+                            peer,
+                            scheme,
+                        };
+                        let request = dispatch::from_hyper(req, &config.timeouts, &origin, closer);
+                        // Boxed: hyper spawns a task per HTTP/2 stream,
+                        // sized by this future, and a watch stream's task
+                        // lives as long as the stream; the application's
+                        // future would otherwise stay in it.
+                        let response: http::Response<AnswerBody> =
+                            Box::pin(answer(&config.app, request)).await.into();
+                        response
+                    }
                 };
-                let request = dispatch::from_hyper(req, &config.timeouts, &origin, closer);
-                // Boxed: hyper spawns a task per HTTP/2 stream, sized by
-                // this future, and a watch stream's task lives as long as
-                // the stream; the application's future would otherwise
-                // stay in it.
-                let response: http::Response<AnswerBody> =
-                    Box::pin(answer(&config.app, request)).await.into();
                 let memory = config.answers.memory;
                 let answer = answers::admit(response, shared, in_flight, memory, safe, h2);
                 Ok::<_, Infallible>(answer)

@@ -1,7 +1,7 @@
 //! Handing a request to the application, whichever path read it (hyper,
-//! or the lean watch path): what every connection shares from the server,
-//! the one conversion to the application's request, and the count of
-//! requests in flight that the connection's deadlines read.
+//! or the lean watch path): the one conversion to the application's
+//! request, and the count of requests in flight that the connection's
+//! deadlines read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,8 +9,6 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use poem::http::uri::Scheme;
 use poem::http::{self, Version, header};
 use poem::web::{LocalAddr, RemoteAddr};
@@ -18,56 +16,8 @@ use poem::{Body, Endpoint, Request, RequestParts, Response};
 
 use super::body_timeout::TimedBody;
 use super::guarded_io::{ConnShared, Timeouts};
-use super::tls::Tls;
 use crate::api::ConnectionCloser;
-use crate::metrics::ConnectionCounters;
 use crate::watch::Closer;
-
-/// What bounds the answers of every connection.
-#[derive(Clone, Copy, Debug)]
-pub struct AnswerLimits {
-    /// Bytes of answers all connections together may hold before large
-    /// ones are refused (`--answer-memory`).
-    pub memory: usize,
-    /// Requests one HTTP/2 connection may have open at once
-    /// (`--max-streams`).
-    pub streams: u32,
-}
-
-/// Everything a connection needs from the server.
-pub struct ConnConfig<E> {
-    pub app: E,
-    pub local_addr: SocketAddr,
-    pub timeouts: Timeouts,
-    pub answers: AnswerLimits,
-    pub builder: auto::Builder<TokioExecutor>,
-    /// HTTPS only, when set.
-    pub tls: Option<Arc<Tls>>,
-    pub counters: Arc<ConnectionCounters>,
-}
-
-impl<E> ConnConfig<E> {
-    pub fn new(
-        app: E,
-        local_addr: SocketAddr,
-        timeouts: Timeouts,
-        answers: AnswerLimits,
-        tls: Option<Arc<Tls>>,
-        counters: Arc<ConnectionCounters>,
-    ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http2().max_concurrent_streams(answers.streams);
-        Self {
-            app,
-            local_addr,
-            timeouts,
-            answers,
-            builder,
-            tls,
-            counters,
-        }
-    }
-}
 
 /// Where a request came from: the connection's addresses and scheme.
 #[derive(Clone)]
@@ -99,9 +49,7 @@ pub fn request(
     request
 }
 
-/// The application's request for one hyper read: its body under
-/// `--body-timeout`, or none at all when the head says there is none (no
-/// box for a GET's empty body).
+/// The application's request for one hyper read.
 pub fn from_hyper(
     req: http::Request<Incoming>,
     timeouts: &Timeouts,
@@ -109,16 +57,21 @@ pub fn from_hyper(
     closer: Option<Closer>,
 ) -> Request {
     let (head, incoming) = req.into_parts();
-    let body = if may_have_body(&head) {
-        let body = incoming.map_err(std::io::Error::other);
-        Body::from(http_body_util::combinators::BoxBody::new(TimedBody::new(
-            body.boxed(),
-            timeouts.body,
-        )))
-    } else {
-        Body::empty()
-    };
+    let body = body(&head, incoming, timeouts);
     request(head, body, origin, closer)
+}
+
+/// A request's body under `--body-timeout`, or none at all when its head
+/// says there is none (no box for a GET's empty body).
+pub fn body(head: &http::request::Parts, incoming: Incoming, timeouts: &Timeouts) -> Body {
+    if !may_have_body(head) {
+        return Body::empty();
+    }
+    let body = incoming.map_err(std::io::Error::other);
+    Body::from(http_body_util::combinators::BoxBody::new(TimedBody::new(
+        body.boxed(),
+        timeouts.body,
+    )))
 }
 
 /// Whether a request can carry a body (HTTP/1 needs Content-Length or

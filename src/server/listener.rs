@@ -13,11 +13,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::conn_config::ConnConfig;
 use super::connection;
-use super::dispatch::ConnConfig;
 use super::guarded_io::ConnShared;
 use super::raw_response::{self, RawProblem};
 use super::stalls::{self, OpenConnections};
+use crate::backend::Backend;
 use crate::metrics::ConnectionCounters;
 
 /// How long accepting pauses when the process or system has no file
@@ -59,15 +60,16 @@ pub fn default_max_connections(fd_limit: u64) -> u64 {
 
 /// Accepts on `listener` until `shutdown`, then waits up to `grace` for
 /// the connections to finish their requests.
-pub async fn run<E>(
+pub async fn run<E, B>(
     listener: TcpListener,
-    config: Arc<ConnConfig<E>>,
+    config: Arc<ConnConfig<E, B>>,
     max_connections: usize,
     counters: Arc<ConnectionCounters>,
     shutdown: CancellationToken,
     grace: Duration,
 ) where
     E: Endpoint<Output = Response> + 'static,
+    B: Backend,
 {
     let permits = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();

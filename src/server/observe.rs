@@ -1,7 +1,8 @@
 //! Recording every request in the metrics and the access log.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http_body_util::combinators::BoxBody;
@@ -17,8 +18,52 @@ use crate::metrics::Metrics;
 /// no API operation (unknown routes, the docs, rate-limited ones) are
 /// counted as operation `other`.
 pub struct RecordMetrics {
+    pub recorder: Recorder,
+}
+
+/// Where a request's figures go: the metrics and the access log. The
+/// middleware and the server's hot lane both record through it.
+#[derive(Clone)]
+pub struct Recorder {
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
+}
+
+/// One request, as it is recorded.
+pub struct Record<'a> {
+    pub client: Option<SocketAddr>,
+    pub caller: Option<&'a Caller>,
+    pub operation: &'static str,
+    pub status: u16,
+    /// The answer's body size, when known before it is sent.
+    pub bytes: Option<u64>,
+    pub took: Duration,
+}
+
+impl Recorder {
+    pub fn record(&self, record: &Record<'_>) {
+        self.metrics
+            .observe(record.operation, record.status, record.took.as_secs_f64());
+        if let Some(log) = &self.access_log {
+            let token = match record.caller {
+                Some(Caller::Token(token)) => Some(&*token.name),
+                _ => None,
+            };
+            log.record(&Line {
+                client: record.client,
+                token,
+                operation: record.operation,
+                status: record.status,
+                bytes: record.bytes,
+                micros: u64::try_from(record.took.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+
+    /// Whether the answer's size goes in the access log.
+    pub fn logs(&self) -> bool {
+        self.access_log.is_some()
+    }
 }
 
 impl<E: Endpoint> Middleware<E> for RecordMetrics {
@@ -27,8 +72,7 @@ impl<E: Endpoint> Middleware<E> for RecordMetrics {
     fn transform(&self, inner: E) -> Self::Output {
         Recorded {
             inner,
-            metrics: self.metrics.clone(),
-            access_log: self.access_log.clone(),
+            recorder: self.recorder.clone(),
         }
     }
 }
@@ -36,8 +80,7 @@ impl<E: Endpoint> Middleware<E> for RecordMetrics {
 /// An endpoint behind [`RecordMetrics`].
 pub struct Recorded<E> {
     inner: E,
-    metrics: Arc<Metrics>,
-    access_log: Option<AccessLog>,
+    recorder: Recorder,
 }
 
 impl<E: Endpoint> Endpoint for Recorded<E> {
@@ -50,33 +93,30 @@ impl<E: Endpoint> Endpoint for Recorded<E> {
         let client = req.remote_addr().as_socket_addr().copied();
         self.inner.call(req).map(move |result| {
             let mut result = result.map(IntoResponse::into_response);
-            let (status, operation) = match &result {
-                Ok(response) => (response.status(), response.data::<OperationId>()),
-                Err(err) => (err.status(), err.data::<OperationId>()),
+            let bytes = match &mut result {
+                Ok(response) if self.recorder.logs() => body_size(response),
+                _ => None,
             };
-            let operation = operation.map_or("other", |operation| operation.0);
-            let took = started.elapsed();
-            self.metrics
-                .observe(operation, status.as_u16(), took.as_secs_f64());
-            if let Some(log) = &self.access_log {
-                let bytes = result.as_mut().ok().and_then(body_size);
-                let caller = match &result {
-                    Ok(response) => response.data::<Caller>(),
-                    Err(err) => err.data::<Caller>(),
-                };
-                let token = match caller {
-                    Some(Caller::Token(token)) => Some(&*token.name),
-                    _ => None,
-                };
-                log.record(&Line {
-                    client,
-                    token,
-                    operation,
-                    status: status.as_u16(),
-                    bytes,
-                    micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                });
-            }
+            let (status, operation, caller) = match &result {
+                Ok(response) => (
+                    response.status(),
+                    response.data::<OperationId>(),
+                    response.data::<Caller>(),
+                ),
+                Err(err) => (
+                    err.status(),
+                    err.data::<OperationId>(),
+                    err.data::<Caller>(),
+                ),
+            };
+            self.recorder.record(&Record {
+                client,
+                caller,
+                operation: operation.map_or("other", |operation| operation.0),
+                status: status.as_u16(),
+                bytes,
+                took: started.elapsed(),
+            });
             result
         })
     }

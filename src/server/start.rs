@@ -15,11 +15,13 @@ use super::admission::Admission;
 use super::app::app;
 use super::bind::{bind, max_connections};
 use super::body_limit::BodyLimit;
-use super::dispatch::{AnswerLimits, ConnConfig};
+use super::conn_config::{AnswerLimits, ConnConfig};
 use super::guarded_io::Timeouts;
+use super::hot_lane::HotLane;
 use super::listener;
+use super::observe::Recorder;
 use super::tls::{Tls, TlsFiles};
-use crate::api::{Context, Limits};
+use crate::api::{Context, FastPath, Limits};
 use crate::auth::Auth;
 use crate::backend::{Backend, Counted};
 use crate::config::Config;
@@ -238,9 +240,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         true => Some(AccessLog::start(config.log_format)?),
         false => None,
     };
-    let app = app(context, admission, body_limit, access_log.clone());
+    let recorder = Recorder {
+        metrics: context.metrics.clone(),
+        access_log: access_log.clone(),
+    };
+    let hot = HotLane::new(
+        FastPath::new(context.clone()),
+        admission.clone(),
+        recorder.clone(),
+        body_limit.max,
+    );
+    let app = app(context, admission, body_limit, recorder);
     let conn_config = Arc::new(ConnConfig::new(
         app,
+        hot,
         local_addr,
         timeouts,
         answers,

@@ -469,6 +469,9 @@ async fn the_fast_path_checks_tokens_as_the_operations_do() {
         (Method::PUT, "config", Some("kvs_deploy")),
         (Method::PUT, "config", Some("kvs_all")),
         (Method::PUT, "other", None),
+        (Method::DELETE, "config", Some("kvs_deploy")),
+        (Method::DELETE, "config", Some("kvs_all")),
+        (Method::DELETE, "config", None),
     ];
     for (method, key, token) in cases {
         let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();

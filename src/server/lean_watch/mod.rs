@@ -27,7 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use head::{Opening, read};
 
-use super::dispatch::{self, ConnConfig, InFlight, Origin, answer};
+use super::conn_config::ConnConfig;
+use super::dispatch::{self, InFlight, Origin, answer};
 use super::guarded_io::ConnShared;
 use crate::watch::Closer;
 use head::WatchRequest;
@@ -42,8 +43,8 @@ pub enum Served {
 
 /// Answers `request` through the application and writes the answer,
 /// keeping any bytes the client sends meanwhile in `read`.
-pub async fn serve<E, S>(
-    config: &ConnConfig<E>,
+pub async fn serve<E, B, S>(
+    config: &ConnConfig<E, B>,
     io: &mut S,
     read: &mut BytesMut,
     request: Box<WatchRequest>,

@@ -1,0 +1,93 @@
+//! The hot lane: GET, PUT and DELETE of one plain key, served from hyper's
+//! request before any poem type is built. Everything else goes to the poem
+//! application.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http_body::Body as _;
+use hyper::body::Incoming;
+use poem::Body;
+use poem::http;
+
+use super::admission::Admission;
+use super::answers::AnswerBody;
+use super::dispatch;
+use super::guarded_io::Timeouts;
+use super::observe::{Record, Recorder};
+use crate::api::{FastPath, Hot};
+use crate::auth::Caller;
+use crate::backend::Backend;
+
+/// What the lane needs beside the API's [`FastPath`]: the rules the
+/// application's middleware applies to the same requests (admission from
+/// the route table, the request body limit) and where requests are
+/// recorded. Nothing is decided twice: the middleware and the lane call the
+/// same [`Admission`] and [`Recorder`].
+pub struct HotLane<B> {
+    fast: FastPath<B>,
+    admission: Admission,
+    recorder: Recorder,
+    /// `--max-request-bytes` (as the application's body limit has it): a
+    /// PUT that may be longer takes the long way, which answers 413.
+    max_body: usize,
+}
+
+impl<B: Backend> HotLane<B> {
+    pub fn new(
+        fast: FastPath<B>,
+        admission: Admission,
+        recorder: Recorder,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            fast,
+            admission,
+            recorder,
+            max_body,
+        }
+    }
+
+    /// The answer to `req` if it has a shape the lane takes, recorded as
+    /// the application records its answers; `req` back otherwise.
+    pub async fn serve(
+        &self,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+        timeouts: &Timeouts,
+    ) -> Result<http::Response<AnswerBody>, http::Request<Incoming>> {
+        let started = Instant::now();
+        let (head, incoming) = req.into_parts();
+        let Some(hot) = Hot::of(&head, self.max_body) else {
+            return Err(http::Request::from_parts(head, incoming));
+        };
+        let operation = hot.operation();
+        let (response, caller, operation) =
+            match self.admission.admit(&head.headers, Some(peer), hot.rules()) {
+                Err(refused) => (*refused, None, "other"),
+                Ok(caller) => {
+                    let caller = caller.unwrap_or(Caller::Anyone);
+                    let body = match hot.reads_body() {
+                        true => dispatch::body(&head, incoming, timeouts),
+                        false => Body::empty(),
+                    };
+                    let response = self.fast.answer(hot, &caller, body).await;
+                    (response, Some(caller), operation)
+                }
+            };
+        let response: http::Response<AnswerBody> = response.into();
+        let bytes = match self.recorder.logs() {
+            true => response.body().size_hint().exact(),
+            false => None,
+        };
+        self.recorder.record(&Record {
+            client: Some(peer),
+            caller: caller.as_ref(),
+            operation,
+            status: response.status().as_u16(),
+            bytes,
+            took: started.elapsed(),
+        });
+        Ok(response)
+    }
+}
