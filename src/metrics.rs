@@ -2,8 +2,8 @@
 //! pass, and the store's state, read only when `/metrics` is scraped.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -112,19 +112,39 @@ impl Drop for AnswerRoom {
     }
 }
 
-/// The server's metrics. Recording a request costs a label lookup and a few
-/// atomic adds; the store's figures cost nothing until a scrape reads them.
+/// The statuses whose series are looked up in the family once per
+/// operation and kept ([`Metrics::observe`]): every status the API answers
+/// often enough to matter.
+const KEPT_STATUSES: [u16; 16] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 408, 409, 412, 413, 423, 429, 503, 507,
+];
+
+/// An operation's series, each created on its first request (a scrape
+/// shows only the statuses it answered, as without them).
+struct Kept {
+    operation: &'static str,
+    series: [OnceLock<Histogram>; KEPT_STATUSES.len()],
+}
+
+/// The server's metrics. Recording a request costs a few atomic adds and a
+/// lock on its series; the store's figures cost nothing until a scrape
+/// reads them.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// The series of the operations named at start, hottest first, so a
+    /// request finds its series without hashing its labels.
+    kept: Vec<Kept>,
 }
 
 impl Metrics {
     /// Metrics that read the store's figures from `stats` at every scrape
     /// (it must not wait: a scrape must answer while the backend cannot).
+    /// `operations` (hottest first) keep their series at hand.
     pub fn new(
         stats: impl Fn() -> Stats + Send + Sync + 'static,
         connections: Arc<ConnectionCounters>,
+        operations: &[&'static str],
     ) -> Self {
         let mut registry = Registry::with_prefix("kv");
         let requests: Family<RequestLabels, Histogram, fn() -> Histogram> =
@@ -138,14 +158,31 @@ impl Metrics {
         );
         registry.register_collector(Box::new(StoreCollector(Box::new(stats))));
         registry.register_collector(Box::new(ConnectionCollector(connections)));
-        Self { registry, requests }
+        let kept = operations
+            .iter()
+            .map(|&operation| Kept {
+                operation,
+                series: Default::default(),
+            })
+            .collect();
+        Self {
+            registry,
+            requests,
+            kept,
+        }
     }
 
     /// Counts one request.
     pub fn observe(&self, operation: &'static str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels { operation, status })
-            .observe(seconds);
+        let labels = RequestLabels { operation, status };
+        let kept = self.kept.iter().find(|kept| kept.operation == operation);
+        let slot = KEPT_STATUSES.iter().position(|&kept| kept == status);
+        match (kept, slot) {
+            (Some(kept), Some(slot)) => kept.series[slot]
+                .get_or_init(|| self.requests.get_or_create_owned(&labels))
+                .observe(seconds),
+            _ => self.requests.get_or_create(&labels).observe(seconds),
+        }
     }
 
     /// The metrics in the Prometheus text format.
@@ -309,7 +346,7 @@ mod tests {
 
     #[test]
     fn encodes_requests_and_store_state() {
-        let metrics = Metrics::new(Stats::default, Arc::default());
+        let metrics = Metrics::new(Stats::default, Arc::default(), &["get_key"]);
         metrics.observe("get_key", 200, 0.000_1);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(

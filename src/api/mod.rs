@@ -326,7 +326,7 @@ pub fn service<B: Backend>(context: Context<B>) -> OpenApiService<Api<B>, ()> {
 /// The service over no backend at all: the spec depends only on the code.
 fn detached() -> OpenApiService<Api<Detached>, ()> {
     service(Context {
-        metrics: Arc::new(Metrics::new(Stats::default, Arc::default())),
+        metrics: Arc::new(Metrics::new(Stats::default, Arc::default(), &[])),
         connections: Arc::default(),
         store: Counted::new(Detached),
         limits: Limits {

@@ -21,7 +21,7 @@ use super::hot_lane::HotLane;
 use super::listener;
 use super::observe::Recorder;
 use super::tls::{Tls, TlsFiles};
-use crate::api::{Context, FastPath, Limits};
+use crate::api::{Context, FastPath, Limits, routes};
 use crate::auth::Auth;
 use crate::backend::{Backend, Counted};
 use crate::config::Config;
@@ -200,6 +200,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics: Arc::new(Metrics::new(
             move || figures.stats_now(),
             connections.clone(),
+            // The route table lists the hottest operations first.
+            &routes::ROUTES
+                .iter()
+                .map(|route| route.operation)
+                .collect::<Vec<_>>(),
         )),
         connections: connections.clone(),
         store: counted,
