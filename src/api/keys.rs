@@ -1,6 +1,6 @@
 //! Single-key operations: GET, PUT, DELETE and compare-and-swap.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use poem::error::ReadBodyError;
 use poem::http::{HeaderName, HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Request, Response};
@@ -131,14 +131,40 @@ static KV_LEASE: HeaderName = HeaderName::from_static("kv-lease");
 
 /// An ETag: the revision in quotes.
 fn etag_value(revision: u64) -> HeaderValue {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(revision).as_bytes();
-    let mut tag = Vec::with_capacity(digits.len() + 2);
-    tag.push(b'"');
-    tag.extend_from_slice(digits);
-    tag.push(b'"');
-    // Digits and quotes are valid in a header value.
-    HeaderValue::from_maybe_shared(Bytes::from(tag)).unwrap_or(HeaderValue::from_static("\"\""))
+    let mut tag = BytesMut::with_capacity(22);
+    push_etag(&mut tag, revision);
+    shared_value(tag.freeze())
+}
+
+/// Appends `revision` as an ETag (in quotes) to `out`.
+fn push_etag(out: &mut BytesMut, revision: u64) {
+    out.put_u8(b'"');
+    out.put_slice(itoa::Buffer::new().format(revision).as_bytes());
+    out.put_u8(b'"');
+}
+
+/// A header value over `bytes`, which hold only digits, quotes and hex
+/// digits (always a valid value).
+fn shared_value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A GET's three numeric headers (ETag, Kv-Create-Revision, Kv-Version),
+/// written into one buffer whose slices the three values share: one
+/// allocation where each value would take its own.
+fn meta_values(meta: &Meta) -> [HeaderValue; 3] {
+    let mut buf = BytesMut::with_capacity(3 * 22);
+    push_etag(&mut buf, meta.mod_revision);
+    let tag = buf.len();
+    buf.put_slice(itoa::Buffer::new().format(meta.create_revision).as_bytes());
+    let create = buf.len();
+    buf.put_slice(itoa::Buffer::new().format(meta.version).as_bytes());
+    let buf = buf.freeze();
+    [
+        shared_value(buf.slice(..tag)),
+        shared_value(buf.slice(tag..create)),
+        shared_value(buf.slice(create..)),
+    ]
 }
 
 impl IntoResponse for GetAnswer {
@@ -149,9 +175,10 @@ impl IntoResponse for GetAnswer {
                 let headers = response.headers_mut();
                 // Room for the headers to come at once, not grown twice.
                 headers.reserve(4);
-                headers.insert(header::ETAG, etag_value(meta.mod_revision));
-                headers.insert(KV_CREATE_REVISION.clone(), meta.create_revision.into());
-                headers.insert(KV_VERSION.clone(), meta.version.into());
+                let [tag, create, version] = meta_values(&meta);
+                headers.insert(header::ETAG, tag);
+                headers.insert(KV_CREATE_REVISION.clone(), create);
+                headers.insert(KV_VERSION.clone(), version);
                 if let Some(lease) = meta.lease
                     && let Ok(lease) = HeaderValue::try_from(lease.to_string())
                 {
