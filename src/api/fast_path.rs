@@ -56,13 +56,14 @@ impl<B: Backend> FastPath<B> {
                 conditions,
             } => {
                 let lifetime = Lifetime::from_ttl(ttl.map(Duration::from_secs));
-                respond(self.keys.put(caller, key, lifetime, conditions, body).await)
+                let put = self.keys.put(caller, key, lifetime, conditions, body);
+                respond(Box::pin(put).await)
             }
             Hot::Delete {
                 key,
                 if_match,
                 if_fence,
-            } => respond(self.keys.delete(caller, key, if_match, if_fence).await),
+            } => respond(Box::pin(self.keys.delete(caller, key, if_match, if_fence)).await),
         }
     }
 }
