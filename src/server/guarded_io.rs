@@ -240,8 +240,12 @@ pub struct GuardedIo<S = TcpStream> {
     timeouts: Timeouts,
     phase: Phase,
     protocol: Protocol,
-    /// When the current phase began; its deadline is this plus its timeout.
-    since: Instant,
+    /// When the current phase's clock started; its deadline is this plus
+    /// its timeout. Read when the connection first waits in the phase (a
+    /// read that finds nothing), not when the phase begins: phases change
+    /// three times per request and most never wait, and the two moments are
+    /// one poll apart.
+    since: Option<Instant>,
     /// A timer at or before the current phase's deadline. Moved only when
     /// it would fire late, or has fired early: resetting a tokio timer
     /// takes the timer wheel's lock, and phases change twice per request.
@@ -262,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
             timeouts,
             phase: Phase::Head,
             protocol: Protocol::Unknown,
-            since: Instant::now(),
+            since: None,
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
             replacement: None,
             blocked: false,
@@ -276,18 +280,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> GuardedIo<S> {
     fn enter(&mut self, phase: Phase) {
         if self.phase != phase {
             self.phase = phase;
-            self.since = Instant::now();
+            self.since = None;
         }
     }
 
     /// When the current phase times out (`None` while busy).
-    fn due(&self) -> Option<Instant> {
+    fn due(&mut self) -> Option<Instant> {
         let after = match self.phase {
             Phase::Idle => self.timeouts.idle,
             Phase::Head => self.timeouts.header,
             Phase::Busy => return None,
         };
-        Some(self.since + after)
+        Some(*self.since.get_or_insert_with(Instant::now) + after)
     }
 
     fn on_read(&mut self, bytes: &[u8]) {
