@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use poem::http::request::Parts;
-use poem::http::{HeaderMap, HeaderName, Method, Uri, header};
+use poem::http::{HeaderMap, Method, Uri, header};
 use poem::{Body, IntoResponse, Response};
 
 use super::fence::IF_FENCE;
@@ -97,34 +97,32 @@ impl<'a> Hot<'a> {
     /// taken only with a Content-Length of at most `max_body` (the
     /// server's request body limit, which the long way answers).
     pub fn of(head: &'a Parts, max_body: usize) -> Option<Self> {
-        let headers = &head.headers;
+        let seen = Seen::of(&head.headers)?;
         match head.method {
             Method::GET if head.uri.query().is_none() => Some(Self::Get {
                 key: plain_key(&head.uri)?,
-                if_none_match: single_header(headers, &header::IF_NONE_MATCH)?,
-                if_match: single_header(headers, &header::IF_MATCH)?,
+                if_none_match: seen.if_none_match,
+                if_match: seen.if_match,
             }),
             Method::PUT => {
-                let length: usize = single_header(headers, &header::CONTENT_LENGTH)??
-                    .parse()
-                    .ok()?;
-                if length > max_body || headers.contains_key(header::TRANSFER_ENCODING) {
+                let length: usize = seen.content_length?.parse().ok()?;
+                if length > max_body || seen.transfer_encoding {
                     return None;
                 }
                 Some(Self::Put {
                     key: plain_key(&head.uri)?,
                     ttl: put_ttl(head.uri.query())?,
                     conditions: WriteConditions {
-                        if_match: single_header(headers, &header::IF_MATCH)?,
-                        if_none_match: single_header(headers, &header::IF_NONE_MATCH)?,
-                        if_fence: single_header(headers, &IF_FENCE)?,
+                        if_match: seen.if_match,
+                        if_none_match: seen.if_none_match,
+                        if_fence: seen.if_fence,
                     },
                 })
             }
             Method::DELETE if head.uri.query().is_none() => Some(Self::Delete {
                 key: plain_key(&head.uri)?,
-                if_match: single_header(headers, &header::IF_MATCH)?,
-                if_fence: single_header(headers, &IF_FENCE)?,
+                if_match: seen.if_match,
+                if_fence: seen.if_fence,
             }),
             _ => None,
         }
@@ -173,14 +171,41 @@ fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
         .then_some(Some(seconds))
 }
 
-/// The header's value if it is absent or sent once as text; `None` when
-/// poem-openapi should judge it.
-fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a str>> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Some(None),
-        (Some(value), None) => Some(Some(value.to_str().ok()?)),
-        (Some(_), Some(_)) => None,
+/// The headers the fast path reads, each absent or sent once as text.
+#[derive(Default)]
+struct Seen<'a> {
+    if_match: Option<&'a str>,
+    if_none_match: Option<&'a str>,
+    if_fence: Option<&'a str>,
+    content_length: Option<&'a str>,
+    transfer_encoding: bool,
+}
+
+impl<'a> Seen<'a> {
+    /// One pass over the few headers a request carries (cheaper than a
+    /// hashed lookup per header read). `None` if one it reads is sent
+    /// twice or is not text: poem-openapi should judge that.
+    fn of(headers: &'a HeaderMap) -> Option<Self> {
+        let mut seen = Self::default();
+        for (name, value) in headers {
+            let slot = if *name == header::IF_MATCH {
+                &mut seen.if_match
+            } else if *name == header::IF_NONE_MATCH {
+                &mut seen.if_none_match
+            } else if *name == header::CONTENT_LENGTH {
+                &mut seen.content_length
+            } else if *name == IF_FENCE {
+                &mut seen.if_fence
+            } else {
+                seen.transfer_encoding |= *name == header::TRANSFER_ENCODING;
+                continue;
+            };
+            if slot.is_some() {
+                return None;
+            }
+            *slot = Some(value.to_str().ok()?);
+        }
+        Some(seen)
     }
 }
 
