@@ -226,6 +226,34 @@ mod tests {
         Hot::of(&head, 100).is_some()
     }
 
+    /// The route table says which operations the fast path serves; it
+    /// serves exactly those, under their operation ids.
+    #[test]
+    fn serves_what_the_route_table_marks_fast() {
+        use super::super::routes::{Path, ROUTES};
+        for route in ROUTES {
+            let uri = route
+                .template
+                .replace("{key}", "k")
+                .replace("{name}", "n")
+                .replace("{id}", "1");
+            let mut request = Request::builder()
+                .method(route.method.clone())
+                .uri(&uri)
+                .header("content-length", "1");
+            if route.method == Method::GET {
+                request = request.header("if-none-match", "\"1\"");
+            }
+            let Ok(request) = request.body(()) else {
+                panic!("a valid request for {uri}");
+            };
+            let (head, ()) = request.into_parts();
+            let taken = Hot::of(&head, 100).map(|hot| hot.operation());
+            let marked = (route.path == Path::Fast).then_some(route.operation);
+            assert_eq!(taken, marked, "{} {}", route.method, route.template);
+        }
+    }
+
     #[test]
     fn takes_only_plain_keys() {
         let key = |uri: &'static str| plain_key(&Uri::from_static(uri)).map(str::to_owned);
