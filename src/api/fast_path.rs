@@ -145,11 +145,6 @@ impl<'a> Hot<'a> {
     pub fn rules(&self) -> Rules {
         self.route().rules()
     }
-
-    /// Whether it has a body to read (a PUT's value).
-    pub fn reads_body(&self) -> bool {
-        matches!(self, Self::Put { .. })
-    }
 }
 
 /// The key of `GET_KEY`'s (and `PUT_KEY`'s) path if it is one segment

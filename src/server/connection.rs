@@ -1,7 +1,7 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2 (prior knowledge)
 //! through hyper, each request served by the [hot lane](super::hot_lane)
-//! or handed to the poem application; a connection that opens with a watch
-//! is served by [`super::lean_watch`].
+//! or handed to the poem application; while a connection's requests are
+//! watches or hot ones, it is served by [`super::lean`] instead.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use super::answers::{self, AnswerBody};
 use super::conn_config::ConnConfig;
 use super::dispatch::{self, InFlight, Origin, answer};
 use super::guarded_io::{ConnShared, GuardedIo, Signal};
-use super::lean_watch::{self, Opening, Served};
+use super::lean::{self, Opening, RunEnd, Served};
 use super::rewind::Rewind;
 use super::tls::Tls;
 use crate::api::routes;
@@ -95,18 +95,35 @@ async fn serve_io<E, B, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut read = BytesMut::new();
+    let mut next = None;
     loop {
-        let opening = tokio::select! {
-            biased;
-            _ = shared.signalled(false) => return,
-            opening = lean_watch::read(&mut io, &mut read) => opening,
+        let opening = match next.take() {
+            Some(opening) => opening,
+            None => tokio::select! {
+                biased;
+                _ = shared.signalled(false) => return,
+                opening = lean::read(&mut io, &mut read, config.hot.max_body()) => opening,
+            },
         };
         let request = match opening {
             Opening::Watch(request) => request,
+            Opening::Hot(request) => {
+                // Boxed once per run of hot requests: the hot lane's
+                // future would otherwise size every connection's task,
+                // watch connections' too.
+                let run = lean::serve_hot_run(
+                    &config, &mut io, &mut read, request, &scheme, peer, &shared,
+                );
+                match Box::pin(run).await {
+                    RunEnd::Closed => return,
+                    RunEnd::Next(opening) => next = Some(opening),
+                }
+                continue;
+            }
             Opening::Other => break,
             Opening::Gone => return,
         };
-        let served = lean_watch::serve(
+        let served = lean::serve_watch(
             &config,
             &mut io,
             &mut read,

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http_body::Body as _;
 use hyper::body::Incoming;
 use poem::Body;
 use poem::http;
+use poem::http::request::Parts;
 
 use super::admission::Admission;
 use super::answers::AnswerBody;
@@ -48,6 +50,11 @@ impl<B: Backend> HotLane<B> {
         }
     }
 
+    /// The bound on a PUT's body the lane takes.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The answer to `req` if it has a shape the lane takes, recorded as
     /// the application records its answers; `req` back otherwise.
     pub async fn serve(
@@ -61,16 +68,44 @@ impl<B: Backend> HotLane<B> {
         let Some(hot) = Hot::of(&head, self.max_body) else {
             return Err(http::Request::from_parts(head, incoming));
         };
+        let body = dispatch::body(&head, incoming, timeouts);
+        Ok(self.answer(started, &head, hot, peer, body).await)
+    }
+
+    /// [`Self::serve`] for a request whose body the lean path has read
+    /// whole; its head and body back if the lane does not take it.
+    pub async fn serve_whole(
+        &self,
+        head: Parts,
+        body: Bytes,
+        peer: SocketAddr,
+    ) -> Result<http::Response<AnswerBody>, (Parts, Bytes)> {
+        let started = Instant::now();
+        let Some(hot) = Hot::of(&head, self.max_body) else {
+            return Err((head, body));
+        };
+        // No box for a GET's empty body.
+        let body = match body.is_empty() {
+            true => Body::empty(),
+            false => Body::from(body),
+        };
+        Ok(self.answer(started, &head, hot, peer, body).await)
+    }
+
+    async fn answer(
+        &self,
+        started: Instant,
+        head: &Parts,
+        hot: Hot<'_>,
+        peer: SocketAddr,
+        body: Body,
+    ) -> http::Response<AnswerBody> {
         let operation = hot.operation();
         let (response, caller, operation) =
             match self.admission.admit(&head.headers, Some(peer), hot.rules()) {
                 Err(refused) => (*refused, None, "other"),
                 Ok(caller) => {
                     let caller = caller.unwrap_or(Caller::Anyone);
-                    let body = match hot.reads_body() {
-                        true => dispatch::body(&head, incoming, timeouts),
-                        false => Body::empty(),
-                    };
                     let response = self.fast.answer(hot, &caller, body).await;
                     (response, Some(caller), operation)
                 }
@@ -88,6 +123,6 @@ impl<B: Backend> HotLane<B> {
             bytes,
             took: started.elapsed(),
         });
-        Ok(response)
+        response
     }
 }

@@ -4,8 +4,9 @@
 //! `start.rs` wires a server from its configuration and `signals.rs` serves
 //! until a signal; `app.rs` assembles the application. A connection is
 //! accepted by `listener.rs` (connection limit) and served by
-//! `connection.rs` (hyper) or `lean_watch/` (watch connections without
-//! hyper), through `dispatch.rs` (a request handed to the application);
+//! `connection.rs` (hyper) or `lean/` (watches and hot requests without
+//! hyper); `hot_lane.rs` serves GET, PUT and DELETE of a plain key either
+//! way, `dispatch.rs` hands every other request to the application;
 //! `guarded_io.rs` keeps the socket's deadlines, `answers.rs` what answers
 //! hold until sent, `stalls.rs` closes connections that take nothing.
 
@@ -22,7 +23,7 @@ mod dispatch;
 mod errors;
 mod guarded_io;
 mod hot_lane;
-mod lean_watch;
+mod lean;
 mod listener;
 mod observe;
 mod raw_response;

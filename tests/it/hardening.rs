@@ -784,3 +784,83 @@ async fn clients_that_never_read_cannot_pin_answers() {
     .await
     .expect("resident memory falls back");
 }
+
+/// Every response in `bytes`, each framed by its Content-Length (none: no
+/// body, as for a 204 or a 304).
+fn responses(mut bytes: &[u8]) -> Vec<Raw> {
+    let mut all = Vec::new();
+    while !bytes.is_empty() {
+        let head_end = bytes
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .expect("a whole head")
+            + 4;
+        let head = parse(&bytes[..head_end]);
+        let length: usize = head
+            .header("content-length")
+            .map_or(0, |length| length.parse().expect("a length"));
+        all.push(parse(&bytes[..head_end + length]));
+        bytes = &bytes[head_end + length..];
+    }
+    all
+}
+
+/// GET, PUT and DELETE of a plain key are served without hyper while a
+/// connection's requests are such (the lean path), and by hyper once a
+/// connection has sent anything else: two servers get the same requests,
+/// one each way, pipelined on one connection, and every answer must be the
+/// same but for its `Date`.
+#[tokio::test]
+async fn the_lean_path_answers_hot_requests_as_hyper_does() {
+    let flags = ["--max-value-bytes", "8"];
+    let (lean, hyper) = (
+        TestServer::start(&flags).await,
+        TestServer::start(&flags).await,
+    );
+    let tag = format!("\"{}\"", lean.base + 1);
+    let requests: Vec<Vec<u8>> = vec![
+        "GET /store/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv1".into(),
+        "PUT /store/k?ttl=60 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv2".into(),
+        "GET /store/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        format!("GET /store/k HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\n\r\n").into(),
+        format!(
+            "PUT /store/k HTTP/1.1\r\nHost: x\r\nIf-Match: {tag}\r\nContent-Length: 1\r\n\r\nx"
+        )
+        .into(),
+        "PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\ntoo large".into(),
+        b"PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\xfe".to_vec(),
+        "PUT /store/k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(),
+        "DELETE /store/k HTTP/1.1\r\nHost: x\r\nIf-Fence: nolock=1\r\n\r\n".into(),
+        "DELETE /store/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "DELETE /store/k HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+        "GET /store/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    ];
+    let all = requests.concat();
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let lean_answers = responses(&exchange_all(lean.addr, &all).await);
+    let hyper_answers = responses(&exchange_all(hyper.addr, &[&healthz[..], &all].concat()).await);
+    assert_eq!(lean_answers.len(), requests.len(), "an answer to each");
+    assert_eq!(hyper_answers.len(), requests.len() + 1, "and to /healthz");
+    let seen = |raw: &Raw| {
+        let headers: Vec<_> = raw
+            .headers
+            .iter()
+            .filter(|(n, _)| n != "date")
+            .cloned()
+            .collect();
+        (raw.status, headers, raw.body.clone())
+    };
+    for ((request, lean), hyper) in requests.iter().zip(&lean_answers).zip(&hyper_answers[1..]) {
+        let request = String::from_utf8_lossy(request);
+        assert_eq!(seen(lean), seen(hyper), "{request:?}: lean path vs hyper");
+    }
+    assert_eq!(lean_answers[3].status, 200, "the value read back");
+}
+
+/// Sends `bytes` on a new connection and reads what comes back to the close.
+async fn exchange_all(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    read_to_close(&mut stream).await
+}

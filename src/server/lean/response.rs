@@ -2,6 +2,7 @@
 //! it for HTTP/1.1, then the body, chunked when its length is unknown, each
 //! chunk straight from the body's own `Bytes`.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -68,7 +69,9 @@ pub fn encode_head(
     let framing = match size {
         _ if bodiless || head.headers.contains_key(header::CONTENT_LENGTH) => Framing::Length,
         Some(len) => {
-            out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
             Framing::Length
         }
         None => {
@@ -78,11 +81,30 @@ pub fn encode_head(
     };
     if !head.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        push_date(&mut out);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     (out, framing)
+}
+
+/// Appends the HTTP date of now. Formatted once a second per thread, as
+/// hyper does: a date costs more to format than the rest of a head.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with_borrow_mut(|(cached, date)| {
+        if *cached != second {
+            *cached = second;
+            *date = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(date.as_bytes());
+    });
 }
 
 /// Why an answer stopped before its end.
@@ -112,9 +134,11 @@ where
     let mut out = Outgoing::default();
     out.push(Bytes::from(head));
     let mut body = Some(body);
+    // The client is read (for an end of stream, or a pipelined request)
+    // only when the answer has to wait: a small answer goes out in one
+    // write without a read beside it.
     poll_fn(|cx| {
         loop {
-            poll_client(io, read, cx).map_err(|_| Cut::Socket)?;
             while out.parts.len() < MAX_QUEUED
                 && let Some(open) = body.as_mut()
             {
@@ -136,12 +160,20 @@ where
             }
             if out.parts.is_empty() {
                 ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(|_| Cut::Socket)?;
-                return match body {
-                    None => Poll::Ready(Ok(())),
-                    Some(_) => Poll::Pending,
-                };
+                if body.is_none() {
+                    return Poll::Ready(Ok(()));
+                }
+                poll_client(io, read, cx).map_err(|_| Cut::Socket)?;
+                return Poll::Pending;
             }
-            ready!(out.poll_write(io, cx)).map_err(|_| Cut::Socket)?;
+            if out
+                .poll_write(io, cx)
+                .map_err(|_| Cut::Socket)?
+                .is_pending()
+            {
+                poll_client(io, read, cx).map_err(|_| Cut::Socket)?;
+                return Poll::Pending;
+            }
         }
     })
     .await

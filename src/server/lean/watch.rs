@@ -1,19 +1,5 @@
-//! Watch connections served without hyper.
-//!
-//! Why: hyper keeps an 8 KiB read buffer and an 8 KiB header buffer for as
-//! long as an HTTP/1 connection lives (and has no knob to shrink them), so
-//! an idle watcher cost 35 KB of server memory, where a watch needs
-//! neither buffer once its request is read (BENCHMARKS.md, "Watch
-//! fan-out"). An HTTP/1.1 connection whose first request is a watch in
-//! the common shape is read here ([`head`]), handed to the same
-//! application as every other request (router, admission, limits, metrics:
-//! nothing is bypassed) and its answer written here ([`response`]): the
-//! head, then each event's shared frame as a chunk. Anything else (another
-//! request, a shape left to hyper, HTTP/2) goes to hyper with the bytes
-//! read so far, and the connection stays with hyper from then on.
-
-mod head;
-mod response;
+//! A watch request served without hyper: through the application, its
+//! stream written as chunks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,21 +11,13 @@ use poem::http::{self, header, uri::Scheme};
 use poem::{Body, Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use head::{Opening, read};
-
-use super::conn_config::ConnConfig;
-use super::dispatch::{self, InFlight, Origin, answer};
-use super::guarded_io::ConnShared;
+use super::Served;
+use super::head::{self, LeanRequest};
+use super::response::{self, Cut};
+use crate::server::conn_config::ConnConfig;
+use crate::server::dispatch::{self, InFlight, Origin, answer};
+use crate::server::guarded_io::ConnShared;
 use crate::watch::Closer;
-use head::WatchRequest;
-use response::Cut;
-
-/// What becomes of the connection after a request the lean path served.
-pub enum Served {
-    /// Read the next request (HTTP/1.1 keep-alive).
-    KeepAlive,
-    Close,
-}
 
 /// Answers `request` through the application and writes the answer,
 /// keeping any bytes the client sends meanwhile in `read`.
@@ -47,7 +25,7 @@ pub async fn serve<E, B, S>(
     config: &ConnConfig<E, B>,
     io: &mut S,
     read: &mut BytesMut,
-    request: Box<WatchRequest>,
+    request: Box<LeanRequest>,
     scheme: Scheme,
     peer: SocketAddr,
     shared: &Arc<ConnShared>,
@@ -58,7 +36,7 @@ where
 {
     let _in_flight = InFlight::start(shared.clone());
     config.counters.lean_watch();
-    let WatchRequest {
+    let LeanRequest {
         head,
         body,
         keep_alive,

@@ -1,11 +1,14 @@
-//! The first request of an HTTP/1.1 connection, read to see whether it
-//! opens a watch in a shape the lean path serves.
+//! The next request of an HTTP/1.1 connection, read to see whether it is
+//! one the lean path serves: a watch, or a hot request (GET, PUT, DELETE of
+//! a plain key) whose body has arrived whole.
+
+use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use poem::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::api::routes;
+use crate::api::{Hot, routes};
 
 /// The most a head (and a `POST /watch` body with it) may take here;
 /// a larger request is hyper's to read.
@@ -21,7 +24,9 @@ const MAX_HEADERS: usize = 48;
 /// What the next request on a connection turned out to be.
 pub enum Opening {
     /// A watch request, whole: served by the lean path.
-    Watch(Box<WatchRequest>),
+    Watch(Box<LeanRequest>),
+    /// A request the hot lane takes ([`Hot::of`]), whole.
+    Hot(Box<LeanRequest>),
     /// Anything else, or a shape left to hyper (another version, a chunked
     /// or `Expect` body, a body that has not all arrived, a head larger
     /// than [`MAX_REQUEST`], bytes that do not parse): hyper reads it from
@@ -32,8 +37,8 @@ pub enum Opening {
     Gone,
 }
 
-/// A watch request's head and body.
-pub struct WatchRequest {
+/// A request's head and body, read whole.
+pub struct LeanRequest {
     pub head: http::request::Parts,
     pub body: Bytes,
     /// HTTP/1.1 keeps the connection unless the client sent
@@ -42,14 +47,19 @@ pub struct WatchRequest {
 }
 
 /// Reads until `read` holds a whole request head, then sorts it; the
-/// request's bytes leave `read` only for [`Opening::Watch`].
-pub async fn read<S: AsyncRead + Unpin>(io: &mut S, read: &mut BytesMut) -> Opening {
+/// request's bytes leave `read` only for a request the lean path serves.
+/// `max_body` is the hot lane's bound on a PUT's body.
+pub async fn read<S: AsyncRead + Unpin>(
+    io: &mut S,
+    read: &mut BytesMut,
+    max_body: usize,
+) -> Opening {
     loop {
         if !read.is_empty() {
-            match parse(read) {
+            match parse(read, max_body) {
                 Parsed::Partial if read.len() < MAX_REQUEST => {}
                 Parsed::Partial | Parsed::Other => return Opening::Other,
-                Parsed::Watch(request) => return Opening::Watch(request),
+                Parsed::Lean(opening) => return opening,
             }
         }
         if read.capacity() == read.len() {
@@ -73,80 +83,105 @@ pub async fn read<S: AsyncRead + Unpin>(io: &mut S, read: &mut BytesMut) -> Open
 enum Parsed {
     Partial,
     Other,
-    Watch(Box<WatchRequest>),
+    /// [`Opening::Watch`] or [`Opening::Hot`].
+    Lean(Opening),
 }
 
-fn parse(read: &mut BytesMut) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut fields);
-    let head_len = match request.parse(read) {
+fn parse(read: &mut BytesMut, max_body: usize) -> Parsed {
+    // Uninitialised: the parser writes only the fields a request has.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let head_len = match request.parse_with_uninit_headers(read, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    let Some(head) = watch_head(&request) else {
+    let Some(LeanHead {
+        head,
+        body_len,
+        keep_alive,
+    }) = lean_head(&request)
+    else {
         return Parsed::Other;
     };
-    let body_len = match head.headers.get(header::CONTENT_LENGTH) {
-        None => 0,
-        Some(length) => match digits(length.as_bytes()) {
-            Some(length) => length,
-            None => return Parsed::Other,
-        },
-    };
+    let watch = routes::streams(&head.method, head.uri.path());
+    if !watch && Hot::of(&head, max_body).is_none() {
+        return Parsed::Other;
+    }
     if read.len() - head_len < body_len {
         // The body's read deadline is hyper's to keep.
         return Parsed::Other;
     }
-    let keep_alive = !has_token(&head.headers, header::CONNECTION, "close");
     let mut whole = read.split_to(head_len + body_len);
     let body = whole.split_off(head_len).freeze();
+    let request = Box::new(LeanRequest {
+        head,
+        body,
+        keep_alive,
+    });
+    if !watch {
+        return Parsed::Lean(Opening::Hot(request));
+    }
     if read.is_empty() {
         // The connection may stream for hours: hold no buffer meanwhile.
         *read = BytesMut::new();
     }
-    Parsed::Watch(Box::new(WatchRequest {
-        head,
-        body,
-        keep_alive,
-    }))
+    Parsed::Lean(Opening::Watch(request))
 }
 
-/// The head of `request` as `http` parts if it is a watch the lean path
-/// takes: HTTP/1.1 `GET` or `POST` to a watch path, each header valid, at
-/// most one `Content-Length`, no `Transfer-Encoding`, `Expect` or
-/// `Upgrade`.
-fn watch_head(request: &httparse::Request<'_, '_>) -> Option<http::request::Parts> {
+/// A request head the lean path reads, and what its fields say of the
+/// connection.
+struct LeanHead {
+    head: http::request::Parts,
+    body_len: usize,
+    keep_alive: bool,
+}
+
+/// The head of `request` as `http` parts if it is in a shape the lean
+/// path reads: HTTP/1.1 `GET`, `POST`, `PUT` or `DELETE`, each header
+/// valid, at most one `Content-Length` (digits only), no
+/// `Transfer-Encoding`, `Expect` or `Upgrade`. One pass over the fields.
+fn lean_head(request: &httparse::Request<'_, '_>) -> Option<LeanHead> {
     if request.version != Some(1) {
         return None;
     }
     let method = match request.method? {
         "GET" => Method::GET,
         "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "DELETE" => Method::DELETE,
         _ => return None,
     };
     let uri: Uri = request.path?.parse().ok()?;
-    if !routes::streams(&method, uri.path()) {
-        return None;
-    }
     let mut headers = HeaderMap::with_capacity(request.headers.len());
+    let (mut body_len, mut keep_alive) = (None, true);
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(field.value).ok()?;
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+            return None;
+        }
+        if name == header::CONTENT_LENGTH {
+            if body_len.is_some() {
+                return None;
+            }
+            body_len = Some(digits(field.value)?);
+        }
+        if name == header::CONNECTION && names_token(&value, "close") {
+            keep_alive = false;
+        }
         headers.append(name, value);
-    }
-    let refused = [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE];
-    if refused.iter().any(|name| headers.contains_key(name))
-        || headers.get_all(header::CONTENT_LENGTH).iter().count() > 1
-    {
-        return None;
     }
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
     head.version = Version::HTTP_11;
     head.headers = headers;
-    Some(head)
+    Some(LeanHead {
+        head,
+        body_len: body_len.unwrap_or(0),
+        keep_alive,
+    })
 }
 
 /// A `Content-Length` as hyper reads it: one or more ASCII digits, nothing
@@ -167,9 +202,16 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
+        .any(|value| names_token(value, token))
+}
+
+/// Whether one value of a comma-separated header holds `token`.
+fn names_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|value| {
+        value
+            .split(',')
+            .any(|item| item.trim().eq_ignore_ascii_case(token))
+    })
 }
 
 #[cfg(test)]
@@ -178,10 +220,12 @@ mod tests {
 
     fn sort(bytes: &[u8]) -> (&'static str, BytesMut) {
         let mut read = BytesMut::from(bytes);
-        let kind = match parse(&mut read) {
+        let kind = match parse(&mut read, 16) {
             Parsed::Partial => "partial",
             Parsed::Other => "other",
-            Parsed::Watch(_) => "watch",
+            Parsed::Lean(Opening::Watch(_)) => "watch",
+            Parsed::Lean(Opening::Hot(_)) => "hot",
+            Parsed::Lean(_) => "neither",
         };
         (kind, read)
     }
@@ -196,9 +240,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hot_request_is_taken_whole_and_the_next_one_left() {
+        let (kind, left) = sort(b"GET /store/k HTTP/1.1\r\nHost: x\r\n\r\nGET /");
+        assert_eq!((kind, &left[..]), ("hot", &b"GET /"[..]));
+        let put = b"PUT /store/k HTTP/1.1\r\ncontent-length: 2\r\n\r\nv1";
+        assert_eq!(sort(put).0, "hot");
+        let (kind, left) = sort(b"DELETE /store/k HTTP/1.1\r\n\r\n");
+        assert_eq!((kind, left.len()), ("hot", 0));
+    }
+
+    #[test]
     fn anything_else_is_left_to_hyper_untouched() {
         for request in [
-            &b"GET /store/k HTTP/1.1\r\n\r\n"[..],
+            &b"GET /store/a%2Fb HTTP/1.1\r\n\r\n"[..],
+            b"GET /store HTTP/1.1\r\n\r\n",
+            b"HEAD /store/k HTTP/1.1\r\n\r\n",
+            b"PUT /store/k HTTP/1.1\r\ncontent-length: 17\r\n\r\n",
+            b"PUT /store/k HTTP/1.1\r\ncontent-length: 2\r\n\r\nv",
+            b"PUT /store/k HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"DELETE /store/k HTTP/1.0\r\n\r\n",
             b"GET /watch_key/k HTTP/1.0\r\n\r\n",
             b"PUT /watch HTTP/1.1\r\n\r\n",
             b"POST /watch HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",

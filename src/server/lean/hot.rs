@@ -1,0 +1,125 @@
+//! A hot request (GET, PUT or DELETE of a plain key) served without hyper:
+//! by the same hot lane hyper's requests go to, its answer written as hyper
+//! writes it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http_body::Body as HttpBody;
+use poem::http::{self, Method, header, uri::Scheme};
+use poem::{Body, Endpoint, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Served;
+use super::head::{self, LeanRequest, Opening};
+use super::response::{self, Cut};
+use crate::backend::Backend;
+use crate::server::answers::{self, AnswerBody};
+use crate::server::conn_config::ConnConfig;
+use crate::server::dispatch::{self, InFlight, Origin, answer};
+use crate::server::guarded_io::{ConnShared, GuardedIo};
+
+/// What ended a run of hot requests.
+pub enum RunEnd {
+    /// The connection is done (closed, gone, or the server stops).
+    Closed,
+    /// The next request is not a hot one: the caller serves it.
+    Next(Opening),
+}
+
+/// Serves `first` and the hot requests that follow it on the connection,
+/// until one is not hot. A run is one future (the caller boxes it once),
+/// however many requests it serves.
+pub async fn serve_run<E, B, S>(
+    config: &ConnConfig<E, B>,
+    io: &mut GuardedIo<S>,
+    read: &mut BytesMut,
+    first: Box<LeanRequest>,
+    scheme: &Scheme,
+    peer: SocketAddr,
+    shared: &Arc<ConnShared>,
+) -> RunEnd
+where
+    E: Endpoint<Output = Response>,
+    B: Backend,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = first;
+    loop {
+        let served = serve(config, io, read, request, scheme, peer, shared);
+        let served = tokio::select! {
+            biased;
+            _ = shared.signalled(true) => return RunEnd::Closed,
+            served = served => served,
+        };
+        if let Served::Close = served {
+            return RunEnd::Closed;
+        }
+        let opening = tokio::select! {
+            biased;
+            _ = shared.signalled(false) => return RunEnd::Closed,
+            opening = super::read(io, read, config.hot.max_body()) => opening,
+        };
+        request = match opening {
+            Opening::Hot(next) => next,
+            other => return RunEnd::Next(other),
+        };
+    }
+}
+
+/// Answers `request` through the hot lane and writes the answer, keeping
+/// any bytes the client sends meanwhile (the next request) in `read`.
+async fn serve<E, B, S>(
+    config: &ConnConfig<E, B>,
+    io: &mut S,
+    read: &mut BytesMut,
+    request: Box<LeanRequest>,
+    scheme: &Scheme,
+    peer: SocketAddr,
+    shared: &Arc<ConnShared>,
+) -> Served
+where
+    E: Endpoint<Output = Response>,
+    B: Backend,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let in_flight = InFlight::start(shared.clone());
+    let LeanRequest {
+        head,
+        body,
+        keep_alive,
+    } = *request;
+    let safe = head.method == Method::GET;
+    let response = match config.hot.serve_whole(head, body, peer).await {
+        Ok(response) => response,
+        // The reader took it for the hot lane's, so this does not happen;
+        // if it did, the application answers it as it would any other.
+        Err((head, body)) => {
+            let origin = Origin {
+                local: config.local_addr,
+                peer,
+                scheme: scheme.clone(),
+            };
+            let request = dispatch::request(head, Body::from(body), &origin, None);
+            let response: http::Response<AnswerBody> =
+                Box::pin(answer(&config.app, request)).await.into();
+            response
+        }
+    };
+    let memory = config.answers.memory;
+    let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
+    let (mut head, body) = answer.into_parts();
+    let size = body.size_hint().exact();
+    let (head_bytes, framing) = response::encode_head(&mut head, size, keep_alive);
+    let closes = !keep_alive || head::has_token(&head.headers, header::CONNECTION, "close");
+    drop(head);
+    match response::send(io, read, head_bytes, body, framing).await {
+        Ok(()) if !closes => Served::KeepAlive,
+        Ok(()) | Err(Cut::Socket) => Served::Close,
+        Err(Cut::Body(err)) => {
+            tracing::debug!(%peer, error = %err, "an answer's body failed");
+            Served::Close
+        }
+    }
+}
