@@ -14,6 +14,7 @@ prints the server's instructions (all threads) divided by the requests.
     python3 bench/callgrind.py --only get --seed-binary /tmp/seed/kv-store
     python3 bench/callgrind.py --only batch,txn      # 2 puts; 2 guards + 2 puts
     python3 bench/callgrind.py --kv-flag=--access-log=false
+    python3 bench/callgrind.py --split-body          # bodies after their heads
 
 Needs valgrind (apt-get install valgrind). Builds the release binaries
 first unless given.
@@ -74,6 +75,21 @@ def txn_body(n):
     return {"guards": guards, "then": [{"op": "PUT", **put} for put in puts]}
 
 
+class OneWrite(http.client.HTTPConnection):
+    """Sends a request's head and body in one write, as curl, wrk and
+    hyper's client do; http.client sends them apart (`--split-body`), and a
+    server may get them in two reads."""
+
+    def _send_output(self, message_body=None, encode_chunked=False):
+        if not isinstance(message_body, bytes):
+            return super()._send_output(message_body, encode_chunked)
+        self._buffer.extend((b"", b""))
+        head = b"\r\n".join(self._buffer)
+        del self._buffer[:]
+        self.send(head + message_body)
+        return None
+
+
 # What each measured request is: HTTP method, and its body by number.
 JSON_REQUESTS = {"BATCH": ("/batch", batch_body), "TXN": ("/txn", txn_body)}
 
@@ -118,11 +134,12 @@ def total_instructions(out_dir):
     return total
 
 
-def measure(argv, port, method, count, warmup):
+def measure(argv, port, method, count, warmup, split_body):
     with tempfile.TemporaryDirectory() as out_dir:
         proc = start(argv, os.path.join(out_dir, "callgrind.out"), port)
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            client = http.client.HTTPConnection if split_body else OneWrite
+            connection = client("127.0.0.1", port, timeout=60)
             path = "/store/bench-key" if method == "GET" else "/store/bench-put-"
             if method == "GET":
                 connection.request("PUT", "/store/bench-key", body=VALUE)
@@ -151,6 +168,9 @@ def main():
                         help="the seed's server (built outside this repo), measured beside")
     parser.add_argument("--seed-port", type=int, default=3000,
                         help="the port the seed's server listens on")
+    parser.add_argument("--split-body", action="store_true",
+                        help="send each request's body in a write of its own, after its head "
+                             "(as Python's http.client does)")
     args = parser.parse_args()
     if args.kv_binary == os.path.join(RELEASE, "kv-store"):
         subprocess.run(["cargo", "build", "--release", "--bin", "kv-store"], cwd=ROOT, check=True)
@@ -168,7 +188,7 @@ def main():
         for name, argv, port in servers:
             if name == "ceiling" and method != "GET":
                 continue  # the ceiling reads no body: nothing to compare
-            per = measure(argv, port, method, args.requests, args.warmup)
+            per = measure(argv, port, method, args.requests, args.warmup, args.split_body)
             print(f"{method:4} {name:9} {per:10,.0f} instructions / request")
 
 

@@ -14,8 +14,8 @@ use crate::api::{Hot, routes};
 /// a larger request is hyper's to read.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// What the first read of a request is first given: a watch request's
-/// head is a few hundred bytes.
+/// The room each read of a request is given at least: a watch's or a hot
+/// request's head is a few hundred bytes.
 const FIRST_READ: usize = 1024;
 
 /// The most header fields the lean path parses (hyper takes up to 100).
@@ -62,12 +62,11 @@ pub async fn read<S: AsyncRead + Unpin>(
                 Parsed::Lean(opening) => return opening,
             }
         }
-        if read.capacity() == read.len() {
-            let room = if read.is_empty() {
-                FIRST_READ
-            } else {
-                read.len()
-            };
+        // Room for a whole small request at each read: one cut by the
+        // buffer's end rather than by the client would go to hyper if the
+        // cut fell in its body.
+        if read.capacity() - read.len() < FIRST_READ {
+            let room = read.len().max(FIRST_READ);
             read.reserve(room.min(MAX_REQUEST - read.len()));
         }
         match io.read_buf(read).await {
@@ -247,6 +246,17 @@ mod tests {
         assert_eq!(sort(put).0, "hot");
         let (kind, left) = sort(b"DELETE /store/k HTTP/1.1\r\n\r\n");
         assert_eq!((kind, left.len()), ("hot", 0));
+    }
+
+    /// A read is given room for a whole small request: one the buffer's
+    /// end would cut in its body would otherwise go to hyper.
+    #[tokio::test]
+    async fn a_request_is_not_cut_by_the_buffer() {
+        let put = b"PUT /store/k HTTP/1.1\r\ncontent-length: 10\r\n\r\n0123456789";
+        // Room for the head and part of the body only.
+        let mut buffer = BytesMut::with_capacity(put.len() - 5);
+        let opening = read(&mut &put[..], &mut buffer, 16).await;
+        assert!(matches!(opening, Opening::Hot(_)));
     }
 
     #[test]
