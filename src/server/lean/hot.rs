@@ -6,14 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use http_body::Body as HttpBody;
-use poem::http::{self, Method, header, uri::Scheme};
+use poem::http::{self, Method, uri::Scheme};
 use poem::{Body, Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Served;
-use super::head::{self, LeanRequest, Opening};
-use super::response::{self, Cut};
+use super::head::{LeanRequest, Opening};
+use super::response;
 use crate::backend::Backend;
 use crate::server::answers::{self, AnswerBody};
 use crate::server::conn_config::ConnConfig;
@@ -109,17 +108,7 @@ where
     };
     let memory = config.answers.memory;
     let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
-    let (mut head, body) = answer.into_parts();
-    let size = body.size_hint().exact();
-    let (head_bytes, framing) = response::encode_head(&mut head, size, keep_alive);
-    let closes = !keep_alive || head::has_token(&head.headers, header::CONNECTION, "close");
-    drop(head);
-    match response::send(io, read, head_bytes, body, framing).await {
-        Ok(()) if !closes => Served::KeepAlive,
-        Ok(()) | Err(Cut::Socket) => Served::Close,
-        Err(Cut::Body(err)) => {
-            tracing::debug!(%peer, error = %err, "an answer's body failed");
-            Served::Close
-        }
-    }
+    let answer = response::prepare(answer, keep_alive);
+    let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
+    response::served(sent, answer.closes, peer)
 }

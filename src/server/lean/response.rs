@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
@@ -14,6 +15,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as HttpBody;
 use poem::http::{self, StatusCode, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::Served;
+use super::head::has_token;
 
 /// How a body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +109,41 @@ fn push_date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(date.as_bytes());
     });
+}
+
+/// An answer ready to [`send`]: its head as hyper would write it, its
+/// body and framing, and whether the connection closes after it (the
+/// request or the answer says so).
+pub struct Prepared<B> {
+    pub head: Vec<u8>,
+    pub body: B,
+    pub framing: Framing,
+    pub closes: bool,
+}
+
+pub fn prepare<B: HttpBody>(response: http::Response<B>, keep_alive: bool) -> Prepared<B> {
+    let (mut head, body) = response.into_parts();
+    let size = body.size_hint().exact();
+    let (bytes, framing) = encode_head(&mut head, size, keep_alive);
+    let closes = !keep_alive || has_token(&head.headers, header::CONNECTION, "close");
+    Prepared {
+        head: bytes,
+        body,
+        framing,
+        closes,
+    }
+}
+
+/// What becomes of the connection once [`send`] has ended with `sent`.
+pub fn served(sent: Result<(), Cut>, closes: bool, peer: SocketAddr) -> Served {
+    match sent {
+        Ok(()) if !closes => Served::KeepAlive,
+        Ok(()) | Err(Cut::Socket) => Served::Close,
+        Err(Cut::Body(err)) => {
+            tracing::debug!(%peer, error = %err, "an answer's body failed");
+            Served::Close
+        }
+    }
 }
 
 /// Why an answer stopped before its end.

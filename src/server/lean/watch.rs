@@ -5,15 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http_body::Body as HttpBody;
 use http_body_util::combinators::BoxBody;
-use poem::http::{self, header, uri::Scheme};
+use poem::http::{self, uri::Scheme};
 use poem::{Body, Endpoint, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Served;
-use super::head::{self, LeanRequest};
-use super::response::{self, Cut};
+use super::head::LeanRequest;
+use super::response;
 use crate::server::conn_config::ConnConfig;
 use crate::server::dispatch::{self, InFlight, Origin, answer};
 use crate::server::guarded_io::ConnShared;
@@ -52,18 +51,7 @@ where
     // connection's task for as long as the stream it opened.
     let response: http::Response<BoxBody<Bytes, std::io::Error>> =
         Box::pin(answer(&config.app, request)).await.into();
-    let (mut head, body) = response.into_parts();
-    let size = body.size_hint().exact();
-    let (head_bytes, framing) = response::encode_head(&mut head, size, keep_alive);
-    let closes = !keep_alive || head::has_token(&head.headers, header::CONNECTION, "close");
-    drop(head);
-    match response::send(io, read, head_bytes, body, framing).await {
-        Ok(()) if !closes => Served::KeepAlive,
-        Ok(()) => Served::Close,
-        Err(Cut::Socket) => Served::Close,
-        Err(Cut::Body(err)) => {
-            tracing::debug!(%peer, error = %err, "a watch body failed");
-            Served::Close
-        }
-    }
+    let answer = response::prepare(response, keep_alive);
+    let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
+    response::served(sent, answer.closes, peer)
 }
