@@ -7,7 +7,8 @@ use poem::http::{HeaderMap, Method, Uri, header};
 use poem::{Body, IntoResponse, Response};
 
 use super::fence::IF_FENCE;
-use super::keys::{KeysApi, WriteConditions};
+use super::keys::{DeleteResponse, KeysApi, WriteConditions};
+use super::plain::Plain;
 use super::routes::{DELETE_KEY, GET_KEY, PUT_KEY, Route, Rules};
 use super::{Context, MAX_TTL_SECONDS};
 use crate::auth::Caller;
@@ -41,15 +42,16 @@ impl<B: Backend> FastPath<B> {
         }
     }
 
-    /// The answer to `hot`, asked by `caller` (admitted by the server),
-    /// success or problem. `body` is a PUT's value.
-    pub async fn answer(&self, hot: Hot<'_>, caller: &Caller, body: Body) -> Response {
+    /// The answer to `hot`, asked by `caller` (admitted by the server): a
+    /// success in its fixed shape, or the problem as a response. `body` is
+    /// a PUT's value.
+    pub async fn answer(&self, hot: Hot<'_>, caller: &Caller, body: Body) -> Answered {
         match hot {
             Hot::Get {
                 key,
                 if_none_match,
                 if_match,
-            } => respond(self.keys.get(caller, key, if_none_match, if_match).await),
+            } => plain(self.keys.get(caller, key, if_none_match, if_match).await),
             Hot::Put {
                 key,
                 ttl,
@@ -57,20 +59,42 @@ impl<B: Backend> FastPath<B> {
             } => {
                 let lifetime = Lifetime::from_ttl(ttl.map(Duration::from_secs));
                 let put = self.keys.put(caller, key, lifetime, conditions, body);
-                respond(Box::pin(put).await)
+                plain(Box::pin(put).await)
             }
             Hot::Delete {
                 key,
                 if_match,
                 if_fence,
-            } => respond(Box::pin(self.keys.delete(caller, key, if_match, if_fence)).await),
+            } => {
+                let deleted = Box::pin(self.keys.delete(caller, key, if_match, if_fence)).await;
+                plain(deleted.map(|DeleteResponse::Deleted| Plain::Deleted))
+            }
         }
     }
 }
 
-/// An operation's answer, success or problem, as a response.
-fn respond<T: IntoResponse, E: IntoResponse>(answer: Result<T, E>) -> Response {
-    answer.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+/// What the fast path answers: a success in its fixed shape (which the
+/// server's lean path writes without building a response), or a problem.
+pub enum Answered {
+    Plain(Plain),
+    Problem(Response),
+}
+
+impl IntoResponse for Answered {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Plain(plain) => plain.into_response(),
+            Self::Problem(response) => response,
+        }
+    }
+}
+
+/// An operation's answer, success or problem.
+fn plain<T: Into<Plain>, E: IntoResponse>(answer: Result<T, E>) -> Answered {
+    match answer {
+        Ok(success) => Answered::Plain(success.into()),
+        Err(problem) => Answered::Problem(problem.into_response()),
+    }
 }
 
 /// A request the fast path takes, extracted from its head.

@@ -18,6 +18,7 @@ mod keys;
 mod leases;
 mod list;
 mod locks;
+mod plain;
 mod problem;
 mod results;
 pub mod routes;
@@ -33,8 +34,9 @@ use std::time::{Duration, Instant};
 use poem_openapi::{OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
-pub use fast_path::{FastPath, Hot};
+pub use fast_path::{Answered, FastPath, Hot};
 pub use list::{EMPTY_PREFIX, bad_limit};
+pub use plain::Plain;
 pub use problem::{ErrorStatus, Problem, shown};
 pub use watch::ConnectionCloser;
 

@@ -27,7 +27,7 @@ use crate::api::Problem;
 /// Answers up to this size are always admitted, however full the budget:
 /// the refusal itself is one, and each connection holds at most a few of
 /// them in the HTTP stack's own buffers.
-const ALWAYS_ADMITTED: usize = 16 * 1024;
+pub const ALWAYS_ADMITTED: usize = 16 * 1024;
 
 /// A charged body goes to the HTTP stack this many bytes at a time
 /// (HTTP/2's default frame size): the stack holds a few pieces, the answer

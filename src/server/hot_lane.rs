@@ -6,18 +6,17 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body::Body as _;
 use hyper::body::Incoming;
-use poem::Body;
 use poem::http;
 use poem::http::request::Parts;
+use poem::{Body, IntoResponse};
 
 use super::admission::Admission;
 use super::answers::AnswerBody;
 use super::dispatch;
 use super::guarded_io::Timeouts;
-use super::observe::{Record, Recorder};
-use crate::api::{FastPath, Hot};
+use super::observe::{Record, Recorder, body_size};
+use crate::api::{Answered, FastPath, Hot};
 use crate::auth::Caller;
 use crate::backend::Backend;
 
@@ -69,7 +68,8 @@ impl<B: Backend> HotLane<B> {
             return Err(http::Request::from_parts(head, incoming));
         };
         let body = dispatch::body(&head, incoming, timeouts);
-        Ok(self.answer(started, &head, hot, peer, body).await)
+        let answer = self.answer(started, &head, hot, peer, body).await;
+        Ok(answer.into_response().into())
     }
 
     /// [`Self::serve`] for a request whose body the lean path has read
@@ -79,7 +79,7 @@ impl<B: Backend> HotLane<B> {
         head: Parts,
         body: Bytes,
         peer: SocketAddr,
-    ) -> Result<http::Response<AnswerBody>, (Parts, Bytes)> {
+    ) -> Result<Answered, (Parts, Bytes)> {
         let started = Instant::now();
         let Some(hot) = Hot::of(&head, self.max_body) else {
             return Err((head, body));
@@ -99,30 +99,35 @@ impl<B: Backend> HotLane<B> {
         hot: Hot<'_>,
         peer: SocketAddr,
         body: Body,
-    ) -> http::Response<AnswerBody> {
+    ) -> Answered {
         let operation = hot.operation();
-        let (response, caller, operation) =
+        let (mut answer, caller, operation) =
             match self.admission.admit(&head.headers, Some(peer), hot.rules()) {
-                Err(refused) => (*refused, None, "other"),
+                Err(refused) => (Answered::Problem(*refused), None, "other"),
                 Ok(caller) => {
                     let caller = caller.unwrap_or(Caller::Anyone);
-                    let response = self.fast.answer(hot, &caller, body).await;
-                    (response, Some(caller), operation)
+                    let answer = self.fast.answer(hot, &caller, body).await;
+                    (answer, Some(caller), operation)
                 }
             };
-        let response: http::Response<AnswerBody> = response.into();
-        let bytes = match self.recorder.logs() {
-            true => response.body().size_hint().exact(),
-            false => None,
+        let (status, bytes) = match &mut answer {
+            Answered::Plain(plain) => (plain.status(), u64::try_from(plain.body_len()).ok()),
+            Answered::Problem(response) => (
+                response.status(),
+                match self.recorder.logs() {
+                    true => body_size(response),
+                    false => None,
+                },
+            ),
         };
         self.recorder.record(&Record {
             client: Some(peer),
             caller: caller.as_ref(),
             operation,
-            status: response.status().as_u16(),
+            status: status.as_u16(),
             bytes,
             took: started.elapsed(),
         });
-        response
+        answer
     }
 }

@@ -124,7 +124,7 @@ impl<E: Endpoint> Endpoint for Recorded<E> {
 
 /// The answer's body size, when it is known before it is sent (not a
 /// stream's). poem keeps the body to itself: taken out and put back.
-fn body_size(response: &mut Response) -> Option<u64> {
+pub fn body_size(response: &mut Response) -> Option<u64> {
     let body = BoxBody::from(response.take_body());
     let size = http_body::Body::size_hint(&body).exact();
     response.set_body(poem::Body::from(body));

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use poem::http::{self, Method, uri::Scheme};
-use poem::{Body, Endpoint, Response};
+use poem::{Body, Endpoint, IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Served;
 use super::head::{LeanRequest, Opening};
-use super::response;
+use super::response::{self, Framing};
+use crate::api::Answered;
 use crate::backend::Backend;
-use crate::server::answers::{self, AnswerBody};
+use crate::server::answers::{self, Answer, AnswerBody};
 use crate::server::conn_config::ConnConfig;
 use crate::server::dispatch::{self, InFlight, Origin, answer};
 use crate::server::guarded_io::{ConnShared, GuardedIo};
@@ -91,7 +92,15 @@ where
     } = *request;
     let safe = head.method == Method::GET;
     let response = match config.hot.serve_whole(head, body, peer).await {
-        Ok(response) => response,
+        // Written with its head in one buffer; as small as this, an answer
+        // is charged to nothing (`answers::admit`).
+        Ok(Answered::Plain(plain)) if plain.body_len() <= answers::ALWAYS_ADMITTED => {
+            let whole = response::encode_plain(plain, keep_alive);
+            let sent = response::send(io, read, whole, None::<Answer>, Framing::Length).await;
+            drop(in_flight);
+            return response::served(sent, !keep_alive, peer);
+        }
+        Ok(answer) => answer.into_response().into(),
         // The reader took it for the hot lane's, so this does not happen;
         // if it did, the application answers it as it would any other.
         Err((head, body)) => {
@@ -109,6 +118,6 @@ where
     let memory = config.answers.memory;
     let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
     let answer = response::prepare(answer, keep_alive);
-    let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
+    let sent = response::send(io, read, answer.head, Some(answer.body), answer.framing).await;
     response::served(sent, answer.closes, peer)
 }

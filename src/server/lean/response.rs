@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Served;
 use super::head::has_token;
+use crate::api::Plain;
 
 /// How a body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,42 +59,81 @@ pub fn encode_head(
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status(&mut out, head.status);
     for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(&mut out, name.as_str(), value.as_bytes());
     }
-    let bodiless = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
     let framing = match size {
-        _ if bodiless || head.headers.contains_key(header::CONTENT_LENGTH) => Framing::Length,
+        _ if bodiless(head.status) || head.headers.contains_key(header::CONTENT_LENGTH) => {
+            Framing::Length
+        }
         Some(len) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-            out.extend_from_slice(b"\r\n");
+            push_field(
+                &mut out,
+                "content-length",
+                itoa::Buffer::new().format(len).as_bytes(),
+            );
             Framing::Length
         }
         None => {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            push_field(&mut out, "transfer-encoding", b"chunked");
             Framing::Chunked
         }
     };
     if !head.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
         push_date(&mut out);
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     (out, framing)
 }
 
-/// Appends the HTTP date of now. Formatted once a second per thread, as
-/// hyper does: a date costs more to format than the rest of a head.
+/// A [`Plain`] answer whole, head and body in one buffer, as [`encode_head`]
+/// writes its response (a test holds the two to the same bytes): no header
+/// map is built to be read back.
+pub fn encode_plain(plain: Plain, keep_alive: bool) -> Bytes {
+    let status = plain.status();
+    let mut out = Vec::with_capacity(256 + plain.body_len());
+    push_status(&mut out, status);
+    plain.fields(|name, value| push_field(&mut out, name.as_str(), value));
+    if !keep_alive {
+        push_field(&mut out, "connection", b"close");
+    }
+    if !bodiless(status) {
+        let mut digits = itoa::Buffer::new();
+        push_field(
+            &mut out,
+            "content-length",
+            digits.format(plain.body_len()).as_bytes(),
+        );
+    }
+    push_date(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&plain.into_body());
+    Bytes::from(out)
+}
+
+/// Statuses whose answers have no body, nor a length for one.
+fn bodiless(status: StatusCode) -> bool {
+    status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+fn push_status(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the `Date` field of now. Formatted once a second per thread,
+/// as hyper does: a date costs more to format than the rest of a head.
 fn push_date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -107,7 +147,7 @@ fn push_date(out: &mut Vec<u8>) {
             *cached = second;
             *date = httpdate::fmt_http_date(now);
         }
-        out.extend_from_slice(date.as_bytes());
+        push_field(out, "date", date.as_bytes());
     });
 }
 
@@ -115,7 +155,7 @@ fn push_date(out: &mut Vec<u8>) {
 /// body and framing, and whether the connection closes after it (the
 /// request or the answer says so).
 pub struct Prepared<B> {
-    pub head: Vec<u8>,
+    pub head: Bytes,
     pub body: B,
     pub framing: Framing,
     pub closes: bool,
@@ -127,7 +167,7 @@ pub fn prepare<B: HttpBody>(response: http::Response<B>, keep_alive: bool) -> Pr
     let (bytes, framing) = encode_head(&mut head, size, keep_alive);
     let closes = !keep_alive || has_token(&head.headers, header::CONNECTION, "close");
     Prepared {
-        head: bytes,
+        head: Bytes::from(bytes),
         body,
         framing,
         closes,
@@ -156,14 +196,15 @@ pub enum Cut {
     Body(io::Error),
 }
 
-/// Writes `head`, then `body` framed as `framing`, watching the socket
-/// meanwhile: a client that leaves ends the answer at once, and bytes it
-/// sends (a pipelined request) are kept in `read`.
+/// Writes `head`, then `body` (if any: a [`encode_plain`] answer has its
+/// body in `head`) framed as `framing`, watching the socket meanwhile: a
+/// client that leaves ends the answer at once, and bytes it sends (a
+/// pipelined request) are kept in `read`.
 pub async fn send<S, B>(
     io: &mut S,
     read: &mut BytesMut,
-    head: Vec<u8>,
-    body: B,
+    head: Bytes,
+    mut body: Option<B>,
     framing: Framing,
 ) -> Result<(), Cut>
 where
@@ -171,8 +212,7 @@ where
     B: HttpBody<Data = Bytes, Error = io::Error> + Unpin,
 {
     let mut out = Outgoing::default();
-    out.push(Bytes::from(head));
-    let mut body = Some(body);
+    out.push(head);
     // The client is read (for an end of stream, or a pipelined request)
     // only when the answer has to wait: a small answer goes out in one
     // write without a read beside it.
