@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use poem::http::request::Parts;
-use poem::http::{HeaderMap, Method, Uri, header};
+use poem::http::{HeaderMap, HeaderValue, Method, header};
 use poem::{Body, IntoResponse, Response};
 
 use super::fence::IF_FENCE;
@@ -120,11 +120,12 @@ impl<'a> Hot<'a> {
     /// `head` if the fast path takes it; `None`: the long way. A PUT is
     /// taken only with a Content-Length of at most `max_body` (the
     /// server's request body limit, which the long way answers).
-    pub fn of(head: &'a Parts, max_body: usize) -> Option<Self> {
-        let seen = Seen::of(&head.headers)?;
-        match head.method {
-            Method::GET if head.uri.query().is_none() => Some(Self::Get {
-                key: plain_key(&head.uri)?,
+    pub fn of<H: RequestHead>(head: &'a H, max_body: usize) -> Option<Self> {
+        let seen = Seen::of(head.fields())?;
+        let (path, query) = head.target();
+        match *head.method() {
+            Method::GET if query.is_none() => Some(Self::Get {
+                key: plain_key(path)?,
                 if_none_match: seen.if_none_match,
                 if_match: seen.if_match,
             }),
@@ -134,8 +135,8 @@ impl<'a> Hot<'a> {
                     return None;
                 }
                 Some(Self::Put {
-                    key: plain_key(&head.uri)?,
-                    ttl: put_ttl(head.uri.query())?,
+                    key: plain_key(path)?,
+                    ttl: put_ttl(query)?,
                     conditions: WriteConditions {
                         if_match: seen.if_match,
                         if_none_match: seen.if_none_match,
@@ -143,8 +144,8 @@ impl<'a> Hot<'a> {
                     },
                 })
             }
-            Method::DELETE if head.uri.query().is_none() => Some(Self::Delete {
-                key: plain_key(&head.uri)?,
+            Method::DELETE if query.is_none() => Some(Self::Delete {
+                key: plain_key(path)?,
                 if_match: seen.if_match,
                 if_fence: seen.if_fence,
             }),
@@ -171,13 +172,19 @@ impl<'a> Hot<'a> {
     }
 }
 
-/// The key of `GET_KEY`'s (and `PUT_KEY`'s) path if it is one segment
-/// without percent-encoding (poem decodes the rest).
-fn plain_key(uri: &Uri) -> Option<&str> {
-    let prefix = GET_KEY.template.strip_suffix("{key}")?;
-    let key = uri.path().strip_prefix(prefix)?;
-    (!key.is_empty() && !key.contains(['/', '%'])).then_some(key)
+/// The key of `GET_KEY`'s (and `PUT_KEY`'s) path if it is one segment of
+/// plain characters: RFC 3986's unreserved ones, sub-delims, `:` and `@`.
+/// No percent-encoding (poem decodes it), and nothing a URI parser may
+/// refuse: a head read by the lean path was not parsed as a URI.
+fn plain_key(path: &str) -> Option<&str> {
+    let key = path.strip_prefix(KEY_PREFIX)?;
+    let plain = |byte: &u8| byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(byte);
+    (!key.is_empty() && key.as_bytes().iter().all(plain)).then_some(key)
 }
+
+/// What precedes `{key}` in `GET_KEY`'s (and `PUT_KEY`'s, `DELETE_KEY`'s)
+/// path; a unit test holds it to the route table.
+pub const KEY_PREFIX: &str = "/store/";
 
 /// A PUT's query: none, or a valid `ttl` alone. `None`: the long way.
 fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
@@ -203,28 +210,88 @@ struct Seen<'a> {
 impl<'a> Seen<'a> {
     /// One pass over the few headers a request carries (cheaper than a
     /// hashed lookup per header read). `None` if one it reads is sent
-    /// twice or is not text: poem-openapi should judge that.
-    fn of(headers: &'a HeaderMap) -> Option<Self> {
+    /// twice or is not visible ASCII: poem-openapi should judge that.
+    fn of(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Self> {
         let mut seen = Self::default();
-        for (name, value) in headers {
-            let slot = if *name == header::IF_MATCH {
+        for (name, value) in fields {
+            let slot = if name.eq_ignore_ascii_case(header::IF_MATCH.as_str().as_bytes()) {
                 &mut seen.if_match
-            } else if *name == header::IF_NONE_MATCH {
+            } else if name.eq_ignore_ascii_case(header::IF_NONE_MATCH.as_str().as_bytes()) {
                 &mut seen.if_none_match
-            } else if *name == header::CONTENT_LENGTH {
+            } else if name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str().as_bytes()) {
                 &mut seen.content_length
-            } else if *name == IF_FENCE {
+            } else if name.eq_ignore_ascii_case(IF_FENCE.as_str().as_bytes()) {
                 &mut seen.if_fence
             } else {
-                seen.transfer_encoding |= *name == header::TRANSFER_ENCODING;
+                seen.transfer_encoding |=
+                    name.eq_ignore_ascii_case(header::TRANSFER_ENCODING.as_str().as_bytes());
                 continue;
             };
             if slot.is_some() {
                 return None;
             }
-            *slot = Some(value.to_str().ok()?);
+            *slot = Some(text(value)?);
         }
         Some(seen)
+    }
+}
+
+/// A header `value` as text if it is visible ASCII (and spaces, tabs), as
+/// `HeaderValue::to_str` takes it.
+pub fn text(value: &[u8]) -> Option<&str> {
+    let visible = |byte: &u8| *byte == b'\t' || (b' '..=b'~').contains(byte);
+    if !value.iter().all(visible) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
+/// A request's head as the fast path and admission read it: hyper's
+/// parsed head, or the server's view over the bytes it read (which builds
+/// no header map).
+pub trait RequestHead: HeaderFields {
+    fn method(&self) -> &Method;
+    /// The request target's path and query.
+    fn target(&self) -> (&str, Option<&str>);
+}
+
+/// A request's header fields, in the order sent.
+pub trait HeaderFields {
+    /// Each field's name (in any case) and value.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+
+    /// Each value of the field `name` (lowercase), in the order sent.
+    fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.fields()
+            .filter(move |(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+}
+
+impl HeaderFields for HeaderMap {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+    }
+
+    fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+impl HeaderFields for Parts {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.fields()
+    }
+}
+
+impl RequestHead for Parts {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn target(&self) -> (&str, Option<&str>) {
+        (self.uri.path(), self.uri.query())
     }
 }
 
@@ -275,12 +342,32 @@ mod tests {
 
     #[test]
     fn takes_only_plain_keys() {
-        let key = |uri: &'static str| plain_key(&Uri::from_static(uri)).map(str::to_owned);
-        assert_eq!(key("/store/k1").as_deref(), Some("k1"));
-        assert_eq!(key("/store/a%2Fb"), None);
-        assert_eq!(key("/store/"), None);
-        assert_eq!(key("/store/cas/k"), None);
-        assert_eq!(key("/status"), None);
+        assert_eq!(plain_key("/store/k1"), Some("k1"));
+        assert_eq!(plain_key("/store/a-b.c_d~e:f@g"), Some("a-b.c_d~e:f@g"));
+        assert_eq!(plain_key("/store/a%2Fb"), None);
+        assert_eq!(plain_key("/store/a\"b"), None);
+        assert_eq!(plain_key("/store/a{b}"), None);
+        assert_eq!(plain_key("/store/"), None);
+        assert_eq!(plain_key("/store/cas/k"), None);
+        assert_eq!(plain_key("/status"), None);
+        assert_eq!(GET_KEY.template, format!("{KEY_PREFIX}{{key}}"));
+    }
+
+    #[test]
+    fn reads_header_values_as_http_takes_them_as_text() {
+        for value in [
+            &b"\"3\""[..],
+            b"a b\tc",
+            b"",
+            b"\x7f",
+            b"caf\xc3\xa9",
+            b"\x01",
+        ] {
+            let http = HeaderValue::from_bytes(value)
+                .ok()
+                .and_then(|value| value.to_str().ok().map(str::to_owned));
+            assert_eq!(text(value).map(str::to_owned), http, "{value:?}");
+        }
     }
 
     #[test]

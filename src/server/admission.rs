@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use poem::http::{HeaderMap, header};
+use poem::http::header;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::api::routes::{self, Access, Rules};
-use crate::api::{ErrorStatus, Problem};
+use crate::api::{ErrorStatus, HeaderFields, Problem, header_text};
 use crate::auth::{Auth, Caller};
 use crate::config::Config;
 
@@ -75,17 +75,16 @@ impl Admission {
         }
     }
 
-    fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+    fn client_ip(&self, headers: &impl HeaderFields, peer: Option<SocketAddr>) -> IpAddr {
         if self.trust_forwarded_for {
             // The last address is the one our trusted proxy added; earlier
             // ones come from the client and can be forged.
             let forwarded = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
+                .values("x-forwarded-for")
+                .filter_map(header_text)
                 .flat_map(|value| value.split(','))
                 .filter_map(|addr| addr.trim().parse::<IpAddr>().ok())
-                .next_back();
+                .last();
             if let Some(ip) = forwarded {
                 return ip;
             }
@@ -139,21 +138,19 @@ impl Refused {
 impl Admission {
     /// The caller of a request with `headers`: its token's, if it shows a
     /// known one.
-    fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, Refused> {
+    fn identify(&self, headers: &impl HeaderFields) -> Result<Option<Caller>, Refused> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let mut given = headers.get_all(header::AUTHORIZATION).iter();
+        let mut given = headers.values(header::AUTHORIZATION.as_str());
         let (first, second) = (given.next(), given.next());
         if second.is_some() {
             return Err(Refused::Several);
         }
-        let bearer = first
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
+        let bearer = first.and_then(header_text).and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
         match bearer {
             None => Err(Refused::Missing),
             Some(secret) => auth
@@ -189,7 +186,7 @@ impl Admission {
     /// request's headers and the address it came from.
     pub fn admit(
         &self,
-        headers: &HeaderMap,
+        headers: &impl HeaderFields,
         peer: Option<SocketAddr>,
         rules: Rules,
     ) -> Result<Option<Caller>, Box<Response>> {

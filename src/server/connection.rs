@@ -111,9 +111,7 @@ async fn serve_io<E, B, S>(
                 // Boxed once per run of hot requests: the hot lane's
                 // future would otherwise size every connection's task,
                 // watch connections' too.
-                let run = lean::serve_hot_run(
-                    &config, &mut io, &mut read, request, &scheme, peer, &shared,
-                );
+                let run = lean::serve_hot_run(&config, &mut io, &mut read, request, peer, &shared);
                 match Box::pin(run).await {
                     RunEnd::Closed => return,
                     RunEnd::Next(opening) => next = Some(opening),

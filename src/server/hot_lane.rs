@@ -8,7 +8,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use poem::http;
-use poem::http::request::Parts;
 use poem::{Body, IntoResponse};
 
 use super::admission::Admission;
@@ -16,7 +15,7 @@ use super::answers::AnswerBody;
 use super::dispatch;
 use super::guarded_io::Timeouts;
 use super::observe::{Record, Recorder, body_size};
-use crate::api::{Answered, FastPath, Hot};
+use crate::api::{Answered, FastPath, HeaderFields, Hot, RequestHead};
 use crate::auth::Caller;
 use crate::backend::Backend;
 
@@ -73,36 +72,37 @@ impl<B: Backend> HotLane<B> {
     }
 
     /// [`Self::serve`] for a request whose body the lean path has read
-    /// whole; its head and body back if the lane does not take it.
-    pub async fn serve_whole(
+    /// whole, its head read in place; the body back if the lane does not
+    /// take it.
+    pub async fn serve_whole<H: RequestHead>(
         &self,
-        head: Parts,
+        head: &H,
         body: Bytes,
         peer: SocketAddr,
-    ) -> Result<Answered, (Parts, Bytes)> {
+    ) -> Result<Answered, Bytes> {
         let started = Instant::now();
-        let Some(hot) = Hot::of(&head, self.max_body) else {
-            return Err((head, body));
+        let Some(hot) = Hot::of(head, self.max_body) else {
+            return Err(body);
         };
         // No box for a GET's empty body.
         let body = match body.is_empty() {
             true => Body::empty(),
             false => Body::from(body),
         };
-        Ok(self.answer(started, &head, hot, peer, body).await)
+        Ok(self.answer(started, head, hot, peer, body).await)
     }
 
     async fn answer(
         &self,
         started: Instant,
-        head: &Parts,
+        head: &impl HeaderFields,
         hot: Hot<'_>,
         peer: SocketAddr,
         body: Body,
     ) -> Answered {
         let operation = hot.operation();
         let (mut answer, caller, operation) =
-            match self.admission.admit(&head.headers, Some(peer), hot.rules()) {
+            match self.admission.admit(head, Some(peer), hot.rules()) {
                 Err(refused) => (Answered::Problem(*refused), None, "other"),
                 Ok(caller) => {
                     let caller = caller.unwrap_or(Caller::Anyone);

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use poem::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::api::{Hot, routes};
+use crate::api::{HeaderFields, Hot, RequestHead, header_text, routes};
 
 /// The most a head (and a `POST /watch` body with it) may take here;
 /// a larger request is hyper's to read.
@@ -26,7 +26,7 @@ pub enum Opening {
     /// A watch request, whole: served by the lean path.
     Watch(Box<LeanRequest>),
     /// A request the hot lane takes ([`Hot::of`]), whole.
-    Hot(Box<LeanRequest>),
+    Hot(Box<HotRequest>),
     /// Anything else, or a shape left to hyper (another version, a chunked
     /// or `Expect` body, a body that has not all arrived, a head larger
     /// than [`MAX_REQUEST`], bytes that do not parse): hyper reads it from
@@ -37,12 +37,19 @@ pub enum Opening {
     Gone,
 }
 
-/// A request's head and body, read whole.
+/// A watch request's head and body, read whole.
 pub struct LeanRequest {
     pub head: http::request::Parts,
     pub body: Bytes,
     /// HTTP/1.1 keeps the connection unless the client sent
     /// `Connection: close`.
+    pub keep_alive: bool,
+}
+
+/// A hot request's head and body, read whole.
+pub struct HotRequest {
+    pub head: HeadView<Bytes>,
+    pub body: Bytes,
     pub keep_alive: bool,
 }
 
@@ -79,6 +86,15 @@ pub async fn read<S: AsyncRead + Unpin>(
     }
 }
 
+/// Puts a hot request the lane did not take back in front of what was read
+/// after it, for hyper to read.
+pub fn unread(head: HeadView<Bytes>, body: Bytes, read: &mut BytesMut) {
+    let mut again = BytesMut::from(head.bytes);
+    again.extend_from_slice(&body);
+    again.extend_from_slice(read);
+    *read = again;
+}
+
 enum Parsed {
     Partial,
     Other,
@@ -95,80 +111,103 @@ fn parse(read: &mut BytesMut, max_body: usize) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    let Some(LeanHead {
-        head,
-        body_len,
-        keep_alive,
-    }) = lean_head(&request)
-    else {
+    let Some(framing) = Framing::of(&request) else {
         return Parsed::Other;
     };
-    let watch = routes::streams(&head.method, head.uri.path());
-    if !watch && Hot::of(&head, max_body).is_none() {
+    let view = HeadView::of(&read[..head_len], &request, framing.method);
+    let watch = routes::streams(&view.method, view.target().0);
+    if !watch && Hot::of(&view, max_body).is_none() {
         return Parsed::Other;
     }
-    if read.len() - head_len < body_len {
+    if read.len() - head_len < framing.body_len {
         // The body's read deadline is hyper's to keep.
         return Parsed::Other;
     }
-    let mut whole = read.split_to(head_len + body_len);
+    let watch_head = match watch {
+        true => match parts(&request, view.method.clone()) {
+            Some(head) => Some(head),
+            None => return Parsed::Other,
+        },
+        false => None,
+    };
+    let view = view.rebind(());
+    let mut whole = read.split_to(head_len + framing.body_len);
     let body = whole.split_off(head_len).freeze();
-    let request = Box::new(LeanRequest {
-        head,
-        body,
-        keep_alive,
-    });
-    if !watch {
-        return Parsed::Lean(Opening::Hot(request));
-    }
+    let keep_alive = framing.keep_alive;
+    let Some(head) = watch_head else {
+        return Parsed::Lean(Opening::Hot(Box::new(HotRequest {
+            head: view.rebind(whole.freeze()),
+            body,
+            keep_alive,
+        })));
+    };
     if read.is_empty() {
         // The connection may stream for hours: hold no buffer meanwhile.
         *read = BytesMut::new();
     }
-    Parsed::Lean(Opening::Watch(request))
+    Parsed::Lean(Opening::Watch(Box::new(LeanRequest {
+        head,
+        body,
+        keep_alive,
+    })))
 }
 
-/// A request head the lean path reads, and what its fields say of the
-/// connection.
-struct LeanHead {
-    head: http::request::Parts,
+/// What a request head's fields say of its framing and its connection,
+/// for a head in a shape the lean path reads: HTTP/1.1 `GET`, `POST`,
+/// `PUT` or `DELETE`, at most one `Content-Length` (digits only), no
+/// `Transfer-Encoding`, `Expect` or `Upgrade`. One pass over the fields.
+struct Framing {
+    method: Method,
     body_len: usize,
+    /// HTTP/1.1 keeps the connection unless the client sent
+    /// `Connection: close`.
     keep_alive: bool,
 }
 
-/// The head of `request` as `http` parts if it is in a shape the lean
-/// path reads: HTTP/1.1 `GET`, `POST`, `PUT` or `DELETE`, each header
-/// valid, at most one `Content-Length` (digits only), no
-/// `Transfer-Encoding`, `Expect` or `Upgrade`. One pass over the fields.
-fn lean_head(request: &httparse::Request<'_, '_>) -> Option<LeanHead> {
-    if request.version != Some(1) {
-        return None;
+impl Framing {
+    fn of(request: &httparse::Request<'_, '_>) -> Option<Self> {
+        if request.version != Some(1) {
+            return None;
+        }
+        let method = match request.method? {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "DELETE" => Method::DELETE,
+            _ => return None,
+        };
+        let (mut body_len, mut keep_alive) = (None, true);
+        for field in request.headers.iter() {
+            let is = |name: &HeaderName| field.name.eq_ignore_ascii_case(name.as_str());
+            if is(&header::TRANSFER_ENCODING) || is(&header::EXPECT) || is(&header::UPGRADE) {
+                return None;
+            }
+            if is(&header::CONTENT_LENGTH) {
+                if body_len.is_some() {
+                    return None;
+                }
+                body_len = Some(digits(field.value)?);
+            }
+            if is(&header::CONNECTION) && names_token(field.value, "close") {
+                keep_alive = false;
+            }
+        }
+        Some(Self {
+            method,
+            body_len: body_len.unwrap_or(0),
+            keep_alive,
+        })
     }
-    let method = match request.method? {
-        "GET" => Method::GET,
-        "POST" => Method::POST,
-        "PUT" => Method::PUT,
-        "DELETE" => Method::DELETE,
-        _ => return None,
-    };
+}
+
+/// The head of `request` as `http` parts (for a watch, which the poem
+/// application serves); `None` if a part is not valid as `http` takes it.
+fn parts(request: &httparse::Request<'_, '_>, method: Method) -> Option<http::request::Parts> {
     let uri: Uri = request.path?.parse().ok()?;
     let mut headers = HeaderMap::with_capacity(request.headers.len());
-    let (mut body_len, mut keep_alive) = (None, true);
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(field.value).ok()?;
-        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
-            return None;
-        }
-        if name == header::CONTENT_LENGTH {
-            if body_len.is_some() {
-                return None;
-            }
-            body_len = Some(digits(field.value)?);
-        }
-        if name == header::CONNECTION && names_token(&value, "close") {
-            keep_alive = false;
-        }
         headers.append(name, value);
     }
     let (mut head, ()) = http::Request::new(()).into_parts();
@@ -176,11 +215,115 @@ fn lean_head(request: &httparse::Request<'_, '_>) -> Option<LeanHead> {
     head.uri = uri;
     head.version = Version::HTTP_11;
     head.headers = headers;
-    Some(LeanHead {
-        head,
-        body_len: body_len.unwrap_or(0),
-        keep_alive,
-    })
+    Some(head)
+}
+
+/// Where a part of a head lies in its bytes.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u16,
+    end: u16,
+}
+
+impl Span {
+    /// `part`'s place in `whole`, which holds it ([`MAX_REQUEST`] fits
+    /// in 16 bits).
+    fn of(whole: &[u8], part: &[u8]) -> Self {
+        let start = part.as_ptr().addr().saturating_sub(whole.as_ptr().addr());
+        let end = start + part.len();
+        Self {
+            start: u16::try_from(start).unwrap_or(u16::MAX),
+            end: u16::try_from(end).unwrap_or(u16::MAX),
+        }
+    }
+
+    fn of_str(whole: &[u8], part: &str) -> Self {
+        Self::of(whole, part.as_bytes())
+    }
+
+    fn in_bytes<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        bytes
+            .get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
+    }
+
+    fn in_text<'a>(&self, bytes: &'a [u8]) -> &'a str {
+        std::str::from_utf8(self.in_bytes(bytes)).unwrap_or_default()
+    }
+}
+
+/// A request head as the hot lane reads it: the bytes read, and where the
+/// target and each field lie in them. Building an `http` header map and
+/// URI, copying each value, cost a GET ~1 500 of its ~13 000 instructions
+/// (BENCHMARKS.md, issue 26); this view copies nothing. `B` is the bytes
+/// still in the read buffer while a head is sorted, then the head's own.
+pub struct HeadView<B> {
+    bytes: B,
+    method: Method,
+    path: Span,
+    query: Option<Span>,
+    fields: [(Span, Span); MAX_HEADERS],
+    count: usize,
+}
+
+impl<'a> HeadView<&'a [u8]> {
+    fn of(bytes: &'a [u8], request: &httparse::Request<'_, '_>, method: Method) -> Self {
+        let target = request.path.unwrap_or_default();
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut fields = [(Span::default(), Span::default()); MAX_HEADERS];
+        for (slot, field) in fields.iter_mut().zip(request.headers.iter()) {
+            *slot = (
+                Span::of_str(bytes, field.name),
+                Span::of(bytes, field.value),
+            );
+        }
+        Self {
+            bytes,
+            method,
+            path: Span::of_str(bytes, path),
+            query: query.map(|query| Span::of_str(bytes, query)),
+            fields,
+            count: request.headers.len().min(MAX_HEADERS),
+        }
+    }
+}
+
+impl<B> HeadView<B> {
+    /// The same view over `bytes`, which hold the same head.
+    fn rebind<C>(self, bytes: C) -> HeadView<C> {
+        HeadView {
+            bytes,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            fields: self.fields,
+            count: self.count,
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> HeaderFields for HeadView<B> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let bytes = self.bytes.as_ref();
+        self.fields[..self.count]
+            .iter()
+            .map(move |(name, value)| (name.in_bytes(bytes), value.in_bytes(bytes)))
+    }
+}
+
+impl<B: AsRef<[u8]>> RequestHead for HeadView<B> {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn target(&self) -> (&str, Option<&str>) {
+        let bytes = self.bytes.as_ref();
+        let query = self.query.map(|query| query.in_text(bytes));
+        (self.path.in_text(bytes), query)
+    }
 }
 
 /// A `Content-Length` as hyper reads it: one or more ASCII digits, nothing
@@ -201,12 +344,12 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .any(|value| names_token(value, token))
+        .any(|value| names_token(value.as_bytes(), token))
 }
 
 /// Whether one value of a comma-separated header holds `token`.
-fn names_token(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|value| {
+fn names_token(value: &[u8], token: &str) -> bool {
+    header_text(value).is_some_and(|value| {
         value
             .split(',')
             .any(|item| item.trim().eq_ignore_ascii_case(token))

@@ -6,18 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use poem::http::{self, Method, uri::Scheme};
-use poem::{Body, Endpoint, IntoResponse, Response};
+use poem::http::Method;
+use poem::{Endpoint, IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Served;
-use super::head::{LeanRequest, Opening};
+use super::head::{self, HotRequest, Opening};
 use super::response::{self, Framing};
-use crate::api::Answered;
+use crate::api::{Answered, RequestHead};
 use crate::backend::Backend;
-use crate::server::answers::{self, Answer, AnswerBody};
+use crate::server::answers::{self, Answer};
 use crate::server::conn_config::ConnConfig;
-use crate::server::dispatch::{self, InFlight, Origin, answer};
+use crate::server::dispatch::InFlight;
 use crate::server::guarded_io::{ConnShared, GuardedIo};
 
 /// What ended a run of hot requests.
@@ -35,8 +35,7 @@ pub async fn serve_run<E, B, S>(
     config: &ConnConfig<E, B>,
     io: &mut GuardedIo<S>,
     read: &mut BytesMut,
-    first: Box<LeanRequest>,
-    scheme: &Scheme,
+    first: Box<HotRequest>,
     peer: SocketAddr,
     shared: &Arc<ConnShared>,
 ) -> RunEnd
@@ -47,14 +46,16 @@ where
 {
     let mut request = first;
     loop {
-        let served = serve(config, io, read, request, scheme, peer, shared);
+        let served = serve(config, io, read, request, peer, shared);
         let served = tokio::select! {
             biased;
             _ = shared.signalled(true) => return RunEnd::Closed,
             served = served => served,
         };
-        if let Served::Close = served {
-            return RunEnd::Closed;
+        match served {
+            Some(Served::KeepAlive) => {}
+            Some(Served::Close) => return RunEnd::Closed,
+            None => return RunEnd::Next(Opening::Other),
         }
         let opening = tokio::select! {
             biased;
@@ -70,54 +71,50 @@ where
 
 /// Answers `request` through the hot lane and writes the answer, keeping
 /// any bytes the client sends meanwhile (the next request) in `read`.
+/// `None`: the lane did not take it (the reader asks the lane's own
+/// [`crate::api::Hot::of`], so this does not happen), and its bytes are
+/// back in `read` for hyper.
 async fn serve<E, B, S>(
     config: &ConnConfig<E, B>,
     io: &mut S,
     read: &mut BytesMut,
-    request: Box<LeanRequest>,
-    scheme: &Scheme,
+    request: Box<HotRequest>,
     peer: SocketAddr,
     shared: &Arc<ConnShared>,
-) -> Served
+) -> Option<Served>
 where
     E: Endpoint<Output = Response>,
     B: Backend,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let in_flight = InFlight::start(shared.clone());
-    let LeanRequest {
+    let HotRequest {
         head,
         body,
         keep_alive,
     } = *request;
-    let safe = head.method == Method::GET;
-    let response = match config.hot.serve_whole(head, body, peer).await {
+    let answer = match config.hot.serve_whole(&head, body, peer).await {
+        Ok(answer) => answer,
+        Err(body) => {
+            head::unread(head, body, read);
+            return None;
+        }
+    };
+    let response = match answer {
         // Written with its head in one buffer; as small as this, an answer
         // is charged to nothing (`answers::admit`).
-        Ok(Answered::Plain(plain)) if plain.body_len() <= answers::ALWAYS_ADMITTED => {
+        Answered::Plain(plain) if plain.body_len() <= answers::ALWAYS_ADMITTED => {
             let whole = response::encode_plain(plain, keep_alive);
             let sent = response::send(io, read, whole, None::<Answer>, Framing::Length).await;
             drop(in_flight);
-            return response::served(sent, !keep_alive, peer);
+            return Some(response::served(sent, !keep_alive, peer));
         }
-        Ok(answer) => answer.into_response().into(),
-        // The reader took it for the hot lane's, so this does not happen;
-        // if it did, the application answers it as it would any other.
-        Err((head, body)) => {
-            let origin = Origin {
-                local: config.local_addr,
-                peer,
-                scheme: scheme.clone(),
-            };
-            let request = dispatch::request(head, Body::from(body), &origin, None);
-            let response: http::Response<AnswerBody> =
-                Box::pin(answer(&config.app, request)).await.into();
-            response
-        }
+        other => other.into_response().into(),
     };
     let memory = config.answers.memory;
+    let safe = *head.method() == Method::GET;
     let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
     let answer = response::prepare(answer, keep_alive);
     let sent = response::send(io, read, answer.head, Some(answer.body), answer.framing).await;
-    response::served(sent, answer.closes, peer)
+    Some(response::served(sent, answer.closes, peer))
 }
