@@ -153,6 +153,15 @@ impl<'a> Hot<'a> {
         }
     }
 
+    /// Whether a request of `method` for `path` may be one [`Self::of`]
+    /// takes: a test that costs nothing beside it, for a reader that must
+    /// decide before it has a head to ask [`Self::of`] (a unit test holds
+    /// it to be true of every request [`Self::of`] takes).
+    pub fn may_take(method: &Method, path: &str) -> bool {
+        matches!(*method, Method::GET | Method::PUT | Method::DELETE)
+            && path.starts_with(KEY_PREFIX)
+    }
+
     fn route(&self) -> Route {
         match self {
             Self::Get { .. } => GET_KEY,
@@ -178,7 +187,10 @@ impl<'a> Hot<'a> {
 /// refuse: a head read by the lean path was not parsed as a URI.
 fn plain_key(path: &str) -> Option<&str> {
     let key = path.strip_prefix(KEY_PREFIX)?;
-    let plain = |byte: &u8| byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(byte);
+    let plain = |byte: &u8| {
+        matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\''..=b',' | b';' | b'=' | b':' | b'@')
+    };
     (!key.is_empty() && key.as_bytes().iter().all(plain)).then_some(key)
 }
 
@@ -337,13 +349,20 @@ mod tests {
             let taken = Hot::of(&head, 100).map(|hot| hot.operation());
             let marked = (route.path == Path::Fast).then_some(route.operation);
             assert_eq!(taken, marked, "{} {}", route.method, route.template);
+            if taken.is_some() {
+                assert!(Hot::may_take(&head.method, head.uri.path()), "{uri}");
+            }
         }
     }
 
     #[test]
     fn takes_only_plain_keys() {
         assert_eq!(plain_key("/store/k1"), Some("k1"));
-        assert_eq!(plain_key("/store/a-b.c_d~e:f@g"), Some("a-b.c_d~e:f@g"));
+        let plain = "a-b.c_d~e:f@g!$&'()*+,;=Z9";
+        assert_eq!(plain_key(&format!("/store/{plain}")), Some(plain));
+        for refused in "%/?#[]\"<>\\^`{|} \u{7f}é".chars() {
+            assert_eq!(plain_key(&format!("/store/a{refused}")), None, "{refused}");
+        }
         assert_eq!(plain_key("/store/a%2Fb"), None);
         assert_eq!(plain_key("/store/a\"b"), None);
         assert_eq!(plain_key("/store/a{b}"), None);

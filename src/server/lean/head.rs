@@ -25,7 +25,8 @@ const MAX_HEADERS: usize = 48;
 pub enum Opening {
     /// A watch request, whole: served by the lean path.
     Watch(Box<LeanRequest>),
-    /// A request the hot lane takes ([`Hot::of`]), whole.
+    /// A request the hot lane may take ([`Hot::may_take`]), whole: one it
+    /// does not take is put back ([`unread`]) for hyper.
     Hot(Box<HotRequest>),
     /// Anything else, or a shape left to hyper (another version, a chunked
     /// or `Expect` body, a body that has not all arrived, a head larger
@@ -86,7 +87,7 @@ pub async fn read<S: AsyncRead + Unpin>(
     }
 }
 
-/// Puts a hot request the lane did not take back in front of what was read
+/// Puts a request the hot lane did not take back in front of what was read
 /// after it, for hyper to read.
 pub fn unread(head: HeadView<Bytes>, body: Bytes, read: &mut BytesMut) {
     let mut again = BytesMut::from(head.bytes);
@@ -115,8 +116,13 @@ fn parse(read: &mut BytesMut, max_body: usize) -> Parsed {
         return Parsed::Other;
     };
     let view = HeadView::of(&read[..head_len], &request, framing.method);
-    let watch = routes::streams(&view.method, view.target().0);
-    if !watch && Hot::of(&view, max_body).is_none() {
+    let path = view.target().0;
+    let watch = routes::streams(&view.method, path);
+    // The hot lane decides (and a request it does not take is put back
+    // for hyper): asking `Hot::of` here too would cost every request it
+    // takes a second pass over the head.
+    let hot = Hot::may_take(&view.method, path) && framing.body_len <= max_body;
+    if !watch && !hot {
         return Parsed::Other;
     }
     if read.len() - head_len < framing.body_len {
@@ -402,11 +408,25 @@ mod tests {
         assert!(matches!(opening, Opening::Hot(_)));
     }
 
+    /// A request the hot lane does not take goes back whole, before what
+    /// followed it, for hyper.
+    #[test]
+    fn a_request_the_lane_refuses_is_put_back() {
+        let sent = b"PUT /store/a%2Fb HTTP/1.1\r\ncontent-length: 2\r\n\r\nv1GET /";
+        let mut read = BytesMut::from(&sent[..]);
+        let Parsed::Lean(Opening::Hot(request)) = parse(&mut read, 16) else {
+            panic!("taken as hot");
+        };
+        assert_eq!(&read[..], b"GET /");
+        assert!(Hot::of(&request.head, 16).is_none());
+        unread(request.head, request.body, &mut read);
+        assert_eq!(&read[..], sent);
+    }
+
     #[test]
     fn anything_else_is_left_to_hyper_untouched() {
         for request in [
-            &b"GET /store/a%2Fb HTTP/1.1\r\n\r\n"[..],
-            b"GET /store HTTP/1.1\r\n\r\n",
+            &b"GET /store HTTP/1.1\r\n\r\n"[..],
             b"HEAD /store/k HTTP/1.1\r\n\r\n",
             b"PUT /store/k HTTP/1.1\r\ncontent-length: 17\r\n\r\n",
             b"PUT /store/k HTTP/1.1\r\ncontent-length: 2\r\n\r\nv",
