@@ -15,6 +15,12 @@ prints the server's instructions (all threads) divided by the requests.
     python3 bench/callgrind.py --only batch,txn      # 2 puts; 2 guards + 2 puts
     python3 bench/callgrind.py --kv-flag=--access-log=false
     python3 bench/callgrind.py --split-body          # bodies after their heads
+    python3 bench/callgrind.py --only fanout --watchers 2000 --seed-binary /tmp/seed/kv-store
+
+`fanout` counts one PUT delivered to `--watchers` SSE watchers of its key
+(bench/fanout_client.rs holds them open; counting starts once every watch
+is open and stops once every watcher has the event), divided by the
+watchers: instructions per delivery.
 
 Needs valgrind (apt-get install valgrind). Builds the release binaries
 first unless given.
@@ -25,6 +31,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -45,7 +52,8 @@ def start(argv, out_file, port):
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out_file}", *argv],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        preexec_fn=raise_fd_limit)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -55,6 +63,47 @@ def start(argv, out_file, port):
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("the server did not start under valgrind")
+
+
+def raise_fd_limit():
+    """Watchers need a descriptor each, on both sides."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# What marks a watch as open and the PUT's event, per server (the seed's
+# watch opens with `event: WATCH key`).
+FANOUT_MARKERS = {"kv-store": [], "seed": ["event: WATCH key", "event: PUT key"]}
+
+
+def measure_fanout(name, argv, port, watchers):
+    with tempfile.TemporaryDirectory() as out_dir:
+        proc = start(argv, os.path.join(out_dir, "callgrind.out"), port)
+        try:
+            client = subprocess.Popen(
+                [os.path.join(RELEASE, "fanout_client"), f"127.0.0.1:{port}", str(watchers),
+                 str(proc.pid), *FANOUT_MARKERS[name]],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env={**os.environ, "FANOUT_HOLD": "1"}, preexec_fn=raise_fd_limit)
+            for line in client.stderr:
+                if line.strip() == "ready":
+                    break
+            else:
+                raise RuntimeError(f"{name}: the watches did not open")
+            control(proc.pid, "--instr=on")
+            client.stdin.write("\n")
+            client.stdin.flush()
+            result = json.loads(client.stdout.readline())
+            control(proc.pid, "--instr=off")
+            control(proc.pid, "--dump")
+            client.stdin.close()
+            client.wait(timeout=60)
+            if result["received"] != watchers:
+                raise RuntimeError(f"{name}: {result['received']} of {watchers} had the event")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        return total_instructions(out_dir) / watchers
 
 
 def two_puts(n):
@@ -168,14 +217,16 @@ def main():
                         help="the seed's server (built outside this repo), measured beside")
     parser.add_argument("--seed-port", type=int, default=3000,
                         help="the port the seed's server listens on")
+    parser.add_argument("--watchers", type=int, default=2_000,
+                        help="watchers for `fanout`")
     parser.add_argument("--split-body", action="store_true",
                         help="send each request's body in a write of its own, after its head "
                              "(as Python's http.client does)")
     args = parser.parse_args()
     if args.kv_binary == os.path.join(RELEASE, "kv-store"):
         subprocess.run(["cargo", "build", "--release", "--bin", "kv-store"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bin", "ceiling"], cwd=ROOT,
-                   check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bin", "ceiling",
+                    "--bin", "fanout_client"], cwd=ROOT, check=True)
     servers = [
         ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}",
                       *args.kv_flag],
@@ -186,6 +237,11 @@ def main():
         servers.append(("seed", [args.seed_binary], args.seed_port))
     for method in args.only.upper().split(","):
         for name, argv, port in servers:
+            if method == "FANOUT":
+                if name != "ceiling":
+                    per = measure_fanout(name, argv, port, args.watchers)
+                    print(f"FANOUT {name:9} {per:10,.0f} instructions / delivery")
+                continue
             if name == "ceiling" and method != "GET":
                 continue  # the ceiling reads no body: nothing to compare
             per = measure(argv, port, method, args.requests, args.warmup, args.split_body)

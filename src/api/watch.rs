@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 
-use futures_util::StreamExt;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Example;
@@ -23,7 +22,7 @@ use crate::backend::Backend;
 use poem::Request;
 
 use crate::domain::{Key, Position, WatchError, Watched};
-use crate::watch::Closer;
+use crate::watch::{Closer, Until};
 
 /// The connection a request came in on, as a request extension the server
 /// layer adds to the requests that may open a watch stream
@@ -298,9 +297,14 @@ impl<B: Backend> WatchApi<B> {
             .await
             .map_err(|err| watch_problem(err, since))?;
         // The stream ends at shutdown, and when a reload revokes the token.
-        let stream = watch
-            .take_until(self.0.shutdown.clone().cancelled_owned())
-            .take_until(caller.revoked());
+        let shutdown = self.0.shutdown.clone().cancelled_owned();
+        let end = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = caller.revoked() => {}
+            }
+        };
+        let stream = Until::new(watch, Box::pin(end));
         Ok(WatchResponse::Events(SseFrames::new(stream)))
     }
 }

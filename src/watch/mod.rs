@@ -9,6 +9,7 @@ mod history;
 mod queue;
 mod registry;
 mod stream;
+mod until;
 
 pub use charge::{Charge, Delivery, SharedFrame};
 pub use heartbeat::run_heartbeat;
@@ -16,3 +17,4 @@ pub use history::History;
 pub use queue::{Receiver, WatchItem};
 pub use registry::{CloseWatcher, Closer, TooManyWatches, WatchLimits, Watchers};
 pub use stream::{Broken, Resume, SnapshotItem, WatchStream};
+pub use until::Until;

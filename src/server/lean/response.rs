@@ -280,6 +280,25 @@ fn poll_client<S: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// A chunk's size line: the length in hex, then CRLF (without `format!`,
+/// which cost a watcher's delivery ~470 instructions of ~4 800).
+fn chunk_size(len: usize) -> Bytes {
+    let mut line = [0u8; 2 * size_of::<usize>() + 2];
+    let mut start = line.len() - 2;
+    let mut rest = len;
+    loop {
+        start -= 1;
+        line[start] = b"0123456789ABCDEF"[rest & 0xF];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    let end = line.len();
+    line[end - 2..].copy_from_slice(b"\r\n");
+    Bytes::copy_from_slice(&line[start..])
+}
+
 /// The bytes queued for the socket, written with `writev` as they are.
 #[derive(Default)]
 struct Outgoing {
@@ -300,7 +319,7 @@ impl Outgoing {
         match framing {
             Framing::Length => self.push(data),
             Framing::Chunked => {
-                self.push(Bytes::from(format!("{:X}\r\n", data.len())));
+                self.push(chunk_size(data.len()));
                 self.push(data);
                 self.push(Bytes::from_static(b"\r\n"));
             }
@@ -473,6 +492,13 @@ mod tests {
         assert!(vectored);
         assert_eq!(sent.len(), "1800\r\n".len() + value.len() + 2);
         assert!(sent.ends_with(b"xx\r\n"));
+    }
+
+    #[test]
+    fn a_size_line_is_the_length_in_hex() {
+        for len in [0, 1, 9, 10, 255, 4096, usize::MAX] {
+            assert_eq!(&chunk_size(len)[..], format!("{len:X}\r\n").as_bytes());
+        }
     }
 
     #[test]
