@@ -121,17 +121,14 @@ pub enum GetResponse {
 /// constants and the numbers go through `itoa`. A test holds the two to
 /// the same bytes.
 pub enum GetAnswer {
-    Ok { value: TextValue, meta: Meta },
+    Ok { value: Value, meta: Meta },
     NotModified { revision: u64 },
 }
 
 impl From<GetAnswer> for Plain {
     fn from(answer: GetAnswer) -> Self {
         match answer {
-            GetAnswer::Ok { value, meta } => Plain::Value {
-                value: value.0,
-                meta,
-            },
+            GetAnswer::Ok { value, meta } => Plain::Value { value, meta },
             GetAnswer::NotModified { revision } => Plain::NotModified { revision },
         }
     }
@@ -485,7 +482,7 @@ impl<B: Backend> KeysApi<B> {
             return Ok(GetAnswer::NotModified { revision });
         }
         Ok(GetAnswer::Ok {
-            value: TextValue(current.value.bytes()),
+            value: current.value,
             meta: current.meta,
         })
     }
@@ -596,7 +593,7 @@ mod tests {
                 lease,
             };
             let ours = GetAnswer::Ok {
-                value: value(),
+                value: Value::from("v1"),
                 meta,
             };
             let shown = lease.map(|lease| lease.to_string());

@@ -8,13 +8,13 @@
 //! (building one and reading it back cost a GET ~1 900 of its ~16 700
 //! instructions; BENCHMARKS.md, issue 26).
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use poem::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use poem::{Body, IntoResponse, Response};
 use poem_openapi::payload::Payload;
 
 use super::text::TextValue;
-use crate::domain::Meta;
+use crate::domain::{Meta, Value};
 
 static KV_CREATE_REVISION: HeaderName = HeaderName::from_static("kv-create-revision");
 static KV_VERSION: HeaderName = HeaderName::from_static("kv-version");
@@ -28,7 +28,7 @@ const MAX_FIELDS: usize = 5;
 /// A successful answer of GET, PUT or DELETE of one key.
 pub enum Plain {
     /// 200: the key's value (text) and its metadata.
-    Value { value: Bytes, meta: Meta },
+    Value { value: Value, meta: Meta },
     /// 304: the key still has the ETag the client holds.
     NotModified { revision: u64 },
     /// 201 (`created`) or 204: a write, with its new ETag.
@@ -70,20 +70,17 @@ impl Plain {
         }
     }
 
-    /// The body's length.
-    pub fn body_len(&self) -> usize {
+    /// The body: the value, or nothing.
+    pub fn body(&self) -> &[u8] {
         match self {
-            Self::Value { value, .. } => value.len(),
-            _ => 0,
+            Self::Value { value, .. } => value.as_bytes(),
+            _ => &[],
         }
     }
 
-    /// The body: the value, or nothing.
-    pub fn into_body(self) -> Bytes {
-        match self {
-            Self::Value { value, .. } => value,
-            _ => Bytes::new(),
-        }
+    /// The body's length.
+    pub fn body_len(&self) -> usize {
+        self.body().len()
     }
 }
 
@@ -112,9 +109,10 @@ impl IntoResponse for Plain {
             start = end;
         }
         let status = self.status();
-        let body = match self.into_body() {
-            empty if empty.is_empty() => Body::empty(),
-            value => Body::from(value),
+        let body = match self {
+            // Shared with the store, not copied.
+            Self::Value { value, .. } => Body::from(value.bytes()),
+            _ => Body::empty(),
         };
         let mut response = Response::builder().status(status).body(body);
         *response.headers_mut() = headers;

@@ -12,13 +12,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Served;
 use super::head::{self, HotRequest, Opening};
-use super::response::{self, Framing};
+use super::response;
 use crate::api::{Answered, RequestHead};
 use crate::backend::Backend;
-use crate::server::answers::{self, Answer};
+use crate::server::answers;
 use crate::server::conn_config::ConnConfig;
 use crate::server::dispatch::InFlight;
 use crate::server::guarded_io::{ConnShared, GuardedIo};
+
+/// The most room a run keeps for its answers between them.
+const KEPT_OUT: usize = 2048;
 
 /// What ended a run of hot requests.
 pub enum RunEnd {
@@ -45,8 +48,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut request = first;
+    // Each plain answer is written from here: one buffer for the run.
+    let mut out = Vec::new();
     loop {
-        let served = serve(config, io, read, request, peer, shared);
+        let served = serve(config, io, read, &mut out, request, peer, shared);
         let served = tokio::select! {
             biased;
             _ = shared.signalled(true) => return RunEnd::Closed,
@@ -78,6 +83,7 @@ async fn serve<E, B, S>(
     config: &ConnConfig<E, B>,
     io: &mut S,
     read: &mut BytesMut,
+    out: &mut Vec<u8>,
     request: Box<HotRequest>,
     peer: SocketAddr,
     shared: &Arc<ConnShared>,
@@ -104,9 +110,15 @@ where
         // Written with its head in one buffer; as small as this, an answer
         // is charged to nothing (`answers::admit`).
         Answered::Plain(plain) if plain.body_len() <= answers::ALWAYS_ADMITTED => {
-            let whole = response::encode_plain(plain, keep_alive);
-            let sent = response::send(io, read, whole, None::<Answer>, Framing::Length).await;
+            response::encode_plain(&plain, keep_alive, out);
+            drop(plain);
+            let sent = response::send_all(io, read, out).await;
             drop(in_flight);
+            if out.capacity() > KEPT_OUT {
+                // A large value went out: an idle connection keeps no room
+                // for the next.
+                *out = Vec::new();
+            }
             return Some(response::served(sent, !keep_alive, peer));
         }
         other => other.into_response().into(),
@@ -115,6 +127,6 @@ where
     let safe = *head.method() == Method::GET;
     let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
     let answer = response::prepare(answer, keep_alive);
-    let sent = response::send(io, read, answer.head, Some(answer.body), answer.framing).await;
+    let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
     Some(response::served(sent, answer.closes, peer))
 }

@@ -87,29 +87,30 @@ pub fn encode_head(
     (out, framing)
 }
 
-/// A [`Plain`] answer whole, head and body in one buffer, as [`encode_head`]
-/// writes its response (a test holds the two to the same bytes): no header
-/// map is built to be read back.
-pub fn encode_plain(plain: Plain, keep_alive: bool) -> Bytes {
+/// A [`Plain`] answer whole, head and body, into `out` (cleared first), as
+/// [`encode_head`] writes its response (a test holds the two to the same
+/// bytes): no header map is built to be read back, and the value is copied
+/// from the store's entry once, into the buffer written to the socket.
+pub fn encode_plain(plain: &Plain, keep_alive: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(256 + plain.body_len());
     let status = plain.status();
-    let mut out = Vec::with_capacity(256 + plain.body_len());
-    push_status(&mut out, status);
-    plain.fields(|name, value| push_field(&mut out, name.as_str(), value));
+    push_status(out, status);
+    plain.fields(|name, value| push_field(out, name.as_str(), value));
     if !keep_alive {
-        push_field(&mut out, "connection", b"close");
+        push_field(out, "connection", b"close");
     }
     if !bodiless(status) {
         let mut digits = itoa::Buffer::new();
         push_field(
-            &mut out,
+            out,
             "content-length",
             digits.format(plain.body_len()).as_bytes(),
         );
     }
-    push_date(&mut out);
+    push_date(out);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&plain.into_body());
-    Bytes::from(out)
+    out.extend_from_slice(plain.body());
 }
 
 /// Statuses whose answers have no body, nor a length for one.
@@ -196,15 +197,14 @@ pub enum Cut {
     Body(io::Error),
 }
 
-/// Writes `head`, then `body` (if any: a [`encode_plain`] answer has its
-/// body in `head`) framed as `framing`, watching the socket meanwhile: a
-/// client that leaves ends the answer at once, and bytes it sends (a
-/// pipelined request) are kept in `read`.
+/// Writes `head`, then `body` framed as `framing`, watching the socket
+/// meanwhile: a client that leaves ends the answer at once, and bytes it
+/// sends (a pipelined request) are kept in `read`.
 pub async fn send<S, B>(
     io: &mut S,
     read: &mut BytesMut,
     head: Bytes,
-    mut body: Option<B>,
+    body: B,
     framing: Framing,
 ) -> Result<(), Cut>
 where
@@ -213,6 +213,7 @@ where
 {
     let mut out = Outgoing::default();
     out.push(head);
+    let mut body = Some(body);
     // The client is read (for an end of stream, or a pipelined request)
     // only when the answer has to wait: a small answer goes out in one
     // write without a read beside it.
@@ -254,6 +255,29 @@ where
                 return Poll::Pending;
             }
         }
+    })
+    .await
+}
+
+/// Writes `bytes` (a whole answer), watching the socket meanwhile as
+/// [`send`] does.
+pub async fn send_all<S>(io: &mut S, read: &mut BytesMut, bytes: &[u8]) -> Result<(), Cut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut written = 0;
+    poll_fn(|cx| {
+        while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+            match Pin::new(&mut *io).poll_write(cx, rest) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(Cut::Socket)),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Pending => {
+                    poll_client(io, read, cx).map_err(|_| Cut::Socket)?;
+                    return Poll::Pending;
+                }
+            }
+        }
+        Pin::new(&mut *io).poll_flush(cx).map_err(|_| Cut::Socket)
     })
     .await
 }
@@ -406,6 +430,64 @@ mod tests {
             "{text}"
         );
         assert_eq!(framing, Framing::Length);
+    }
+
+    /// Without its `date` field, which may have turned a second.
+    fn undated(bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        text.split("\r\n")
+            .filter(|line| !line.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    #[tokio::test]
+    async fn a_plain_answer_is_written_as_its_response_would_be() {
+        use crate::domain::{LeaseId, Meta, Value};
+        use crate::server::answers::AnswerBody;
+        use http_body_util::BodyExt;
+        use poem::IntoResponse;
+        let meta = |lease| Meta {
+            create_revision: 3,
+            mod_revision: 12,
+            version: 4,
+            lease,
+        };
+        let answers = || {
+            [
+                Plain::Value {
+                    value: Value::from("v1"),
+                    meta: meta(None),
+                },
+                Plain::Value {
+                    value: Value::from(""),
+                    meta: meta(LeaseId::new(0x2a)),
+                },
+                Plain::NotModified { revision: 12 },
+                Plain::Written {
+                    created: true,
+                    revision: 13,
+                },
+                Plain::Written {
+                    created: false,
+                    revision: 14,
+                },
+                Plain::Deleted,
+            ]
+        };
+        for keep_alive in [true, false] {
+            for (plain, again) in answers().into_iter().zip(answers()) {
+                let mut ours = Vec::new();
+                encode_plain(&plain, keep_alive, &mut ours);
+                let response: http::Response<AnswerBody> = again.into_response().into();
+                let (mut head, body) = response.into_parts();
+                let body = body.collect().await.expect("a body").to_bytes();
+                let size = u64::try_from(body.len()).ok();
+                let (mut theirs, _) = encode_head(&mut head, size, keep_alive);
+                theirs.extend_from_slice(&body);
+                assert_eq!(undated(&ours), undated(&theirs));
+            }
+        }
     }
 
     /// A socket that takes at most `limit` bytes per write and records

@@ -52,6 +52,6 @@ where
     let response: http::Response<BoxBody<Bytes, std::io::Error>> =
         Box::pin(answer(&config.app, request)).await.into();
     let answer = response::prepare(response, keep_alive);
-    let sent = response::send(io, read, answer.head, Some(answer.body), answer.framing).await;
+    let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
     response::served(sent, answer.closes, peer)
 }
