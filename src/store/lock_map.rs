@@ -4,6 +4,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
+use smallvec::SmallVec;
 
 use crate::domain::Entry;
 
@@ -62,7 +63,8 @@ impl LockMap {
     /// Write-locks the shards holding `keys`, in shard order so that two
     /// writers can never deadlock on each other.
     pub fn lock<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Locked<'_> {
-        let mut indexes: Vec<usize> = keys
+        // On the stack: a write names one key, or a few.
+        let mut indexes: SmallVec<[usize; 4]> = keys
             .into_iter()
             .map(|key| Self::shard_of(self.hash(key)))
             .collect();
@@ -90,7 +92,7 @@ impl Default for LockMap {
 /// Shards write-locked by [`LockMap::lock`]; only keys named there may be used.
 pub struct Locked<'a> {
     map: &'a LockMap,
-    guards: Vec<(usize, RwLockWriteGuard<'a, Shard>)>,
+    guards: SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 1]>,
 }
 
 impl Locked<'_> {

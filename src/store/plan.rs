@@ -1,6 +1,7 @@
 //! Planning a run of operations (one request, or a batch) against the
 //! state the commit path sees, so a failed condition leaves no trace.
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::commit::{At, Committer, Planned, Ticket, view};
@@ -101,7 +102,7 @@ impl Store {
         // one revision (etcd's model for a transaction).
         let revision = committer.next_revision();
         let mut outcomes = Vec::with_capacity(ops.len());
-        let mut previous = Vec::with_capacity(ops.len());
+        let mut previous: SmallVec<[_; 1]> = SmallVec::with_capacity(ops.len());
         let mut rejected = false;
         for op in ops {
             let current = view(&committer.pending, &locked, &op.key).map(Current::from);

@@ -94,15 +94,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let in_flight = InFlight::start(shared.clone());
-    let HotRequest {
-        head,
-        body,
-        keep_alive,
-    } = *request;
-    let answer = match config.hot.serve_whole(&head, body, peer).await {
+    // Read in place: the head is a few hundred bytes to copy out.
+    let mut request = request;
+    let (body, keep_alive) = (std::mem::take(&mut request.body), request.keep_alive);
+    let answer = match config.hot.serve_whole(&request.head, body, peer).await {
         Ok(answer) => answer,
         Err(body) => {
-            head::unread(head, body, read);
+            head::unread(request.head, body, read);
             return None;
         }
     };
@@ -124,7 +122,7 @@ where
         other => other.into_response().into(),
     };
     let memory = config.answers.memory;
-    let safe = *head.method() == Method::GET;
+    let safe = *request.head.method() == Method::GET;
     let answer = answers::admit(response, shared.clone(), in_flight, memory, safe, false);
     let answer = response::prepare(answer, keep_alive);
     let sent = response::send(io, read, answer.head, answer.body, answer.framing).await;
