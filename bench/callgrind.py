@@ -16,6 +16,7 @@ prints the server's instructions (all threads) divided by the requests.
     python3 bench/callgrind.py --kv-flag=--access-log=false
     python3 bench/callgrind.py --split-body          # bodies after their heads
     python3 bench/callgrind.py --only fanout --watchers 2000 --seed-binary /tmp/seed/kv-store
+    python3 bench/callgrind.py --h2                  # GET and PUT over HTTP/2 (h2c)
 
 `fanout` counts one PUT delivered to `--watchers` SSE watchers of its key
 (bench/fanout_client.rs holds them open; counting starts once every watch
@@ -104,6 +105,34 @@ def measure_fanout(name, argv, port, watchers):
             proc.terminate()
             proc.wait(timeout=60)
         return total_instructions(out_dir) / watchers
+
+
+def measure_h2(argv, port, method, count, warmup):
+    """`count` requests over one HTTP/2 connection (bench/h2_client.rs)."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        proc = start(argv, os.path.join(out_dir, "callgrind.out"), port)
+        try:
+            client = subprocess.Popen(
+                [os.path.join(RELEASE, "h2_client"), f"127.0.0.1:{port}", method, str(warmup),
+                 str(count)],
+                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for line in client.stderr:
+                if line.strip() == "warm":
+                    break
+            else:
+                raise RuntimeError(f"h2 {method}: the warm-up failed")
+            control(proc.pid, "--instr=on")
+            client.stdin.write("\n")
+            client.stdin.flush()
+            if client.stderr.readline().strip() != "done":
+                raise RuntimeError(f"h2 {method}: the requests failed")
+            control(proc.pid, "--instr=off")
+            control(proc.pid, "--dump")
+            client.wait(timeout=60)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        return total_instructions(out_dir) / count
 
 
 def two_puts(n):
@@ -217,6 +246,8 @@ def main():
                         help="the seed's server (built outside this repo), measured beside")
     parser.add_argument("--seed-port", type=int, default=3000,
                         help="the port the seed's server listens on")
+    parser.add_argument("--h2", action="store_true",
+                        help="GET and PUT over one HTTP/2 connection (h2c), kv-store only")
     parser.add_argument("--watchers", type=int, default=2_000,
                         help="watchers for `fanout`")
     parser.add_argument("--split-body", action="store_true",
@@ -226,7 +257,7 @@ def main():
     if args.kv_binary == os.path.join(RELEASE, "kv-store"):
         subprocess.run(["cargo", "build", "--release", "--bin", "kv-store"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-p", "kv-bench", "--bin", "ceiling",
-                    "--bin", "fanout_client"], cwd=ROOT, check=True)
+                    "--bin", "fanout_client", "--bin", "h2_client"], cwd=ROOT, check=True)
     servers = [
         ("kv-store", [args.kv_binary, "--rate-limit", "0", "--listen", f"127.0.0.1:{PORT}",
                       *args.kv_flag],
@@ -241,6 +272,11 @@ def main():
                 if name != "ceiling":
                     per = measure_fanout(name, argv, port, args.watchers)
                     print(f"FANOUT {name:9} {per:10,.0f} instructions / delivery")
+                continue
+            if args.h2:
+                if name == "kv-store":
+                    per = measure_h2(argv, port, method, args.requests, args.warmup)
+                    print(f"{method:4} {name:9} {per:10,.0f} instructions / request (HTTP/2)")
                 continue
             if name == "ceiling" and method != "GET":
                 continue  # the ceiling reads no body: nothing to compare

@@ -25,6 +25,12 @@ static ETAG: HeaderName = header::ETAG;
 /// The most header fields a [`Plain`] answer has.
 const MAX_FIELDS: usize = 5;
 
+/// Room for every value but the content type (an ETag, two numbers and a
+/// lease id at most).
+const VALUES_ROOM: usize = 80;
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static(TextValue::CONTENT_TYPE);
+
 /// A successful answer of GET, PUT or DELETE of one key.
 pub enum Plain {
     /// 200: the key's value (text) and its metadata.
@@ -87,11 +93,18 @@ impl Plain {
 impl IntoResponse for Plain {
     fn into_response(self) -> Response {
         // The values written into one buffer whose slices they share: one
-        // allocation where each value would take its own.
-        let mut values = BytesMut::with_capacity(128);
+        // allocation where each value would take its own. The content type
+        // is a constant: not copied.
+        let mut values = BytesMut::new();
         let mut ends = [(&ETAG, 0); MAX_FIELDS];
         let mut count = 0;
         self.fields(|name, value| {
+            if name == CONTENT_TYPE {
+                return;
+            }
+            if values.capacity() == 0 {
+                values.reserve(VALUES_ROOM);
+            }
             values.extend_from_slice(value);
             if let Some(end) = ends.get_mut(count) {
                 *end = (name, values.len());
@@ -99,21 +112,24 @@ impl IntoResponse for Plain {
             }
         });
         let values = values.freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = HeaderMap::with_capacity(count + 1);
+        let status = self.status();
+        let body = match self {
+            Self::Value { value, .. } => {
+                headers.insert(CONTENT_TYPE.clone(), TEXT_PLAIN);
+                // Shared with the store, not copied.
+                Body::from(value.bytes())
+            }
+            _ => Body::empty(),
+        };
         let mut start = 0;
         for &(name, end) in &ends[..count] {
-            // Digits, quotes and constants: always a valid value.
+            // Digits, quotes and hex digits: always a valid value.
             if let Ok(value) = HeaderValue::from_maybe_shared(values.slice(start..end)) {
                 headers.insert(name.clone(), value);
             }
             start = end;
         }
-        let status = self.status();
-        let body = match self {
-            // Shared with the store, not copied.
-            Self::Value { value, .. } => Body::from(value.bytes()),
-            _ => Body::empty(),
-        };
         let mut response = Response::builder().status(status).body(body);
         *response.headers_mut() = headers;
         response
