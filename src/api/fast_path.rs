@@ -121,8 +121,13 @@ impl<'a> Hot<'a> {
     /// taken only with a Content-Length of at most `max_body` (the
     /// server's request body limit, which the long way answers).
     pub fn of<H: RequestHead>(head: &'a H, max_body: usize) -> Option<Self> {
-        let seen = Seen::of(head.fields())?;
         let (path, query) = head.target();
+        // Every other request (a batch, a listing) is spared the pass over
+        // its headers.
+        if !Self::may_take(head.method(), path) {
+            return None;
+        }
+        let seen = Seen::of(head.fields())?;
         match *head.method() {
             Method::GET if query.is_none() => Some(Self::Get {
                 key: plain_key(path)?,
