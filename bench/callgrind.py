@@ -77,6 +77,24 @@ def raise_fd_limit():
 FANOUT_MARKERS = {"kv-store": [], "seed": ["event: WATCH key", "event: PUT key"]}
 
 
+def count_from(proc, client, said, what):
+    """Waits for `client` to say `said` on stderr, switches counting on and
+    tells the client (a line on its stdin) to go on."""
+    for line in client.stderr:
+        if line.strip() == said:
+            break
+    else:
+        raise RuntimeError(f"{what} failed")
+    control(proc.pid, "--instr=on")
+    client.stdin.write("\n")
+    client.stdin.flush()
+
+
+def stop_counting(proc):
+    control(proc.pid, "--instr=off")
+    control(proc.pid, "--dump")
+
+
 def measure_fanout(name, argv, port, watchers):
     with tempfile.TemporaryDirectory() as out_dir:
         proc = start(argv, os.path.join(out_dir, "callgrind.out"), port)
@@ -86,17 +104,9 @@ def measure_fanout(name, argv, port, watchers):
                  str(proc.pid), *FANOUT_MARKERS[name]],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, env={**os.environ, "FANOUT_HOLD": "1"}, preexec_fn=raise_fd_limit)
-            for line in client.stderr:
-                if line.strip() == "ready":
-                    break
-            else:
-                raise RuntimeError(f"{name}: the watches did not open")
-            control(proc.pid, "--instr=on")
-            client.stdin.write("\n")
-            client.stdin.flush()
+            count_from(proc, client, "ready", f"{name}: the watches")
             result = json.loads(client.stdout.readline())
-            control(proc.pid, "--instr=off")
-            control(proc.pid, "--dump")
+            stop_counting(proc)
             client.stdin.close()
             client.wait(timeout=60)
             if result["received"] != watchers:
@@ -116,18 +126,10 @@ def measure_h2(argv, port, method, count, warmup):
                 [os.path.join(RELEASE, "h2_client"), f"127.0.0.1:{port}", method, str(warmup),
                  str(count)],
                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for line in client.stderr:
-                if line.strip() == "warm":
-                    break
-            else:
-                raise RuntimeError(f"h2 {method}: the warm-up failed")
-            control(proc.pid, "--instr=on")
-            client.stdin.write("\n")
-            client.stdin.flush()
+            count_from(proc, client, "warm", f"h2 {method}: the warm-up")
             if client.stderr.readline().strip() != "done":
                 raise RuntimeError(f"h2 {method}: the requests failed")
-            control(proc.pid, "--instr=off")
-            control(proc.pid, "--dump")
+            stop_counting(proc)
             client.wait(timeout=60)
         finally:
             proc.terminate()
@@ -225,8 +227,7 @@ def measure(argv, port, method, count, warmup, split_body):
             requests(connection, method, warmup, path)
             control(proc.pid, "--instr=on")
             requests(connection, method, count, path)
-            control(proc.pid, "--instr=off")
-            control(proc.pid, "--dump")
+            stop_counting(proc)
             connection.close()
         finally:
             proc.terminate()
