@@ -612,6 +612,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delete_answer_is_what_the_spec_declares() {
+        assert_eq!(
+            seen(Plain::Deleted.into_response()).await,
+            seen(DeleteResponse::Deleted.into_response()).await
+        );
+    }
+
+    #[tokio::test]
     async fn a_put_answer_is_what_the_spec_declares() {
         for created in [true, false] {
             let ours = PutAnswer {

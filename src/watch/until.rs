@@ -77,7 +77,12 @@ impl<S: Stream + Unpin> Stream for Until<S> {
             this.end = None;
             return Poll::Ready(None);
         }
-        Pin::new(&mut this.stream).poll_next(cx)
+        let next = Pin::new(&mut this.stream).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            // Ended: never polled again.
+            this.end = None;
+        }
+        next
     }
 }
 

@@ -229,6 +229,9 @@ fn parts(request: &httparse::Request<'_, '_>, method: Method) -> Option<http::re
     Some(head)
 }
 
+// A span's 16 bits hold any offset in a head the lean path takes.
+const _: () = assert!(MAX_REQUEST <= u16::MAX as usize);
+
 /// Where a part of a head lies in its bytes.
 #[derive(Clone, Copy, Default)]
 struct Span {
