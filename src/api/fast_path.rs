@@ -201,7 +201,7 @@ fn plain_key(path: &str) -> Option<&str> {
 
 /// What precedes `{key}` in `GET_KEY`'s (and `PUT_KEY`'s, `DELETE_KEY`'s)
 /// path; a unit test holds it to the route table.
-pub const KEY_PREFIX: &str = "/store/";
+const KEY_PREFIX: &str = "/store/";
 
 /// A PUT's query: none, or a valid `ttl` alone. `None`: the long way.
 fn put_ttl(query: Option<&str>) -> Option<Option<u64>> {
