@@ -34,7 +34,8 @@ impl Map for LockMap {
     }
 
     fn put(&self, key: &Key, revision: u64) {
-        self.lock([&**key]).insert(entry(key, revision));
+        let hash = self.hash(key);
+        self.lock([&hash]).insert(hash, entry(key, revision));
     }
 }
 

@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::Locked;
 use super::expiry::ExpiryQueue;
 use super::index::Index;
 use super::lease_table::{LeaseRecord, Leases};
+use super::{KeyHash, Locked};
 use crate::domain::{Entry, Event, EventKind, Key, LeaseId, Lifetime, Meta, StorageError, Value};
 use crate::watch::{History, Watchers};
 
@@ -38,6 +38,7 @@ pub(super) enum Planned {
 /// One write, planned: it has its revision but may not be applied yet.
 pub(super) struct Write {
     pub(super) key: Key,
+    pub(super) hash: KeyHash,
     pub(super) change: Change,
     pub(super) revision: u64,
     /// Its place among its revision's writes, when there are several.
@@ -129,15 +130,16 @@ pub(super) fn view<'a>(
     pending: &'a HashMap<Key, Pending>,
     locked: &'a Locked<'_>,
     key: &str,
+    hash: KeyHash,
 ) -> Option<&'a Entry> {
     // In memory (and mostly with a data dir) nothing is pending: skip
     // hashing the key a second time on the hot path.
     if pending.is_empty() {
-        return locked.get(key);
+        return locked.get(key, hash);
     }
     match pending.get(key) {
         Some(pending) => pending.entry.as_ref(),
-        None => locked.get(key),
+        None => locked.get(key, hash),
     }
 }
 
@@ -202,7 +204,7 @@ impl Committer {
     pub(super) fn write(
         &mut self,
         locked: &mut Locked<'_>,
-        key: &Key,
+        (key, hash): (&Key, KeyHash),
         planned: Planned,
         now: Instant,
         at: At,
@@ -234,7 +236,7 @@ impl Committer {
                 let from = if self.leases.is_empty() {
                     None
                 } else {
-                    view(&self.pending, locked, key).and_then(Entry::lease)
+                    view(&self.pending, locked, key, hash).and_then(Entry::lease)
                 };
                 let change = match planned {
                     Planned::Expire => Change::Expire,
@@ -250,6 +252,7 @@ impl Committer {
         self.leases.moved(key, from, to);
         let write = Write {
             key: key.clone(),
+            hash,
             change,
             revision,
             part,
@@ -269,7 +272,7 @@ impl Committer {
 
     /// Plans a key's expiry, at a revision of its own (as etcd's lease
     /// expiry of a key with its own lease).
-    pub(super) fn expire(&mut self, locked: &mut Locked<'_>, key: &Key, now: Instant) {
+    pub(super) fn expire(&mut self, locked: &mut Locked<'_>, key: (&Key, KeyHash), now: Instant) {
         let at = At {
             revision: self.next_revision(),
             part: None,
@@ -281,8 +284,8 @@ impl Committer {
     pub(super) fn leases_exist(
         &self,
         mut leases: impl Iterator<Item = LeaseId>,
+        now: Instant,
     ) -> Result<(), StorageError> {
-        let now = Instant::now();
         match leases.find(|lease| self.leases.alive(*lease, now).is_none()) {
             Some(missing) => Err(StorageError::LeaseNotFound(missing)),
             None => Ok(()),
@@ -312,6 +315,7 @@ impl Committer {
     pub(super) fn commit(&mut self, locked: &mut Locked<'_>, write: Write) {
         let Write {
             key,
+            hash,
             change,
             revision,
             part,
@@ -335,7 +339,7 @@ impl Committer {
                     self.wake_sweeper |= self.expiry.insert(deadline, key.clone());
                 }
                 self.index.put(entry.clone());
-                let previous = locked.insert(entry.clone());
+                let previous = locked.insert(hash, entry.clone());
                 Event::put(revision, entry, previous)
             }
             Change::Delete | Change::Expire => {
@@ -345,7 +349,7 @@ impl Committer {
                 } else {
                     EventKind::Delete
                 };
-                let previous = locked.remove(&key);
+                let previous = locked.remove(&key, hash);
                 self.index.remove(&key);
                 Event::removed(revision, kind, key.clone(), previous)
             }

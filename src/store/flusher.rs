@@ -119,7 +119,7 @@ fn commit_groups(inner: &Inner, disk: &mut Disk) {
         let mut committer = inner.committer.lock();
         let (waiters, answer) = match result {
             Ok(()) => {
-                let mut locked = inner.map.lock(group.writes.iter().map(|w| &*w.key));
+                let mut locked = inner.map.lock(group.writes.iter().map(|w| &w.hash));
                 for write in group.writes {
                     if committer
                         .pending

@@ -172,10 +172,11 @@ impl Store {
             return;
         }
         let now = Instant::now();
-        let mut locked = self.inner.map.lock(keys.iter().map(|key| &**key));
+        let hashes = self.inner.map.hashes(keys.iter().map(|key| &**key));
+        let mut locked = self.inner.map.lock(&hashes);
         let revision = committer.next_revision();
         let several = keys.len() > 1;
-        for (part, key) in keys.iter().enumerate() {
+        for (part, (key, hash)) in keys.iter().zip(hashes).enumerate() {
             let at = At {
                 revision,
                 part: several.then(|| u32::try_from(part).unwrap_or(u32::MAX)),
@@ -185,7 +186,7 @@ impl Store {
             } else {
                 Planned::Delete
             };
-            committer.write(&mut locked, key, planned, now, at);
+            committer.write(&mut locked, (key, hash), planned, now, at);
         }
     }
 

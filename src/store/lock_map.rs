@@ -40,9 +40,20 @@ impl LockMap {
 
     /// The key's hash (SipHash, randomly keyed: keys come from clients, who
     /// must not be able to aim them all at one bucket). One hash serves
-    /// both the choice of shard and the shard's table.
-    fn hash(&self, key: &str) -> u64 {
+    /// both the choice of shard and the shard's table, and a write hashes
+    /// each key once for all its lookups. Hashed as bytes, so a record's
+    /// key is hashed without checking its UTF-8 again.
+    pub fn hash(&self, key: &str) -> KeyHash {
+        KeyHash(self.hash_bytes(key.as_bytes()))
+    }
+
+    fn hash_bytes(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// The hashes of `keys`, in their order, to lock and look them up by.
+    pub fn hashes<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> SmallVec<[KeyHash; 1]> {
+        keys.into_iter().map(|key| self.hash(key)).collect()
     }
 
     fn shard_of(hash: u64) -> usize {
@@ -53,20 +64,20 @@ impl LockMap {
 
     /// Runs `f` on the key's entry under the shard's read lock.
     pub fn read<R>(&self, key: &str, f: impl FnOnce(&Entry) -> R) -> Option<R> {
-        let hash = self.hash(key);
+        let hash = self.hash_bytes(key.as_bytes());
         let shard = self.shards[Self::shard_of(hash)].read();
         shard
             .find(hash, |entry| entry.key_bytes() == key.as_bytes())
             .map(f)
     }
 
-    /// Write-locks the shards holding `keys`, in shard order so that two
-    /// writers can never deadlock on each other.
-    pub fn lock<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Locked<'_> {
+    /// Write-locks the shards holding the keys of `hashes`, in shard order
+    /// so that two writers can never deadlock on each other.
+    pub fn lock<'h>(&self, hashes: impl IntoIterator<Item = &'h KeyHash>) -> Locked<'_> {
         // On the stack: a write names one key, or a few.
-        let mut indexes: SmallVec<[usize; 4]> = keys
+        let mut indexes: SmallVec<[usize; 4]> = hashes
             .into_iter()
-            .map(|key| Self::shard_of(self.hash(key)))
+            .map(|hash| Self::shard_of(hash.0))
             .collect();
         indexes.sort_unstable();
         indexes.dedup();
@@ -95,33 +106,39 @@ pub struct Locked<'a> {
     guards: SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 1]>,
 }
 
+/// A key's hash in a [`LockMap`], made by [`LockMap::hash`]: what
+/// [`Locked`] finds the key by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHash(u64);
+
 impl Locked<'_> {
-    /// The key's hash and its shard's position among the guards.
-    fn locate(&self, key: &str) -> (u64, usize) {
-        let hash = self.map.hash(key);
-        let index = LockMap::shard_of(hash);
+    /// The shard's position among the guards of the key hashed `hash`.
+    fn locate(&self, key: &[u8], hash: KeyHash) -> usize {
+        debug_assert_eq!(hash.0, self.map.hash_bytes(key), "another key's hash");
+        let index = LockMap::shard_of(hash.0);
         match self.guards.binary_search_by_key(&index, |(i, _)| *i) {
-            Ok(position) => (hash, position),
+            Ok(position) => position,
             Err(_) => unreachable!("key {key:?} used without locking its shard"),
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Entry> {
-        let (hash, position) = self.locate(key);
+    pub fn get(&self, key: &str, hash: KeyHash) -> Option<&Entry> {
+        let position = self.locate(key.as_bytes(), hash);
         self.guards[position]
             .1
-            .find(hash, |entry| entry.key_bytes() == key.as_bytes())
+            .find(hash.0, |entry| entry.key_bytes() == key.as_bytes())
     }
 
-    /// Puts `entry` under its key; returns the entry it replaced.
-    pub fn insert(&mut self, entry: Entry) -> Option<Entry> {
-        let (hash, position) = self.locate(entry.key());
+    /// Puts `entry` under its key, hashed `hash`; returns the entry it
+    /// replaced.
+    pub fn insert(&mut self, hash: KeyHash, entry: Entry) -> Option<Entry> {
+        let position = self.locate(entry.key_bytes(), hash);
         let shard = &mut self.guards[position].1;
         let map = self.map;
         match shard.entry(
-            hash,
+            hash.0,
             |other| other.key_bytes() == entry.key_bytes(),
-            |other| map.hash(other.key()),
+            |other| map.hash_bytes(other.key_bytes()),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
                 Some(std::mem::replace(slot.get_mut(), entry))
@@ -133,10 +150,10 @@ impl Locked<'_> {
         }
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        let (hash, position) = self.locate(key);
+    pub fn remove(&mut self, key: &str, hash: KeyHash) -> Option<Entry> {
+        let position = self.locate(key.as_bytes(), hash);
         let shard = &mut self.guards[position].1;
-        match shard.find_entry(hash, |entry| entry.key_bytes() == key.as_bytes()) {
+        match shard.find_entry(hash.0, |entry| entry.key_bytes() == key.as_bytes()) {
             Ok(slot) => Some(slot.remove().0),
             Err(_) => None,
         }
@@ -162,12 +179,13 @@ mod tests {
         let map = LockMap::new();
         let keys = ["a", "b", "c"];
         {
-            let mut locked = map.lock(keys);
-            for (i, key) in keys.iter().enumerate() {
-                locked.insert(entry(key, key, i as u64));
+            let hashes = map.hashes(keys);
+            let mut locked = map.lock(&hashes);
+            for (i, (key, hash)) in keys.iter().zip(&hashes).enumerate() {
+                locked.insert(*hash, entry(key, key, i as u64));
             }
-            assert_eq!(locked.get("b").map(Entry::mod_revision), Some(1));
-            assert!(locked.remove("c").is_some());
+            assert_eq!(locked.get("b", hashes[1]).map(Entry::mod_revision), Some(1));
+            assert!(locked.remove("c", hashes[2]).is_some());
         }
         assert_eq!(map.count(), 2);
         assert_eq!(
@@ -181,7 +199,8 @@ mod tests {
     /// `work` cannot finish: the starvation the seed's design allowed.
     fn finishes_under_flood(flood: fn(&LockMap), work: fn(&LockMap)) {
         let map = Arc::new(LockMap::new());
-        map.lock(["hot"]).insert(entry("hot", "0", 0));
+        let hash = map.hash("hot");
+        map.lock([&hash]).insert(hash, entry("hot", "0", 0));
         let stop = Arc::new(AtomicBool::new(false));
         let flooders: Vec<_> = (0..4)
             .map(|_| {
@@ -213,9 +232,10 @@ mod tests {
     }
 
     fn write_hot(map: &LockMap) {
-        let mut locked = map.lock(["hot"]);
-        let revision = locked.get("hot").map_or(0, Entry::mod_revision) + 1;
-        locked.insert(entry("hot", "w", revision));
+        let hash = map.hash("hot");
+        let mut locked = map.lock([&hash]);
+        let revision = locked.get("hot", hash).map_or(0, Entry::mod_revision) + 1;
+        locked.insert(hash, entry("hot", "w", revision));
     }
 
     #[test]

@@ -58,7 +58,7 @@ use expiry::ExpiryQueue;
 use flusher::{flusher, settled};
 use index::Index;
 use lease_table::Leases;
-pub use lock_map::{LockMap, Locked};
+pub use lock_map::{KeyHash, LockMap, Locked};
 use snapshot::{PrefixSnapshot, Unwatch};
 use stats::Counters;
 
@@ -191,12 +191,13 @@ impl Store {
         let mut expiry = ExpiryQueue::default();
         let entries = std::mem::take(&mut recovered.entries);
         {
-            let mut locked = map.lock(entries.iter().map(Entry::key));
-            for entry in &entries {
+            let hashes = map.hashes(entries.iter().map(Entry::key));
+            let mut locked = map.lock(&hashes);
+            for (entry, hash) in entries.iter().zip(hashes) {
                 if let Some(deadline) = entry.deadline() {
                     expiry.insert(deadline, Key::from(entry.key()));
                 }
-                locked.insert(entry.clone());
+                locked.insert(hash, entry.clone());
             }
         }
         // Every lease gets its full TTL from now: its holder kept it alive

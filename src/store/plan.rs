@@ -76,23 +76,26 @@ impl Store {
     ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
-        committer.fences_hold(&inner.map, fences, Instant::now())?;
+        // One clock read for the whole run: fences, leases and deadlines.
+        let now = Instant::now();
+        committer.fences_hold(&inner.map, fences, now)?;
         let leases = ops.iter().filter_map(|op| match &op.action {
             Action::Put { lifetime, .. } => lifetime.lease(),
             Action::Get | Action::Delete => None,
         });
-        committer.leases_exist(leases)?;
-        let mut locked = inner.map.lock(ops.iter().map(|op| &*op.key));
-        let now = Instant::now();
+        committer.leases_exist(leases, now)?;
+        let hashes = inner.map.hashes(ops.iter().map(|op| &*op.key));
+        let keys = || ops.iter().map(|op| &op.key).zip(hashes.iter().copied());
+        let mut locked = inner.map.lock(&hashes);
         // What this run sees may include writes still on their way to disk.
         let saw_pending = !committer.pending.is_empty();
 
         // Expired keys the sweeper has not reached yet are expired here first,
         // as writes of their own, so watchers see the expiry before whatever
         // this run does to the key.
-        for op in ops {
-            if view(&committer.pending, &locked, &op.key).is_some_and(|e| e.is_expired(now)) {
-                committer.expire(&mut locked, &op.key, now);
+        for (key, hash) in keys() {
+            if view(&committer.pending, &locked, key, hash).is_some_and(|e| e.is_expired(now)) {
+                committer.expire(&mut locked, (key, hash), now);
             }
         }
 
@@ -104,8 +107,8 @@ impl Store {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut previous: SmallVec<[_; 1]> = SmallVec::with_capacity(ops.len());
         let mut rejected = false;
-        for op in ops {
-            let current = view(&committer.pending, &locked, &op.key).map(Current::from);
+        for (op, (key, hash)) in ops.iter().zip(keys()) {
+            let current = view(&committer.pending, &locked, key, hash).map(Current::from);
             previous.push(current.as_ref().map(|current| current.meta));
             let outcome = if !op.condition.holds(current.as_ref()) {
                 rejected = true;
@@ -126,10 +129,11 @@ impl Store {
             let writes = outcomes.iter().filter(|outcome| outcome.is_write()).count();
             let writing = ops
                 .iter()
+                .zip(keys())
                 .zip(&outcomes)
                 .zip(previous)
                 .filter(|((_, outcome), _)| outcome.is_write());
-            for (part, ((op, _), previous)) in writing.enumerate() {
+            for (part, (((op, key), _), previous)) in writing.enumerate() {
                 let planned = match &op.action {
                     Action::Put { value, lifetime } => Planned::Put {
                         value: value.clone(),
@@ -143,7 +147,7 @@ impl Store {
                     // A revision of one write has no parts.
                     part: (writes > 1).then(|| u32::try_from(part).unwrap_or(u32::MAX)),
                 };
-                committer.write(&mut locked, &op.key, planned, now, at);
+                committer.write(&mut locked, key, planned, now, at);
             }
         }
         drop(locked);

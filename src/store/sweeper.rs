@@ -42,11 +42,12 @@ impl Store {
                 };
                 return Sweep::Sleep(next.filter(|_| !stopped));
             }
-            let mut locked = inner.map.lock(due.iter().map(|key| &**key));
-            for key in &due {
+            let hashes = inner.map.hashes(due.iter().map(|key| &**key));
+            let mut locked = inner.map.lock(&hashes);
+            for (key, hash) in due.iter().zip(hashes) {
                 // A due key may already have an expiry or a new write planned.
-                if view(&committer.pending, &locked, key).is_some_and(|e| e.is_expired(now)) {
-                    committer.expire(&mut locked, key, now);
+                if view(&committer.pending, &locked, key, hash).is_some_and(|e| e.is_expired(now)) {
+                    committer.expire(&mut locked, (key, hash), now);
                 }
             }
             drop(locked);

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::commit::{At, Committer, Pending, Planned, Ticket, view};
 use super::flusher::settled;
 use super::index::Index;
-use super::{Current, Entry, Key, LockMap, Outcome, StorageError, Store};
+use super::{Current, Entry, Key, KeyHash, LockMap, Outcome, StorageError, Store};
 use crate::domain::{Fence, Guard, Meta, Txn, TxnOp, TxnOutcome, TxnResult};
 
 /// The keys as planning sees them (planned writes over the map), live ones
@@ -100,17 +100,20 @@ where
     }
 }
 
+/// A key a step writes, with its hash in the map.
+type Written = (Key, KeyHash);
+
 /// One operation of the branch, judged: a read's result, or what a write
 /// will do once the branch's revision is known.
 enum Step {
     Read(TxnResult),
     Put {
-        key: Key,
+        key: Written,
         planned: Planned,
         created: bool,
     },
-    Delete(Option<Key>),
-    DeletePrefix(Vec<Key>),
+    Delete(Option<Written>),
+    DeletePrefix(Vec<Written>),
 }
 
 impl Store {
@@ -151,7 +154,7 @@ impl Store {
             TxnOp::Put { lifetime, .. } => lifetime.lease(),
             _ => None,
         });
-        committer.leases_exist(leases)?;
+        committer.leases_exist(leases, now)?;
         let steps: Vec<Step> = txn
             .branch(succeeded)
             .iter()
@@ -172,7 +175,7 @@ impl Store {
                 } => {
                     let previous: Option<Meta> = state.entry(key).map(|entry| entry.meta());
                     Step::Put {
-                        key: key.clone(),
+                        key: (key.clone(), inner.map.hash(key)),
                         planned: Planned::Put {
                             value: value.clone(),
                             lifetime: *lifetime,
@@ -181,17 +184,23 @@ impl Store {
                         created: previous.is_none(),
                     }
                 }
-                TxnOp::Delete(key) => Step::Delete(state.entry(key).map(|_| key.clone())),
+                TxnOp::Delete(key) => {
+                    Step::Delete(state.entry(key).map(|_| (key.clone(), inner.map.hash(key))))
+                }
                 TxnOp::DeletePrefix(prefix) => Step::DeletePrefix(
                     state
                         .under(prefix)
-                        .map(|entry| Key::from(entry.key()))
+                        .map(|entry| {
+                            let key = Key::from(entry.key());
+                            let hash = inner.map.hash(&key);
+                            (key, hash)
+                        })
                         .collect(),
                 ),
             })
             .collect();
 
-        let written: Vec<&Key> = steps
+        let written: Vec<&Written> = steps
             .iter()
             .flat_map(|step| match step {
                 Step::Read(_) | Step::Delete(None) => &[][..],
@@ -200,12 +209,12 @@ impl Store {
                 Step::DeletePrefix(keys) => &keys[..],
             })
             .collect();
-        let mut locked = inner.map.lock(written.iter().map(|key| &***key));
+        let mut locked = inner.map.lock(written.iter().map(|(_, hash)| hash));
         // A key whose TTL ran out but was not swept expires first, at a
         // revision of its own, so watchers see the expiry before the put.
-        for key in &written {
-            if view(&committer.pending, &locked, key).is_some_and(|e| e.is_expired(now)) {
-                committer.expire(&mut locked, key, now);
+        for &(key, hash) in &written {
+            if view(&committer.pending, &locked, key, *hash).is_some_and(|e| e.is_expired(now)) {
+                committer.expire(&mut locked, (key, *hash), now);
             }
         }
         let writes = written.len();
@@ -233,7 +242,7 @@ impl Store {
                     planned,
                     created,
                 } => {
-                    committer.write(&mut locked, &key, planned, now, at());
+                    committer.write(&mut locked, (&key.0, key.1), planned, now, at());
                     TxnResult::One(if created {
                         Outcome::Created { revision }
                     } else {
@@ -242,12 +251,12 @@ impl Store {
                 }
                 Step::Delete(None) => TxnResult::One(Outcome::NotFound),
                 Step::Delete(Some(key)) => {
-                    committer.write(&mut locked, &key, Planned::Delete, now, at());
+                    committer.write(&mut locked, (&key.0, key.1), Planned::Delete, now, at());
                     TxnResult::One(Outcome::Deleted { revision })
                 }
                 Step::DeletePrefix(keys) => {
-                    for key in &keys {
-                        committer.write(&mut locked, key, Planned::Delete, now, at());
+                    for (key, hash) in &keys {
+                        committer.write(&mut locked, (key, *hash), Planned::Delete, now, at());
                     }
                     TxnResult::PrefixDeleted {
                         deleted: keys.len() as u64,

@@ -234,7 +234,10 @@ impl Watchers {
     /// Hands the event to every watcher of its key; returns how many
     /// watchers were dropped for being too slow.
     pub fn publish(&mut self, event: &Event) -> u64 {
-        if self.prefix_lengths.is_empty() && !self.by_key.contains_key(event.key()) {
+        // Most writes have no watcher: ask before reading the event's key.
+        if self.prefix_lengths.is_empty()
+            && (self.by_key.is_empty() || !self.by_key.contains_key(event.key()))
+        {
             return 0;
         }
         // A buffer kept between publishes: ten thousand watchers of a key
