@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use poem::http::request::Parts;
 use poem::http::{HeaderMap, HeaderValue, Method, header};
-use poem::{Body, IntoResponse, Response};
+use poem::{IntoResponse, Response};
 
+use super::body::SentBody;
 use super::fence::IF_FENCE;
 use super::keys::{DeleteResponse, KeysApi, WriteConditions};
 use super::plain::Plain;
@@ -45,7 +46,7 @@ impl<B: Backend> FastPath<B> {
     /// The answer to `hot`, asked by `caller` (admitted by the server): a
     /// success in its fixed shape, or the problem as a response. `body` is
     /// a PUT's value.
-    pub async fn answer(&self, hot: Hot<'_>, caller: &Caller, body: Body) -> Answered {
+    pub async fn answer(&self, hot: Hot<'_>, caller: &Caller, body: SentBody) -> Answered {
         match hot {
             Hot::Get {
                 key,

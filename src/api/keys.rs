@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
 use super::auth::TokenAuth;
-use super::body::{BodyExample, JsonBody, ValueBody};
+use super::body::{BodyExample, JsonBody, SentBody, ValueBody};
 use super::conditional::{EntityTags, etag, given, parse_etags, write_condition};
 use super::fence::{FenceHeader, fence_header};
 use super::plain::Plain;
@@ -343,7 +343,8 @@ impl<B: Backend> KeysApi<B> {
         };
         let caller = auth.caller();
         let lifetime = self.0.lifetime(ttl.0, lease.as_deref())?;
-        self.put(&caller, &key, lifetime, conditions, body.0).await
+        let body = SentBody::Streaming(body.0);
+        self.put(&caller, &key, lifetime, conditions, body).await
     }
 
     /// Delete a key
@@ -493,7 +494,7 @@ impl<B: Backend> KeysApi<B> {
         key: &str,
         lifetime: Lifetime,
         conditions: WriteConditions<'_>,
-        body: poem::Body,
+        body: SentBody,
     ) -> Result<PutAnswer, ApiError<PutErrors>> {
         let key = self.0.key(key)?;
         caller.may_write_key(&key)?;

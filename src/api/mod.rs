@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use poem_openapi::{OpenApiService, Tags};
 use tokio_util::sync::CancellationToken;
 
+pub use body::SentBody;
 pub use fast_path::{Answered, FastPath, HeaderFields, Hot, RequestHead, text as header_text};
 pub use list::{EMPTY_PREFIX, bad_limit};
 pub use plain::Plain;

@@ -7,15 +7,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
+use poem::IntoResponse;
 use poem::http;
-use poem::{Body, IntoResponse};
 
 use super::admission::Admission;
 use super::answers::AnswerBody;
 use super::dispatch;
 use super::guarded_io::Timeouts;
 use super::observe::{Record, Recorder, body_size};
-use crate::api::{Answered, FastPath, HeaderFields, Hot, RequestHead};
+use crate::api::{Answered, FastPath, HeaderFields, Hot, RequestHead, SentBody};
 use crate::auth::Caller;
 use crate::backend::Backend;
 
@@ -66,7 +66,7 @@ impl<B: Backend> HotLane<B> {
         let Some(hot) = Hot::of(&head, self.max_body) else {
             return Err(http::Request::from_parts(head, incoming));
         };
-        let body = dispatch::body(&head, incoming, timeouts);
+        let body = SentBody::Streaming(dispatch::body(&head, incoming, timeouts));
         let answer = self.answer(started, &head, hot, peer, body).await;
         Ok(answer.into_response().into())
     }
@@ -84,12 +84,9 @@ impl<B: Backend> HotLane<B> {
         let Some(hot) = Hot::of(head, self.max_body) else {
             return Err(body);
         };
-        // No box for a GET's empty body.
-        let body = match body.is_empty() {
-            true => Body::empty(),
-            false => Body::from(body),
-        };
-        Ok(self.answer(started, head, hot, peer, body).await)
+        Ok(self
+            .answer(started, head, hot, peer, SentBody::Whole(body))
+            .await)
     }
 
     async fn answer(
@@ -98,7 +95,7 @@ impl<B: Backend> HotLane<B> {
         head: &impl HeaderFields,
         hot: Hot<'_>,
         peer: SocketAddr,
-        body: Body,
+        body: SentBody,
     ) -> Answered {
         let operation = hot.operation();
         let (mut answer, caller, operation) =

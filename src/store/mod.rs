@@ -287,7 +287,7 @@ impl Store {
     pub async fn batch(&self, ops: &[Op], fences: &[Fence]) -> Result<Vec<Outcome>, BatchError> {
         let (outcomes, ticket) = self.run(ops, fences).map_err(BatchError::Storage)?;
         settled(ticket).await.map_err(BatchError::Storage)?;
-        BatchError::unless_rejected(outcomes)
+        BatchError::unless_rejected(outcomes.into_vec())
     }
 
     /// Starts watching keys and prefixes. Without `since`, the stream

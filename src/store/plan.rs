@@ -10,6 +10,9 @@ use super::{
     Action, Condition, Current, Fence, Key, Op, Outcome, PrefixDeleted, StorageError, Store,
 };
 
+/// What a run's ops came to, in their order: on the stack for one op.
+pub(super) type Outcomes = SmallVec<[Outcome; 1]>;
+
 impl Store {
     /// Plans (and in memory, applies) `ops`; with a data dir, the ticket
     /// tells when what they wrote or saw is durable.
@@ -17,7 +20,7 @@ impl Store {
         &self,
         ops: &[Op],
         fences: &[Fence],
-    ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
+    ) -> Result<(Outcomes, Option<Ticket>), StorageError> {
         let mut committer = self.inner.committer.lock();
         self.run_locked(&mut committer, ops, fences)
     }
@@ -73,7 +76,7 @@ impl Store {
         committer: &mut Committer,
         ops: &[Op],
         fences: &[Fence],
-    ) -> Result<(Vec<Outcome>, Option<Ticket>), StorageError> {
+    ) -> Result<(Outcomes, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
         // One clock read for the whole run: fences, leases and deadlines.
@@ -104,7 +107,7 @@ impl Store {
         // distinct keys, so no op sees another's write; all the writes take
         // one revision (etcd's model for a transaction).
         let revision = committer.next_revision();
-        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut outcomes = Outcomes::with_capacity(ops.len());
         let mut previous: SmallVec<[_; 1]> = SmallVec::with_capacity(ops.len());
         let mut rejected = false;
         for (op, (key, hash)) in ops.iter().zip(keys()) {
