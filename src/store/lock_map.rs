@@ -1,6 +1,6 @@
 //! `LockMap`: the store's concurrent map from key to entry.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
@@ -48,7 +48,12 @@ impl LockMap {
     }
 
     fn hash_bytes(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        // The key is the whole message: no length before it, as `[u8]`'s
+        // `Hash` writes (SipHash's last block holds the length anyway),
+        // which would cost a short key a round more than its bytes.
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key);
+        hasher.finish()
     }
 
     /// The hashes of `keys`, in their order, to lock and look them up by.
