@@ -209,7 +209,8 @@ pub enum SentBody {
 
 /// A whole body of at most `limit` bytes, as the chunks it came in: a
 /// value sent in one chunk is taken without a copy, one read whole already
-/// without a pass through a body reader (a sixth of a lean PUT's work).
+/// without a pass through a body reader (~640 of a lean PUT's ~16,000
+/// instructions).
 ///
 /// Why not poem's `Body::into_bytes_limit`: it reads through a 4 KiB
 /// buffer held in its future, which made every request's future (copied

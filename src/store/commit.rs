@@ -133,7 +133,7 @@ pub(super) fn view<'a>(
     hash: KeyHash,
 ) -> Option<&'a Entry> {
     // In memory (and mostly with a data dir) nothing is pending: skip
-    // hashing the key a second time on the hot path.
+    // hashing the key for `pending` on the hot path.
     if pending.is_empty() {
         return locked.get(key, hash);
     }
@@ -280,12 +280,17 @@ impl Committer {
         self.write(locked, key, Planned::Expire, now, at);
     }
 
-    /// Refuses a write that names a lease that does not exist.
+    /// Refuses a write that names a lease that does not exist (reading
+    /// the clock only for a write that names one).
     pub(super) fn leases_exist(
         &self,
-        mut leases: impl Iterator<Item = LeaseId>,
-        now: Instant,
+        leases: impl Iterator<Item = LeaseId>,
     ) -> Result<(), StorageError> {
+        let mut leases = leases.peekable();
+        if leases.peek().is_none() {
+            return Ok(());
+        }
+        let now = Instant::now();
         match leases.find(|lease| self.leases.alive(*lease, now).is_none()) {
             Some(missing) => Err(StorageError::LeaseNotFound(missing)),
             None => Ok(()),

@@ -31,20 +31,20 @@ pub struct Index {
 }
 
 /// Most records in a leaf, and most children of an inner node. Nodes are
-/// searched front to back ([`scan`]), not by bisection: records written
-/// one after another sit side by side in memory, and a scan in key order
-/// is what the prefetcher follows (bisection measured 1.7 times slower for
-/// a PUT replacing a key, 173 against 100 ns; std's B-tree, which also
-/// scans, 75). 32 pointers fill a 256-byte allocation exactly: about 10
-/// bytes a key with full leaves (24 measured no faster, 64 slower).
+/// searched in key order (a stride scan, [`scan`]), not by bisection:
+/// records written one after another sit side by side in memory, and a
+/// scan in key order is what the prefetcher follows. 32 pointers fill a
+/// 256-byte allocation exactly: about 10 bytes a key with full leaves (24
+/// measured no faster, 64 slower).
 const CAPACITY: usize = 32;
 
 /// A scan looks at every [`STRIDE`]th key first, then within the stretch
 /// that holds the key: about 7 comparisons in a full node instead of 16.
-/// The loads stay in key order and independent of each other, so it keeps
-/// what a scan wins over bisection (replacing one of 10k keys: 153 against
-/// 168 ns; of 1M: 1 066 against 1 270 ns), with less than half the
-/// comparisons (a PUT's instructions, BENCHMARKS.md issue 26).
+/// Its loads stay in key order and independent of each other, which is
+/// what a scan wins over bisection, with less than half the comparisons.
+/// Replacing one of 10k keys (BENCHMARKS.md, issue 26, third round): front
+/// to back 168–192 ns, bisection 257, this 153–170; of 1M: 1,190–1,430,
+/// 2,160 and 1,044–1,066 ns.
 const STRIDE: usize = 8;
 /// A node below this is merged with a neighbour when the two fit in one.
 const LOW: usize = CAPACITY / 4;

@@ -40,17 +40,17 @@ impl LockMap {
 
     /// The key's hash (SipHash, randomly keyed: keys come from clients, who
     /// must not be able to aim them all at one bucket). One hash serves
-    /// both the choice of shard and the shard's table, and a write hashes
-    /// each key once for all its lookups. Hashed as bytes, so a record's
-    /// key is hashed without checking its UTF-8 again.
+    /// both the choice of shard and the shard's table, and the commit path
+    /// hashes each key it writes once for all its lookups. Hashed as
+    /// bytes, so a record's key is hashed without checking its UTF-8 again.
     pub fn hash(&self, key: &str) -> KeyHash {
         KeyHash(self.hash_bytes(key.as_bytes()))
     }
 
     fn hash_bytes(&self, key: &[u8]) -> u64 {
         // The key is the whole message: no length before it, as `[u8]`'s
-        // `Hash` writes (SipHash's last block holds the length anyway),
-        // which would cost a short key a round more than its bytes.
+        // `Hash` writes, nor a 0xFF after it, as `str`'s does (SipHash's
+        // last block holds the length): a short key takes fewer blocks.
         let mut hasher = self.hasher.build_hasher();
         hasher.write(key);
         hasher.finish()
@@ -105,7 +105,8 @@ impl Default for LockMap {
     }
 }
 
-/// Shards write-locked by [`LockMap::lock`]; only keys named there may be used.
+/// Shards write-locked by [`LockMap::lock`]; only keys whose hashes were
+/// given there may be used.
 pub struct Locked<'a> {
     map: &'a LockMap,
     guards: SmallVec<[(usize, RwLockWriteGuard<'a, Shard>); 1]>,
@@ -113,7 +114,7 @@ pub struct Locked<'a> {
 
 /// A key's hash in a [`LockMap`], made by [`LockMap::hash`]: what
 /// [`Locked`] finds the key by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct KeyHash(u64);
 
 impl Locked<'_> {

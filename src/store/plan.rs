@@ -79,17 +79,23 @@ impl Store {
     ) -> Result<(Outcomes, Option<Ticket>), StorageError> {
         let inner = &*self.inner;
         committer.refusing()?;
-        // One clock read for the whole run: fences, leases and deadlines.
-        let now = Instant::now();
-        committer.fences_hold(&inner.map, fences, now)?;
+        // Fences read the map through its read locks: judged before this
+        // run write-locks its shards (and read the clock only if any).
+        if !fences.is_empty() {
+            committer.fences_hold(&inner.map, fences, Instant::now())?;
+        }
         let leases = ops.iter().filter_map(|op| match &op.action {
             Action::Put { lifetime, .. } => lifetime.lease(),
             Action::Get | Action::Delete => None,
         });
-        committer.leases_exist(leases, now)?;
+        committer.leases_exist(leases)?;
         let hashes = inner.map.hashes(ops.iter().map(|op| &*op.key));
         let keys = || ops.iter().map(|op| &op.key).zip(hashes.iter().copied());
         let mut locked = inner.map.lock(&hashes);
+        // Read once the shards are locked: a reader that found a key
+        // expired before then read an earlier clock, so this run finds it
+        // expired too.
+        let now = Instant::now();
         // What this run sees may include writes still on their way to disk.
         let saw_pending = !committer.pending.is_empty();
 

@@ -154,7 +154,7 @@ impl Store {
             TxnOp::Put { lifetime, .. } => lifetime.lease(),
             _ => None,
         });
-        committer.leases_exist(leases, now)?;
+        committer.leases_exist(leases)?;
         let steps: Vec<Step> = txn
             .branch(succeeded)
             .iter()
@@ -238,11 +238,11 @@ impl Store {
             .map(|step| match step {
                 Step::Read(result) => result,
                 Step::Put {
-                    key,
+                    key: (key, hash),
                     planned,
                     created,
                 } => {
-                    committer.write(&mut locked, (&key.0, key.1), planned, now, at());
+                    committer.write(&mut locked, (&key, hash), planned, now, at());
                     TxnResult::One(if created {
                         Outcome::Created { revision }
                     } else {
@@ -250,8 +250,8 @@ impl Store {
                     })
                 }
                 Step::Delete(None) => TxnResult::One(Outcome::NotFound),
-                Step::Delete(Some(key)) => {
-                    committer.write(&mut locked, (&key.0, key.1), Planned::Delete, now, at());
+                Step::Delete(Some((key, hash))) => {
+                    committer.write(&mut locked, (&key, hash), Planned::Delete, now, at());
                     TxnResult::One(Outcome::Deleted { revision })
                 }
                 Step::DeletePrefix(keys) => {
